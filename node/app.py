@@ -1,0 +1,138 @@
+"""The composition root: the only place that builds objects from configuration.
+
+``run_node`` owns one TaskGroup with every loop. When ``stop`` is set it asks each link to finish
+its batch and commit (soft stop), cancels whatever still runs after ``shutdown_timeout_s`` (hard
+stop), then flushes the producers and closes the admin server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from node.codec import SchemaSet, packaged_schema_dir
+from node.config import NodeConfig
+from node.core.routing import Arrival, Router
+from node.kafka.bridge import Destinations, Link
+from node.kafka.sink import Sink
+from node.kafka.source import Source
+from node.kafka.topics import TopicNames, ensure_topics
+from node.ops.http import admin_app, start_admin
+from node.ops.metrics import Metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """What a started node tells its caller (tests, the CLI)."""
+
+    admin_port: int
+
+
+def load_schemas(config: NodeConfig) -> SchemaSet:
+    """Parse the resource schemas once (raises SchemaError)."""
+    return SchemaSet.load(config.schema_dir or packaged_schema_dir())
+
+
+async def run_node(
+    config: NodeConfig,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    on_running: Callable[[Running], None] | None = None,
+) -> None:
+    """Run the node until ``stop`` is set; raise if a loop fails for good."""
+    log = structlog.get_logger("node").bind(node=config.node_id, region=config.topology.region)
+    schemas = load_schemas(config) if config.flow.validate_ingress else None
+    registry = registry or CollectorRegistry()
+    local_topics = TopicNames(config.local.topic_prefix)
+    parent_topics = TopicNames(config.parent.cluster.topic_prefix) if config.parent else None
+    await _ensure_topics(config, local_topics, parent_topics)
+
+    local_sink = Sink(config.local.bootstrap, f"{config.node_id}.local")
+    parent_sink = (
+        Sink(config.parent.cluster.bootstrap, f"{config.node_id}.parent") if config.parent else None
+    )
+    destinations = Destinations(local_sink, local_topics, parent_sink, parent_topics)
+    router = Router(config.topology)
+    link_names = ["local", "parent"] if config.parent else ["local"]
+    metrics = Metrics(registry, link_names)
+    flow = config.flow
+
+    def link(name: str, bootstrap: str, topic: str, arrival: Arrival) -> Link:
+        group = f"exchange-node.{config.node_id}.{name}"
+        source = Source(
+            bootstrap,
+            topic,
+            group,
+            max_batch=flow.max_batch,
+            fetch_timeout_ms=flow.fetch_timeout_ms,
+        )
+        return Link(
+            name, source, arrival, router, destinations, metrics, schemas=schemas,
+            validate_ingress=flow.validate_ingress, retry_backoff_s=flow.retry_backoff_s,
+        )  # fmt: skip
+
+    links = [link("local", config.local.bootstrap, local_topics.outbox, Arrival.FROM_BELOW)]
+    if config.parent and parent_topics:
+        down = parent_topics.down(config.topology.region)
+        links.append(link("parent", config.parent.cluster.bootstrap, down, Arrival.FROM_ABOVE))
+
+    app = admin_app(
+        registry, lambda: {ln.name: ln.started and ln.up for ln in links}, config.node_id
+    )
+    runner: web.AppRunner | None = None
+    sinks = [sink for sink in (local_sink, parent_sink) if sink is not None]
+    try:
+        for sink in sinks:
+            await sink.start()
+        runner, port = await start_admin(app, config.admin.host, config.admin.port)
+        log.info("node_started", admin_port=port, links=link_names)
+        if on_running is not None:
+            on_running(Running(port))
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(ln.run(), name=f"link-{ln.name}") for ln in links]
+            group.create_task(_stop_when_asked(stop, links, tasks, flow.shutdown_timeout_s, log))
+    finally:
+        for sink in sinks:
+            await sink.stop()
+        if runner is not None:
+            await runner.cleanup()
+        log.info("node_stopped")
+
+
+async def _stop_when_asked(
+    stop: asyncio.Event,
+    links: list[Link],
+    tasks: list[asyncio.Task[None]],
+    deadline_s: float,
+    log: structlog.typing.FilteringBoundLogger,
+) -> None:
+    """Wait for ``stop`` or a link ending; then soft-stop the links, hard-stop the late ones."""
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    log.info("node_stopping", deadline_s=deadline_s)
+    for link in links:
+        link.request_stop()
+    _, late = await asyncio.wait(tasks, timeout=deadline_s)
+    for task in late:
+        log.warning("hard_stop", task=task.get_name())
+        task.cancel()
+
+
+async def _ensure_topics(config: NodeConfig, local: TopicNames, parent: TopicNames | None) -> None:
+    """Create the topics this node reads and writes, where missing (if configured to)."""
+    if not config.topics.create:
+        return
+    settings = (config.topics.partitions, config.topics.replication_factor)
+    names = [local.outbox, local.inbox, local.refused]
+    names += [local.down(child) for child in config.topology.children]
+    await ensure_topics(config.local.bootstrap, names, *settings)
+    if config.parent and parent:
+        upstream = [parent.outbox, parent.down(config.topology.region)]
+        await ensure_topics(config.parent.cluster.bootstrap, upstream, *settings)

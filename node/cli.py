@@ -1,0 +1,70 @@
+"""The ``exchange-node`` command line.
+
+    exchange-node run --config FILE       run the node until SIGTERM or SIGINT
+    exchange-node check-config FILE       check a configuration file; exit 0 if valid, 2 if not
+
+Exit codes: 0 success, 1 the node failed while running, 2 bad configuration or schemas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from node.app import load_schemas, run_node
+from node.config import load_config
+from node.errors import ConfigError, NodeError, SchemaError
+from node.ops.logs import configure_logging
+
+EXIT_FAILED, EXIT_CONFIG = 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run the chosen command; return the exit code."""
+    parser = argparse.ArgumentParser(prog="exchange-node", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the node")
+    run.add_argument("--config", type=Path, required=True, help="the node's TOML file")
+    check = commands.add_parser("check-config", help="check a configuration file")
+    check.add_argument("config", type=Path)
+    args = parser.parse_args(argv)
+
+    try:
+        config = load_config(args.config)
+        if config.flow.validate_ingress:
+            load_schemas(config)
+    except (ConfigError, SchemaError) as error:
+        print(f"exchange-node: invalid configuration: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        print(f"{args.config}: valid ({config.node_id}, region {config.topology.region})")
+        return 0
+
+    configure_logging(config.log.format, config.log.level)
+    log = structlog.get_logger("node")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_node(config, stop)
+
+    try:
+        asyncio.run(serve())
+    except (NodeError, ExceptionGroup) as failure:
+        errors = failure.exceptions if isinstance(failure, ExceptionGroup) else (failure,)
+        for cause in errors:
+            log.error("node_failed", error=str(cause), kind=type(cause).__name__)
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Avro values in single-object encoding: the framing every resource record uses.
+
+A value is ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's
+parsing canonical form + the Avro binary body. The fingerprint names the schema, so no registry is
+needed: every node parses the same schema files once at start-up.
+
+Pure: no I/O beyond reading the schema files in ``SchemaSet.load``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from node.errors import PayloadError, SchemaError
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = len(MAGIC) + 8
+
+
+def packaged_schema_dir() -> Path:
+    """Return the shipped resource schemas: package data when installed, else the source tree's."""
+    installed = Path(str(resources.files("node"))) / "schemas" / "resources"
+    return (
+        installed if installed.is_dir() else Path(__file__).parent.parent / "schemas" / "resources"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """One parsed writer schema."""
+
+    name: str
+    parsed: Any
+    fingerprint: bytes
+
+
+class SchemaSet:
+    """The known resource schemas, by full name and by fingerprint."""
+
+    def __init__(self, schemas: Mapping[str, Schema]) -> None:
+        self.by_name = dict(schemas)
+        self.by_fingerprint = {schema.fingerprint: schema for schema in schemas.values()}
+
+    @classmethod
+    def load(cls, directory: Path) -> SchemaSet:
+        """Parse every ``*.avsc`` in ``directory``; raise SchemaError naming the bad file."""
+        if not directory.is_dir():
+            raise SchemaError(f"{directory}: schema directory does not exist")
+        schemas: dict[str, Schema] = {}
+        for path in sorted(directory.glob("*.avsc")):
+            try:
+                schema = cls.parse(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError, KeyError) as error:
+                raise SchemaError(f"{path}: {error}") from error
+            if schema.name in schemas:
+                raise SchemaError(f"{path}: schema {schema.name} is defined twice")
+            schemas[schema.name] = schema
+        if not schemas:
+            raise SchemaError(f"{directory}: no *.avsc schema files")
+        return cls(schemas)
+
+    @staticmethod
+    def parse(definition: Any) -> Schema:
+        """Parse one schema definition (a JSON value)."""
+        parsed = parse_schema(definition)
+        canonical = to_parsing_canonical_form(parsed)
+        name = parsed["name"] if isinstance(parsed, dict) else str(parsed)
+        return Schema(name, parsed, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
+
+    def encode(self, name: str, datum: Mapping[str, Any]) -> bytes:
+        """Encode ``datum`` with schema ``name``; raise PayloadError if it does not fit."""
+        schema = self.by_name.get(name)
+        if schema is None:
+            raise PayloadError(f"unknown schema {name!r}")
+        buffer = io.BytesIO()
+        buffer.write(MAGIC + schema.fingerprint)
+        try:
+            schemaless_writer(buffer, schema.parsed, datum)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise PayloadError(f"record does not fit schema {name}: {error}") from error
+        return buffer.getvalue()
+
+    def schema_of(self, value: bytes) -> Schema:
+        """Return the writer schema a framed value names; raise PayloadError if none."""
+        if len(value) < HEADER_SIZE or value[:2] != MAGIC:
+            raise PayloadError("value is not Avro single-object encoded (no C3 01 marker)")
+        schema = self.by_fingerprint.get(value[2:HEADER_SIZE])
+        if schema is None:
+            raise PayloadError(f"unknown schema fingerprint {value[2:HEADER_SIZE].hex()}")
+        return schema
+
+    def decode(self, value: bytes) -> tuple[str, dict[str, Any]]:
+        """Decode a framed value into (schema name, record); raise PayloadError if it cannot."""
+        schema = self.schema_of(value)
+        buffer = io.BytesIO(value)
+        buffer.seek(HEADER_SIZE)
+        try:
+            datum = schemaless_reader(buffer, schema.parsed, None)
+        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as error:
+            raise PayloadError(f"value does not decode as {schema.name}: {error!r}") from error
+        if buffer.tell() != len(value):
+            raise PayloadError(
+                f"value has {len(value) - buffer.tell()} bytes after the {schema.name} datum"
+            )
+        if not isinstance(datum, dict):
+            raise PayloadError(f"{schema.name} value is not a record")
+        return schema.name, datum

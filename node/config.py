@@ -1,0 +1,277 @@
+"""Node configuration: one TOML file, loaded once into frozen, typed values.
+
+Every check names the field path (``parent.region``) and what was expected, and unknown keys are
+errors too, so a typo stops start-up instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from node.core.topology import Topology, contains, is_region_code
+from node.errors import ConfigError
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """How to reach one Kafka cluster and which topic namespace this node uses there."""
+
+    bootstrap: str
+    topic_prefix: str = "cascade"
+
+
+@dataclass(frozen=True, slots=True)
+class ParentConfig:
+    """The parent link: the parent's cluster and region code."""
+
+    cluster: ClusterConfig
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicConfig:
+    """How the node creates the topics it owns."""
+
+    create: bool = True
+    partitions: int = 3
+    replication_factor: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FlowConfig:
+    """Batching, retry and shutdown settings of the links."""
+
+    max_batch: int = 2000
+    fetch_timeout_ms: int = 200
+    retry_backoff_s: float = 1.0
+    shutdown_timeout_s: float = 30.0
+    validate_ingress: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """Where the admin HTTP server (/metrics, /healthz) listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 9100
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Log output: ``json`` lines, ``console`` for people, or ``auto`` (console on a terminal)."""
+
+    format: str = "auto"
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything one node needs, checked."""
+
+    node_id: str
+    topology: Topology
+    local: ClusterConfig
+    parent: ParentConfig | None
+    topics: TopicConfig
+    flow: FlowConfig
+    admin: AdminConfig
+    log: LogConfig
+    schema_dir: Path | None
+
+
+class _Table:
+    """A TOML table being read: typed field access with paths, unknown keys reported at the end."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path or "(top level)", f"expected a table, got {_kind(data)}")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.seen: set[str] = set()
+
+    def field_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kind: type[T], default: Any = _MISSING) -> T:
+        self.seen.add(key)
+        if key not in self.data:
+            if default is _MISSING:
+                raise ConfigError(self.field_path(key), f"missing (expected {kind.__name__})")
+            return default  # type: ignore[no-any-return]
+        value = self.data[key]
+        accepted = (int, float) if kind is float else kind
+        if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
+            raise ConfigError(
+                self.field_path(key), f"expected {kind.__name__}, got {_kind(value)} {value!r}"
+            )
+        checked: Any = value
+        return float(checked) if kind is float else checked  # type: ignore[return-value]
+
+    def check(self, key: str, ok: Callable[[Any], bool], expected: str, value: Any) -> None:
+        if not ok(value):
+            raise ConfigError(self.field_path(key), f"expected {expected}, got {value!r}")
+
+    def table(self, key: str, *, required: bool = False) -> _Table | None:
+        self.seen.add(key)
+        if key not in self.data:
+            if required:
+                raise ConfigError(self.field_path(key), "missing table")
+            return None
+        return _Table(self.data[key], self.field_path(key))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(self.field_path(unknown[0]), "unknown key")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "table", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _bootstrap_ok(value: str) -> bool:
+    for server in value.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            return False
+    return True
+
+
+def _prefix_ok(value: str) -> bool:
+    return 0 < len(value) <= 100 and all(c.isalnum() or c in "._-" for c in value)
+
+
+def _cluster(table: _Table) -> ClusterConfig:
+    bootstrap = table.get("bootstrap", str)
+    table.check("bootstrap", _bootstrap_ok, "HOST:PORT[,HOST:PORT...]", bootstrap)
+    prefix = table.get("topic_prefix", str, "cascade")
+    table.check("topic_prefix", _prefix_ok, "1-100 characters of [A-Za-z0-9._-]", prefix)
+    return ClusterConfig(bootstrap, prefix)
+
+
+def parse_config(data: dict[str, Any]) -> NodeConfig:
+    """Check a parsed TOML document and build the node's configuration; raise ConfigError."""
+    root = _Table(data, "")
+    node = root.table("node", required=True)
+    assert node is not None
+    node_id = node.get("id", str)
+    node.check("id", _prefix_ok, "1-100 characters of [A-Za-z0-9._-]", node_id)
+    level = node.get("level", str)
+    node.check("level", _prefix_ok, "a level name such as county, city, province", level)
+    region = node.get("region", str)
+    node.check("region", is_region_code, "a six-digit region code (GB/T 2260)", region)
+    children = node.get("children", list, [])
+    for index, child in enumerate(children):
+        path = f"children[{index}]"
+        node.check(path, lambda c: isinstance(c, str) and is_region_code(c), "a region code", child)
+        node.check(
+            path, lambda c: c != region and contains(region, c), f"a region below {region}", child
+        )
+        node.check(path, lambda c, i=index: c not in children[:i], "no duplicates", child)  # type: ignore[misc]
+    schema_dir = node.get("schema_dir", str, "")
+    node.done()
+
+    local_table = root.table("local", required=True)
+    assert local_table is not None
+    local = _cluster(local_table)
+    local_table.done()
+
+    parent: ParentConfig | None = None
+    parent_table = root.table("parent")
+    if parent_table is not None:
+        parent_region = parent_table.get("region", str)
+        parent_table.check("region", is_region_code, "a six-digit region code", parent_region)
+        parent_table.check(
+            "region",
+            lambda p: p != region,
+            f"a region other than this node's {region}",
+            parent_region,
+        )
+        parent = ParentConfig(_cluster(parent_table), parent_region)
+        parent_table.done()
+
+    topics = _topics(root.table("topics"))
+    flow = _flow(root.table("flow"))
+    admin = _admin(root.table("admin"))
+    log = _log(root.table("log"))
+    root.done()
+    topology = Topology(region, level, parent.region if parent else None, tuple(children))
+    return NodeConfig(
+        node_id, topology, local, parent, topics, flow, admin, log,
+        Path(schema_dir) if schema_dir else None,
+    )  # fmt: skip
+
+
+def _topics(table: _Table | None) -> TopicConfig:
+    if table is None:
+        return TopicConfig()
+    default = TopicConfig()
+    create = table.get("create", bool, default.create)
+    partitions = table.get("partitions", int, default.partitions)
+    table.check("partitions", lambda n: 1 <= n <= 1000, "1-1000", partitions)
+    replication = table.get("replication_factor", int, default.replication_factor)
+    table.check("replication_factor", lambda n: 1 <= n <= 10, "1-10", replication)
+    table.done()
+    return TopicConfig(create, partitions, replication)
+
+
+def _flow(table: _Table | None) -> FlowConfig:
+    if table is None:
+        return FlowConfig()
+    default = FlowConfig()
+    max_batch = table.get("max_batch", int, default.max_batch)
+    table.check("max_batch", lambda n: 1 <= n <= 100_000, "1-100000 records", max_batch)
+    fetch_timeout = table.get("fetch_timeout_ms", int, default.fetch_timeout_ms)
+    table.check("fetch_timeout_ms", lambda n: 1 <= n <= 60_000, "1-60000 ms", fetch_timeout)
+    backoff = table.get("retry_backoff_s", float, default.retry_backoff_s)
+    table.check("retry_backoff_s", lambda s: 0 < s <= 300, "0 < seconds <= 300", backoff)
+    shutdown = table.get("shutdown_timeout_s", float, default.shutdown_timeout_s)
+    table.check("shutdown_timeout_s", lambda s: 0 < s <= 600, "0 < seconds <= 600", shutdown)
+    validate = table.get("validate_ingress", bool, default.validate_ingress)
+    table.done()
+    return FlowConfig(max_batch, fetch_timeout, backoff, shutdown, validate)
+
+
+def _admin(table: _Table | None) -> AdminConfig:
+    if table is None:
+        return AdminConfig()
+    default = AdminConfig()
+    host = table.get("host", str, default.host)
+    table.check("host", bool, "a host name or address", host)
+    port = table.get("port", int, default.port)
+    table.check("port", lambda p: 0 <= p < 65536, "a TCP port 0-65535 (0: any free port)", port)
+    table.done()
+    return AdminConfig(host, port)
+
+
+def _log(table: _Table | None) -> LogConfig:
+    if table is None:
+        return LogConfig()
+    default = LogConfig()
+    fmt = table.get("format", str, default.format)
+    table.check("format", lambda f: f in ("auto", "json", "console"), "auto, json or console", fmt)
+    level = table.get("level", str, default.level)
+    levels = ("debug", "info", "warning", "error")
+    table.check("level", lambda lv: lv in levels, ", ".join(levels), level)
+    table.done()
+    return LogConfig(fmt, level)
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and check a TOML file; raise ConfigError naming the file or the bad field."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(str(path), f"cannot read: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), f"not valid TOML: {error}") from error
+    return parse_config(data)

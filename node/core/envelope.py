@@ -1,0 +1,217 @@
+"""The envelope: what the node knows of a record without decoding its value.
+
+The envelope travels in Kafka headers (ASCII values), so routing never touches the payload:
+
+================  =====================================================================
+header            value
+================  =====================================================================
+cx-id             record id, 1-64 printable ASCII characters (a UUID in practice)
+cx-resource       resource code from the catalog
+cx-source-region  region code (GB/T 2260) of the publishing platform
+cx-source-dept    code of the publishing (source) department
+cx-target         ``region:410102`` one region · ``subtree:410100`` a region and all below it ·
+                  ``level:province`` the first ancestor (or self) at that level
+cx-grade          classification grade, 1 (public) … 4 (most sensitive)
+cx-sharing        ``unconditional`` · ``conditional`` · ``not_shared``
+cx-created-ms     creation time, milliseconds since the Unix epoch
+cx-hops           the hop path, comma separated ``REGION`` + mark: ``^`` sent up, ``v`` sent down,
+                  ``.`` delivered there; empty on a freshly published record
+================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from node.core.topology import is_region_code
+from node.errors import EnvelopeError
+
+RECORD_ID = "cx-id"
+RESOURCE = "cx-resource"
+SOURCE_REGION = "cx-source-region"
+SOURCE_DEPT = "cx-source-dept"
+TARGET = "cx-target"
+GRADE = "cx-grade"
+SHARING = "cx-sharing"
+CREATED_MS = "cx-created-ms"
+HOPS = "cx-hops"
+ENVELOPE_HEADERS = (
+    RECORD_ID, RESOURCE, SOURCE_REGION, SOURCE_DEPT, TARGET, GRADE, SHARING, CREATED_MS, HOPS,
+)  # fmt: skip
+
+REFUSAL_REASON = "cx-refusal-reason"
+REFUSAL_MESSAGE = "cx-refusal-message"
+REFUSED_BY = "cx-refused-by"
+
+MIN_GRADE, MAX_GRADE = 1, 4
+_TOKEN = re.compile(r"[\x21-\x7e]{1,64}")
+
+Headers = Iterable[tuple[str, bytes]]
+
+
+class Sharing(StrEnum):
+    """Sharing type of a resource (无条件共享 / 有条件共享 / 不予共享)."""
+
+    UNCONDITIONAL = "unconditional"
+    CONDITIONAL = "conditional"
+    NOT_SHARED = "not_shared"
+
+
+class TargetKind(StrEnum):
+    """How a target names its recipients."""
+
+    REGION = "region"
+    SUBTREE = "subtree"
+    LEVEL = "level"
+
+
+class Mark(StrEnum):
+    """What a node did with a record, as written in the hop path."""
+
+    UP = "^"
+    DOWN = "v"
+    DELIVERED = "."
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a record should go."""
+
+    kind: TargetKind
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """Parse ``kind:value``; raise EnvelopeError naming what is wrong."""
+        kind_text, sep, value = text.partition(":")
+        if not sep:
+            raise EnvelopeError(TARGET, f"expected KIND:VALUE, got {text!r}")
+        try:
+            kind = TargetKind(kind_text)
+        except ValueError:
+            kinds = ", ".join(k.value for k in TargetKind)
+            raise EnvelopeError(TARGET, f"unknown kind {kind_text!r} (expected {kinds})") from None
+        if kind is TargetKind.LEVEL:
+            if not _TOKEN.fullmatch(value):
+                raise EnvelopeError(TARGET, f"level name {value!r} is empty or not printable")
+        elif not is_region_code(value):
+            raise EnvelopeError(TARGET, f"{value!r} is not a six-digit region code")
+        return cls(kind, value)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One entry of the hop path."""
+
+    region: str
+    mark: Mark
+
+    def __str__(self) -> str:
+        return f"{self.region}{self.mark.value}"
+
+
+def parse_hops(text: str) -> tuple[Hop, ...]:
+    """Parse a hop path such as ``410102^,410100^``; raise EnvelopeError if malformed."""
+    if not text:
+        return ()
+    hops = []
+    for entry in text.split(","):
+        region, mark_text = entry[:-1], entry[-1:]
+        if not is_region_code(region) or mark_text not in "^v.":
+            raise EnvelopeError(
+                HOPS, f"bad entry {entry!r} (expected REGION followed by ^, v or .)"
+            )
+        hops.append(Hop(region, Mark(mark_text)))
+    return tuple(hops)
+
+
+def format_hops(hops: Iterable[Hop]) -> str:
+    """Format a hop path for the ``cx-hops`` header."""
+    return ",".join(str(hop) for hop in hops)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The full envelope of one record, as published by a source department."""
+
+    record_id: str
+    resource: str
+    source_region: str
+    source_dept: str
+    target: Target
+    grade: int
+    sharing: Sharing
+    created_ms: int
+    hops: tuple[Hop, ...] = ()
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        """Render the envelope as Kafka headers."""
+        values = (
+            self.record_id, self.resource, self.source_region, self.source_dept, str(self.target),
+            str(self.grade), self.sharing.value, str(self.created_ms), format_hops(self.hops),
+        )  # fmt: skip
+        return [
+            (name, value.encode()) for name, value in zip(ENVELOPE_HEADERS, values, strict=True)
+        ]
+
+    @classmethod
+    def from_headers(cls, headers: Headers) -> Envelope:
+        """Parse and check every envelope header; raise EnvelopeError naming the first bad one."""
+        text = header_texts(headers)
+
+        def required(name: str) -> str:
+            value = text.get(name)
+            if value is None:
+                raise EnvelopeError(name, "missing")
+            return value
+
+        def token(name: str) -> str:
+            value = required(name)
+            if not _TOKEN.fullmatch(value):
+                raise EnvelopeError(name, f"{value!r} must be 1-64 printable ASCII characters")
+            return value
+
+        source_region = required(SOURCE_REGION)
+        if not is_region_code(source_region):
+            raise EnvelopeError(SOURCE_REGION, f"{source_region!r} is not a six-digit region code")
+        grade_text = required(GRADE)
+        if not grade_text.isdigit() or not MIN_GRADE <= int(grade_text) <= MAX_GRADE:
+            raise EnvelopeError(GRADE, f"{grade_text!r} is not a grade {MIN_GRADE}-{MAX_GRADE}")
+        sharing_text = required(SHARING)
+        try:
+            sharing = Sharing(sharing_text)
+        except ValueError:
+            kinds = ", ".join(s.value for s in Sharing)
+            raise EnvelopeError(SHARING, f"{sharing_text!r} is not one of {kinds}") from None
+        created_text = required(CREATED_MS)
+        if not created_text.isdigit():
+            raise EnvelopeError(CREATED_MS, f"{created_text!r} is not milliseconds since epoch")
+        return cls(
+            record_id=token(RECORD_ID),
+            resource=token(RESOURCE),
+            source_region=source_region,
+            source_dept=token(SOURCE_DEPT),
+            target=Target.parse(required(TARGET)),
+            grade=int(grade_text),
+            sharing=sharing,
+            created_ms=int(created_text),
+            hops=parse_hops(text.get(HOPS, "")),
+        )
+
+
+def header_texts(headers: Headers) -> Mapping[str, str]:
+    """Decode the ``cx-`` headers as ASCII text (the last value wins); raise on non-ASCII."""
+    texts: dict[str, str] = {}
+    for name, value in headers:
+        if name.startswith("cx-"):
+            try:
+                texts[name] = value.decode("ascii")
+            except (UnicodeDecodeError, AttributeError):
+                raise EnvelopeError(name, "value is not ASCII text") from None
+    return texts

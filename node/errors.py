@@ -1,0 +1,60 @@
+"""Every exception the node raises on purpose, in one tree.
+
+    NodeError
+    ├── ConfigError           bad configuration; start-up stops (not retriable)
+    ├── SchemaError           an Avro schema file is unusable; start-up stops (not retriable)
+    ├── EnvelopeError         a record's headers are missing or malformed (not retriable: refuse it)
+    ├── PayloadError          a record's value cannot be decoded (not retriable: refuse it)
+    └── TransportError        Kafka said no
+        ├── DeliveryError     a batch could not be produced; retriable (rewind and try again)
+        └── RecordRejected    the broker rejects one record for good (too large); refuse it
+
+aiokafka and fastavro exceptions are translated into these where they enter our code.
+"""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Base of every error the node raises on purpose."""
+
+    retriable = False
+
+
+class ConfigError(NodeError):
+    """A configuration field is wrong: ``path`` names it, the message says what was expected."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class SchemaError(NodeError):
+    """An Avro schema file cannot be parsed or clashes with another."""
+
+
+class EnvelopeError(NodeError):
+    """A header of the envelope is missing or malformed."""
+
+    def __init__(self, header: str, problem: str) -> None:
+        super().__init__(f"header {header}: {problem}")
+        self.header = header
+
+
+class PayloadError(NodeError):
+    """A record value is not a decodable single-object Avro datum of a known schema."""
+
+
+class TransportError(NodeError):
+    """Kafka refused or failed an operation."""
+
+
+class DeliveryError(TransportError):
+    """Producing a batch failed in a way that may pass on retry."""
+
+    retriable = True
+
+
+class RecordRejected(TransportError):
+    """The destination rejects one record permanently (for example: too large)."""

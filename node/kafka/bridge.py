@@ -1,0 +1,275 @@
+"""A link: one source topic wired through the decision to the sinks, batch by batch.
+
+For each fetched batch: validate fresh records (ingress), route, produce every copy and every
+refusal, wait for all acks, then commit the next offset of each partition. A batch that fails to
+deliver is rewound and retried after a backoff, so an offset is committed only once every copy of
+every record before it was acked (at-least-once, contiguous per partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from node.codec import SchemaSet
+from node.core.envelope import CREATED_MS, HOPS, REFUSAL_MESSAGE, REFUSAL_REASON, REFUSED_BY, TARGET
+from node.core.ingress import check_ingress
+from node.core.outcome import Delivered, Direction, Outcome, Reason, Refused
+from node.core.routing import Arrival, RouteKey, Router
+from node.errors import DeliveryError, RecordRejected, TransportError
+from node.kafka.sink import Message, Sink
+from node.kafka.source import Batch, Source
+from node.kafka.topics import TopicNames
+from node.ops.metrics import Metrics
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Destinations:
+    """Where each direction's copies go: sinks and topic names of both clusters."""
+
+    local: Sink
+    local_topics: TopicNames
+    parent: Sink | None
+    parent_topics: TopicNames | None
+
+    def route(self, direction: Direction, region: str) -> tuple[Sink, str]:
+        """Return the sink and topic for a copy going ``direction`` to ``region``."""
+        if direction is Direction.LOCAL:
+            return self.local, self.local_topics.inbox
+        if direction is Direction.DOWN:
+            return self.local, self.local_topics.down(region)
+        if self.parent is None or self.parent_topics is None:
+            raise AssertionError("the router sent a record up from the root")
+        return self.parent, self.parent_topics.outbox
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Messages of one batch, with what each one means for metrics."""
+
+    messages: list[Message]
+    sinks: list[Sink]
+    kinds: list[Direction | Reason]  # direction of a copy, or the reason of a refusal
+    created_ms: list[int]
+
+
+class Link:
+    """Moves records from one source topic to their destinations until asked to stop."""
+
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        arrival: Arrival,
+        router: Router,
+        destinations: Destinations,
+        metrics: Metrics,
+        *,
+        schemas: SchemaSet | None,
+        validate_ingress: bool,
+        retry_backoff_s: float,
+        clock: Clock = time.time,
+    ) -> None:
+        self.name = name
+        self.started = False
+        self.up = False
+        self._source = source
+        self._arrival = arrival
+        self._router = router
+        self._to = destinations
+        self._metrics = metrics
+        self._schemas = schemas
+        self._validate = validate_ingress and arrival is Arrival.FROM_BELOW
+        self._backoff = retry_backoff_s
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._log = structlog.get_logger("node.link").bind(link=name, topic=source.topic)
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, commit, and return from run()."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume, route, deliver and commit until stopped; raise on non-retriable failures."""
+        await self._source.start()
+        self.started = self.up = True
+        self._metrics.link_up.labels(self.name).set(1)
+        self._log.info("link_started")
+        try:
+            while not self._stopping.is_set():
+                batch = await self._source.fetch()
+                if batch:
+                    await self._deliver_with_retry(batch)
+        finally:
+            await self._source.stop()
+            self._log.info("link_stopped")
+
+    async def _deliver_with_retry(self, batch: Batch) -> None:
+        first = {tp: records[0].offset for tp, records in batch.items() if records}
+        while True:
+            try:
+                await self._process(batch)
+            except DeliveryError as error:
+                self._set_up(False)
+                self._metrics.delivery_retries.labels(self.name).inc()
+                self._log.warning("delivery_failed", error=str(error), retry_in_s=self._backoff)
+                self._source.rewind(first)
+                await self._sleep_unless_stopping(self._backoff)
+                return  # the rewound records are fetched again by the loop
+            else:
+                self._set_up(True)
+                return
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def _set_up(self, up: bool) -> None:
+        if up != self.up:
+            self.up = up
+            self._metrics.link_up.labels(self.name).set(1 if up else 0)
+
+    async def _process(self, batch: Batch) -> None:
+        records = [record for partition_records in batch.values() for record in partition_records]
+        began = time.perf_counter()
+        outcomes = self._decide(records)
+        pending = self._messages(records, outcomes)
+        self._metrics.routing_seconds.labels(self.name).observe(time.perf_counter() - began)
+
+        rejected = await self._send(pending)
+        if rejected:
+            await self._refuse_rejected(pending, rejected)
+        self._count(pending, len(records))
+        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+        committed = await self._source.commit(offsets)
+        self._log.info(
+            "batch",
+            records=len(records),
+            copies=sum(isinstance(kind, Direction) for kind in pending.kinds),
+            refused=sum(isinstance(kind, Reason) for kind in pending.kinds),
+            offsets={f"{tp.partition}": [batch[tp][0].offset, o - 1] for tp, o in offsets.items()},
+            committed=committed,
+        )
+
+    def _decide(self, records: Sequence[Any]) -> list[Outcome]:
+        keys = [_route_key(record.headers) for record in records]
+        outcomes: list[Outcome] = self._router.route_batch(keys, self._arrival)
+        if self._validate:
+            region = self._router.topology.region
+            for index, (record, (_, hops)) in enumerate(zip(records, keys, strict=True)):
+                if not hops:
+                    refusal = check_ingress(record.headers, record.value, region, self._schemas)
+                    if refusal is not None:
+                        outcomes[index] = refusal
+        return outcomes
+
+    def _messages(self, records: Sequence[Any], outcomes: Sequence[Outcome]) -> _Pending:
+        pending = _Pending([], [], [], [])
+        for record, outcome in zip(records, outcomes, strict=True):
+            created = _created_ms(record.headers)
+            if isinstance(outcome, Delivered):
+                base = [h for h in record.headers if h[0] != HOPS]
+                for copy in outcome.copies:
+                    sink, topic = self._to.route(copy.direction, copy.region)
+                    headers = [*base, (HOPS, copy.hops)]
+                    pending.messages.append(Message(topic, record.key, record.value, headers))
+                    pending.sinks.append(sink)
+                    pending.kinds.append(copy.direction)
+                    pending.created_ms.append(created)
+            else:
+                refusal = self._refusal(record.key, record.value, record.headers, outcome)
+                pending.messages.append(refusal)
+                pending.sinks.append(self._to.local)
+                pending.kinds.append(outcome.reason)
+                pending.created_ms.append(created)
+        return pending
+
+    def _refusal(
+        self, key: bytes | None, value: bytes | None, headers: Sequence[Any], refused: Refused
+    ) -> Message:
+        region = self._router.topology.region
+        extra = [
+            (REFUSAL_REASON, refused.reason.value.encode()),
+            (REFUSAL_MESSAGE, refused.message.encode()),
+            (REFUSED_BY, f"{region}/{self.name}".encode()),
+        ]
+        return Message(self._to.local_topics.refused, key, value, [*headers, *extra])
+
+    async def _send(self, pending: _Pending) -> dict[int, RecordRejected]:
+        """Deliver every message, grouped by sink; return the indexes rejected for good."""
+        by_sink: dict[int, tuple[Sink, list[int]]] = {}
+        for index, sink in enumerate(pending.sinks):
+            by_sink.setdefault(id(sink), (sink, []))[1].append(index)
+        groups = list(by_sink.values())
+        try:
+            results = await asyncio.gather(
+                *(sink.deliver([pending.messages[i] for i in indexes]) for sink, indexes in groups)
+            )
+        except TransportError as error:
+            raise DeliveryError(str(error)) from error
+        rejected: dict[int, RecordRejected] = {}
+        for (_, indexes), outcome in zip(groups, results, strict=True):
+            for index, result in zip(indexes, outcome, strict=True):
+                if result is not None:
+                    rejected[index] = result
+        return rejected
+
+    async def _refuse_rejected(
+        self, pending: _Pending, rejected: dict[int, RecordRejected]
+    ) -> None:
+        """Write every copy the destination rejected for good to the refusal topic."""
+        refusals = []
+        for index, error in rejected.items():
+            message = pending.messages[index]
+            refused = Refused(Reason.UNDELIVERABLE, str(error))
+            refusals.append(self._refusal(message.key, message.value, message.headers, refused))
+            pending.kinds[index] = Reason.UNDELIVERABLE
+        results = await self._to.local.deliver(refusals)
+        if any(result is not None for result in results):
+            raise DeliveryError("the refusal topic rejected a refused record; not committing")
+
+    def _count(self, pending: _Pending, records_in: int) -> None:
+        metrics, link = self._metrics, self.name
+        metrics.records_in.labels(link).inc(records_in)
+        now_ms = self._clock() * 1000
+        out: dict[str, int] = {}
+        refused: dict[str, int] = {}
+        for kind, created in zip(pending.kinds, pending.created_ms, strict=True):
+            if isinstance(kind, Direction):
+                out[kind.value] = out.get(kind.value, 0) + 1
+                if created >= 0:
+                    metrics.record_age.labels(kind.value).observe(max(0.0, now_ms - created) / 1000)
+            else:
+                refused[kind.value] = refused.get(kind.value, 0) + 1
+        for direction, count in out.items():
+            metrics.records_out.labels(link, direction).inc(count)
+        for reason, count in refused.items():
+            metrics.records_refused.labels(link, reason).inc(count)
+
+
+def _route_key(headers: Sequence[tuple[str, bytes]]) -> RouteKey:
+    target = hops = None
+    for name, value in headers:
+        if name == TARGET:
+            target = value
+        elif name == HOPS:
+            hops = value
+    return target, hops
+
+
+def _created_ms(headers: Sequence[tuple[str, bytes]]) -> int:
+    for name, value in headers:
+        if name == CREATED_MS:
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return -1
