@@ -1,0 +1,100 @@
+"""Department-side helpers: publish resource records into an outbox, read a topic back.
+
+Used by the demo, the tests and the benchmarks. Every wait is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from node.core.envelope import Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A record to publish: its envelope, its framed value and its key."""
+
+    envelope: Envelope
+    value: bytes
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A record read back from a topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+    @property
+    def record_id(self) -> str:
+        """The ``cx-id`` header."""
+        return self.headers.get("cx-id", "")
+
+
+async def publish(bootstrap: str, topic: str, records: Sequence[Published]) -> None:
+    """Produce ``records`` to ``topic`` (acks=all) and wait until all are acked."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                topic, r.value, key=r.key or r.envelope.record_id.encode(),
+                headers=r.envelope.to_headers(),
+            )
+            for r in records
+        ]  # fmt: skip
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: Callable[[list[Received]], bool],
+    timeout_s: float,
+) -> list[Received]:
+    """Read ``topic`` from the beginning until ``until(records)`` holds or ``timeout_s`` passes.
+
+    Uses no consumer group and commits nothing. Returns what was read either way; the caller
+    asserts on it.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    received: list[Received] = []
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout_s
+        while partitions is None and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()  # aiokafka has no public refresh
+            partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            return received
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        while not until(received) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                received.extend(
+                    Received(
+                        tp.partition, r.offset, r.key, r.value,
+                        {k: v.decode("utf-8", "replace") for k, v in r.headers or ()},
+                    )
+                    for r in records
+                )  # fmt: skip
+    finally:
+        await consumer.stop()
+    return received

@@ -1,0 +1,222 @@
+"""Records move up and down three real clusters: province 410000, city 410100, county 410102.
+
+A second county, 410103, runs as a logical platform on the county cluster under its own topic
+prefix, so "no sibling" can be checked against a real node. Topics have one partition here, so a
+marker record published after the record under test arrives after it on every path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from node.codec import SchemaSet, packaged_schema_dir
+from node.kafka.client import Published, Received, publish, read_topic
+from node.kafka.topics import TopicNames
+from node.samples import LEGAL_ENTITY, LICENCE, PERSON, sample
+from tests.integration.conftest import RunningNode, node_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+SCHEMAS = SchemaSet.load(packaged_schema_dir())
+WAIT_S = 60.0
+PROVINCE, CITY, COUNTY, SIBLING = "410000", "410100", "410102", "410103"
+
+
+def record(schema: str, source: str, target: str, seed: int) -> Published:
+    """A sample record created now."""
+    return sample(SCHEMAS, schema, source, target, seed=seed, created_ms=int(time.time() * 1000))
+
+
+def has_ids(*ids: str) -> Callable[[list[Received]], bool]:
+    """A read_topic stop condition: every id in ``ids`` was read."""
+    return lambda got: set(ids) <= {r.record_id for r in got}
+
+
+async def cascade(clusters: dict[str, str], prefix: str, nodes: Any) -> dict[str, RunningNode]:
+    """Start the four nodes of the test cascade."""
+    sibling_prefix = f"{prefix}-b"
+    return {
+        PROVINCE: await nodes(
+            node_config(PROVINCE, "province", clusters["province"], prefix, children=(CITY,))
+        ),
+        CITY: await nodes(
+            node_config(
+                CITY, "city", clusters["city"], prefix,
+                parent=(clusters["province"], PROVINCE, prefix), children=(COUNTY, SIBLING),
+            )
+        ),
+        COUNTY: await nodes(
+            node_config(COUNTY, "county", clusters["county"], prefix,
+                        parent=(clusters["city"], CITY, prefix))
+        ),
+        SIBLING: await nodes(
+            node_config(SIBLING, "county", clusters["county"], sibling_prefix,
+                        parent=(clusters["city"], CITY, prefix))
+        ),
+    }  # fmt: skip
+
+
+async def test_county_record_reaches_the_province_unchanged(
+    clusters: dict[str, str], prefix: str, nodes: Any
+) -> None:
+    """A county record reaches the province inbox with identical bytes and its provenance."""
+    running = await cascade(clusters, prefix, nodes)
+    sent = [
+        record(s, COUNTY, f"region:{PROVINCE}", seed)
+        for seed, s in enumerate((PERSON, LEGAL_ENTITY, LICENCE))
+    ]
+    await publish(clusters["county"], TopicNames(prefix).outbox, sent)
+
+    ids = [p.envelope.record_id for p in sent]
+    got = await read_topic(
+        clusters["province"], TopicNames(prefix).inbox, until=has_ids(*ids), timeout_s=WAIT_S
+    )
+
+    by_id = {r.record_id: r for r in got}
+    assert set(by_id) == set(ids)
+    for published in sent:
+        arrived = by_id[published.envelope.record_id]
+        assert arrived.value == published.value
+        assert arrived.headers["cx-source-region"] == COUNTY
+        assert arrived.headers["cx-source-dept"] == published.envelope.source_dept
+        assert arrived.headers["cx-hops"] == f"{COUNTY}^,{CITY}^,{PROVINCE}."
+    assert len(got) == len(sent)
+    assert running[CITY].metric("exchange_records_out_total", link="local", direction="up") == 3
+
+
+async def test_province_record_for_one_county_reaches_no_sibling(
+    clusters: dict[str, str], prefix: str, nodes: Any
+) -> None:
+    """A record addressed to county 410102 arrives there and not at its sibling 410103."""
+    await cascade(clusters, prefix, nodes)
+    for_county = record(PERSON, PROVINCE, f"region:{COUNTY}", seed=11)
+    marker = record(PERSON, PROVINCE, f"region:{SIBLING}", seed=12)
+    await publish(clusters["province"], TopicNames(prefix).outbox, [for_county, marker])
+
+    county = await read_topic(
+        clusters["county"], TopicNames(prefix).inbox,
+        until=has_ids(for_county.envelope.record_id), timeout_s=WAIT_S,
+    )  # fmt: skip
+    sibling = await read_topic(
+        clusters["county"], TopicNames(f"{prefix}-b").inbox,
+        until=has_ids(marker.envelope.record_id), timeout_s=WAIT_S,
+    )  # fmt: skip
+
+    assert [r.record_id for r in county] == [for_county.envelope.record_id]
+    assert county[0].headers["cx-hops"] == f"{PROVINCE}v,{CITY}v,{COUNTY}."
+    assert [r.record_id for r in sibling] == [marker.envelope.record_id]
+
+
+async def test_city_subtree_record_reaches_every_county_below(
+    clusters: dict[str, str], prefix: str, nodes: Any
+) -> None:
+    """A record for the city's whole subtree reaches the city and both counties, once each."""
+    await cascade(clusters, prefix, nodes)
+    broadcast = record(LICENCE, PROVINCE, f"subtree:{CITY}", seed=21)
+    record_id = broadcast.envelope.record_id
+    await publish(clusters["province"], TopicNames(prefix).outbox, [broadcast])
+
+    for cluster, topic in (
+        ("city", TopicNames(prefix).inbox),
+        ("county", TopicNames(prefix).inbox),
+        ("county", TopicNames(f"{prefix}-b").inbox),
+    ):
+        got = await read_topic(clusters[cluster], topic, until=has_ids(record_id), timeout_s=WAIT_S)
+        assert [r.record_id for r in got] == [record_id], topic
+        assert got[0].value == broadcast.value
+
+
+async def test_restart_resumes_from_the_committed_position(
+    clusters: dict[str, str], prefix: str, nodes: Any
+) -> None:
+    """After a restart the node forwards only new records: none lost, none copied twice."""
+    config = node_config(
+        COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix)
+    )
+    outbox_local, outbox_up = TopicNames(prefix).outbox, TopicNames(prefix).outbox
+    first = [record(PERSON, COUNTY, f"region:{CITY}", seed=100 + i) for i in range(30)]
+    second = [record(PERSON, COUNTY, f"region:{CITY}", seed=200 + i) for i in range(30)]
+
+    node = await nodes(config)
+    await publish(clusters["county"], outbox_local, first)
+    await read_topic(
+        clusters["city"],
+        outbox_up,
+        until=has_ids(*(p.envelope.record_id for p in first)),
+        timeout_s=WAIT_S,
+    )
+    await node.stop()
+
+    await publish(clusters["county"], outbox_local, second)
+    restarted = await nodes(config)
+    all_ids = [p.envelope.record_id for p in first + second]
+    got = await read_topic(clusters["city"], outbox_up, until=has_ids(*all_ids), timeout_s=WAIT_S)
+
+    assert sorted(r.record_id for r in got) == sorted(all_ids)
+    assert restarted.metric("exchange_records_in_total", link="local") == len(second)
+
+
+async def test_misconfigured_cycle_terminates_with_a_cycle_refusal(
+    clusters: dict[str, str], prefix: str, nodes: Any
+) -> None:
+    """Two nodes that name each other as parent refuse the record as ``cycle`` instead of looping."""
+    county = node_config(
+        COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix)
+    )
+    city = node_config(
+        CITY, "city", clusters["city"], prefix, parent=(clusters["county"], COUNTY, prefix)
+    )
+    await nodes(county)
+    city_node = await nodes(city)
+    lost = record(PERSON, COUNTY, "region:320000", seed=31)
+    await publish(clusters["county"], TopicNames(prefix).outbox, [lost])
+
+    refused = await read_topic(
+        clusters["city"], TopicNames(prefix).refused,
+        until=has_ids(lost.envelope.record_id), timeout_s=WAIT_S,
+    )  # fmt: skip
+
+    assert [r.record_id for r in refused] == [lost.envelope.record_id]
+    assert refused[0].headers["cx-refusal-reason"] == "cycle"
+    assert COUNTY in refused[0].headers["cx-refusal-message"]
+    assert refused[0].value == lost.value
+    assert city_node.metric("exchange_records_refused_total", link="local", reason="cycle") == 1
+    county_outbox = await read_topic(
+        clusters["county"], TopicNames(prefix).outbox, until=lambda got: len(got) > 1, timeout_s=2
+    )
+    assert [r.record_id for r in county_outbox] == [lost.envelope.record_id]
+
+
+async def test_undecodable_value_goes_to_the_refusal_topic(
+    clusters: dict[str, str], prefix: str, nodes: Any
+) -> None:
+    """A freshly published value that is not valid Avro is refused with ``bad_payload``, not lost."""
+    node = await nodes(
+        node_config(
+            COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix)
+        )
+    )
+    good = record(PERSON, COUNTY, f"region:{COUNTY}", seed=41)
+    broken = Published(
+        record(PERSON, COUNTY, f"region:{COUNTY}", seed=42).envelope, good.value[:-4]
+    )
+    await publish(clusters["county"], TopicNames(prefix).outbox, [broken, good])
+
+    refused = await read_topic(
+        clusters["county"], TopicNames(prefix).refused,
+        until=has_ids(broken.envelope.record_id), timeout_s=WAIT_S,
+    )  # fmt: skip
+    delivered = await read_topic(
+        clusters["county"], TopicNames(prefix).inbox,
+        until=has_ids(good.envelope.record_id), timeout_s=WAIT_S,
+    )  # fmt: skip
+
+    assert [r.headers["cx-refusal-reason"] for r in refused] == ["bad_payload"]
+    assert refused[0].value == broken.value
+    assert refused[0].headers["cx-refused-by"] == f"{COUNTY}/local"
+    assert [r.record_id for r in delivered] == [good.envelope.record_id]
+    assert node.metric("exchange_records_refused_total", link="local", reason="bad_payload") == 1
