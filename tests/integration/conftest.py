@@ -121,8 +121,9 @@ async def start_node(config: NodeConfig) -> RunningNode:
     task = asyncio.create_task(
         run_node(config, stop, registry=registry, on_running=running.set_result)
     )
+    waiting: list[asyncio.Future[Any]] = [running, task]
     done, _ = await asyncio.wait(
-        [running, task], timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        waiting, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
     )
     if task in done:
         task.result()
