@@ -29,7 +29,8 @@ import localkafka  # lives in deploy/local, not in the package
 READY_TIMEOUT_S = 60.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """Return a loopback port nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -41,7 +42,7 @@ def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     """Start the province, city and county clusters; yield their bootstrap addresses by name."""
     localkafka.ensure_jars()
     specs = [
-        localkafka.ClusterSpec(name=name, port=_free_port(), controller_port=_free_port())
+        localkafka.ClusterSpec(name=name, port=free_port(), controller_port=free_port())
         for name in ("province", "city", "county")
     ]
     started = localkafka.start_clusters(specs, tmp_path_factory.mktemp("kafka"))

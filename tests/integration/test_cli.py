@@ -1,0 +1,122 @@
+"""The node as an operator runs it: ``exchange-node run`` in its own process, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from node.codec import SchemaSet, packaged_schema_dir
+from node.kafka.client import publish, read_topic
+from node.kafka.topics import TopicNames
+from node.samples import PERSON, sample
+from tests.integration.conftest import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+EXE = str(Path(sys.executable).with_name("exchange-node"))
+
+
+def write_config(path: Path, clusters: dict[str, str], prefix: str, admin_port: int) -> None:
+    """A county node config whose parent is the city cluster."""
+    path.write_text(
+        f"""
+[node]
+id = "{prefix}-cli"
+level = "county"
+region = "410102"
+
+[local]
+bootstrap = "{clusters["county"]}"
+topic_prefix = "{prefix}"
+
+[parent]
+bootstrap = "{clusters["city"]}"
+region = "410100"
+topic_prefix = "{prefix}"
+
+[topics]
+partitions = 1
+
+[admin]
+port = {admin_port}
+
+[log]
+format = "json"
+""",
+        encoding="utf-8",
+    )
+
+
+async def get(url: str) -> tuple[int, str]:
+    """GET ``url``; (status, body), or (0, error) if nothing answers."""
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status, await response.text()
+    except aiohttp.ClientError as error:
+        return 0, str(error)
+
+
+async def test_run_serves_health_and_metrics_and_stops_cleanly_on_sigterm(
+    clusters: dict[str, str], prefix: str, tmp_path: Path
+) -> None:
+    """The CLI node becomes healthy, forwards a record, counts it, and exits 0 on SIGTERM."""
+    admin_port = free_port()
+    config = tmp_path / "county.toml"
+    write_config(config, clusters, prefix, admin_port)
+    log = (tmp_path / "node.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        EXE, "run", "--config", str(config), stdout=log, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while status != 200 and time.monotonic() < deadline and process.returncode is None:
+            status, _ = await get(f"http://127.0.0.1:{admin_port}/healthz")
+            await asyncio.sleep(0.2)
+        assert status == 200, (tmp_path / "node.log").read_text()
+
+        schemas = SchemaSet.load(packaged_schema_dir())
+        published = sample(
+            schemas, PERSON, "410102", "region:410100", seed=7, created_ms=int(time.time() * 1000)
+        )
+        await publish(clusters["county"], TopicNames(prefix).outbox, [published])
+        got = await read_topic(
+            clusters["city"], TopicNames(prefix).outbox,
+            until=lambda rs: len(rs) >= 1, timeout_s=60,
+        )  # fmt: skip
+        assert [r.record_id for r in got] == [published.envelope.record_id]
+
+        status, metrics = await get(f"http://127.0.0.1:{admin_port}/metrics")
+        assert status == 200
+        assert 'exchange_records_out_total{direction="up",link="local"} 1.0' in metrics
+        assert 'exchange_link_up{link="parent"} 1.0' in metrics
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), timeout=60)
+        log.close()
+    lines = (tmp_path / "node.log").read_text()
+    assert code == 0, lines
+    assert '"event": "node_stopped"' in lines
+    assert '"event": "batch"' in lines
+
+
+async def test_check_config_names_the_wrong_field(tmp_path: Path) -> None:
+    """check-config exits 2 and names the field path for a bad region code."""
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[node]\nid = "x"\nlevel = "county"\nregion = "41010"\n[local]\nbootstrap = "127.0.0.1:1"\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        EXE, "check-config", str(config), stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 2
+    assert "node.region" in stderr.decode()
+    assert "six-digit region code" in stderr.decode()
