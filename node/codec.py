@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.schema import (
+    SchemaParseException,
+    UnknownType,
+    fingerprint,
+    to_parsing_canonical_form,
+)
 
 from node.errors import PayloadError, SchemaError
 
@@ -59,7 +64,7 @@ class SchemaSet:
         for path in sorted(directory.glob("*.avsc")):
             try:
                 schema = cls.parse(json.loads(path.read_text(encoding="utf-8")))
-            except (ValueError, TypeError, KeyError) as error:
+            except (ValueError, TypeError, KeyError, SchemaParseException, UnknownType) as error:
                 raise SchemaError(f"{path}: {error}") from error
             if schema.name in schemas:
                 raise SchemaError(f"{path}: schema {schema.name} is defined twice")
