@@ -15,8 +15,11 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import SchemaSet, packaged_schema_dir
 from node.config import NodeConfig
+from node.core.catalog import Catalog
+from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
 from node.kafka.bridge import Destinations, Link
 from node.kafka.sink import Sink
@@ -38,6 +41,11 @@ def load_schemas(config: NodeConfig) -> SchemaSet:
     return SchemaSet.load(config.schema_dir or packaged_schema_dir())
 
 
+def load_node_catalog(config: NodeConfig, schemas: SchemaSet) -> Catalog:
+    """Read and check the catalog against the schemas (raises CatalogError)."""
+    return load_catalog(config.catalog_dir or packaged_catalog_dir(), schemas)
+
+
 async def run_node(
     config: NodeConfig,
     stop: asyncio.Event,
@@ -47,7 +55,10 @@ async def run_node(
 ) -> None:
     """Run the node until ``stop`` is set; raise if a loop fails for good."""
     log = structlog.get_logger("node").bind(node=config.node_id, region=config.topology.region)
-    schemas = load_schemas(config) if config.flow.validate_ingress else None
+    all_schemas = load_schemas(config)
+    catalog = load_node_catalog(config, all_schemas)
+    schemas = all_schemas if config.flow.validate_ingress else None
+    policy = Policy(PolicySnapshot(catalog, config.negative, config.clearance))
     registry = registry or CollectorRegistry()
     local_topics = TopicNames(config.local.topic_prefix)
     parent_topics = TopicNames(config.parent.cluster.topic_prefix) if config.parent else None
@@ -73,7 +84,7 @@ async def run_node(
             fetch_timeout_ms=flow.fetch_timeout_ms,
         )
         return Link(
-            name, source, arrival, router, destinations, metrics, schemas=schemas,
+            name, source, arrival, router, policy, destinations, metrics, schemas=schemas,
             validate_ingress=flow.validate_ingress, retry_backoff_s=flow.retry_backoff_s,
         )  # fmt: skip
 
@@ -91,7 +102,7 @@ async def run_node(
         for sink in sinks:
             await sink.start()
         runner, port = await start_admin(app, config.admin.host, config.admin.port)
-        log.info("node_started", admin_port=port, links=link_names)
+        log.info("node_started", admin_port=port, links=link_names, catalog=len(catalog))
         if on_running is not None:
             on_running(Running(port))
         async with asyncio.TaskGroup() as group:

@@ -2,6 +2,8 @@
 
     exchange-node run --config FILE       run the node until SIGTERM or SIGINT
     exchange-node check-config FILE       check a configuration file; exit 0 if valid, 2 if not
+    exchange-node catalog check [--catalog DIR] [--schemas DIR]
+                                          check the resource catalog against the schemas
 
 Exit codes: 0 success, 1 the node failed while running, 2 bad configuration or schemas.
 """
@@ -17,7 +19,9 @@ from pathlib import Path
 
 import structlog
 
-from node.app import load_schemas, run_node
+from node.app import load_node_catalog, load_schemas, run_node
+from node.catalog_files import CatalogError, packaged_catalog_dir, read_catalog
+from node.codec import SchemaSet, packaged_schema_dir
 from node.config import load_config
 from node.errors import ConfigError, NodeError, SchemaError
 from node.ops.logs import configure_logging
@@ -33,13 +37,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", type=Path, required=True, help="the node's TOML file")
     check = commands.add_parser("check-config", help="check a configuration file")
     check.add_argument("config", type=Path)
+    catalog = commands.add_parser("catalog", help="resource catalog tools")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    catalog_check = catalog_commands.add_parser("check", help="check the catalog")
+    catalog_check.add_argument("--catalog", type=Path, default=None, help="catalog folder")
+    catalog_check.add_argument("--schemas", type=Path, default=None, help="Avro schema folder")
     args = parser.parse_args(argv)
+    if args.command == "catalog":
+        return check_catalog(args.catalog, args.schemas)
 
     try:
         config = load_config(args.config)
-        if config.flow.validate_ingress:
-            load_schemas(config)
-    except (ConfigError, SchemaError) as error:
+        load_node_catalog(config, load_schemas(config))
+    except (ConfigError, SchemaError, CatalogError) as error:
         print(f"exchange-node: invalid configuration: {error}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
@@ -63,6 +73,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for cause in errors:
             log.error("node_failed", error=str(cause), kind=type(cause).__name__)
         return EXIT_FAILED
+    return 0
+
+
+def check_catalog(catalog_dir: Path | None, schema_dir: Path | None) -> int:
+    """Print every catalog problem; return 0 if there is none, else 2."""
+    try:
+        schemas = SchemaSet.load(schema_dir or packaged_schema_dir())
+    except SchemaError as error:
+        print(f"exchange-node: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    directory = catalog_dir or packaged_catalog_dir()
+    catalog, problems = read_catalog(directory, schemas)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{directory}: {len(problems)} problem(s)", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{directory}: {len(catalog)} resources, valid")
     return 0
 
 

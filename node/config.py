@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from node.core.envelope import MAX_GRADE, MIN_GRADE
+from node.core.policy import Clearance, NegativeList
 from node.core.topology import Topology, contains, is_region_code
 from node.errors import ConfigError
 
@@ -84,6 +86,9 @@ class NodeConfig:
     admin: AdminConfig
     log: LogConfig
     schema_dir: Path | None
+    catalog_dir: Path | None
+    negative: NegativeList
+    clearance: Clearance
 
 
 class _Table:
@@ -178,6 +183,7 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
         )
         node.check(path, lambda c, i=index: c not in children[:i], "no duplicates", child)  # type: ignore[misc]
     schema_dir = node.get("schema_dir", str, "")
+    catalog_dir = node.get("catalog_dir", str, "")
     node.done()
 
     local_table = root.table("local", required=True)
@@ -203,12 +209,53 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
     flow = _flow(root.table("flow"))
     admin = _admin(root.table("admin"))
     log = _log(root.table("log"))
+    negative = _negative(root.table("negative_list"))
+    clearance = _clearance(root.table("clearance"), children)
     root.done()
     topology = Topology(region, level, parent.region if parent else None, tuple(children))
     return NodeConfig(
         node_id, topology, local, parent, topics, flow, admin, log,
-        Path(schema_dir) if schema_dir else None,
+        Path(schema_dir) if schema_dir else None, Path(catalog_dir) if catalog_dir else None,
+        negative, clearance,
     )  # fmt: skip
+
+
+def _strings(table: _Table, key: str) -> frozenset[str]:
+    values = table.get(key, list, [])
+    for index, value in enumerate(values):
+        table.check(f"{key}[{index}]", lambda v: isinstance(v, str) and bool(v), "a code", value)
+    return frozenset(values)
+
+
+def _negative(table: _Table | None) -> NegativeList:
+    if table is None:
+        return NegativeList()
+    negative = NegativeList(_strings(table, "resources"), _strings(table, "departments"))
+    table.done()
+    return negative
+
+
+def _grade(table: _Table, key: str) -> int:
+    grade = table.get(key, int, MAX_GRADE)
+    table.check(
+        key, lambda g: MIN_GRADE <= g <= MAX_GRADE, f"a grade {MIN_GRADE}-{MAX_GRADE}", grade
+    )
+    return grade
+
+
+def _clearance(table: _Table | None, children: list[str]) -> Clearance:
+    if table is None:
+        return Clearance()
+    parent, default_child, local = (_grade(table, k) for k in ("parent", "children", "local"))
+    per_child: dict[str, int] = {}
+    child_table = table.table("child")
+    if child_table is not None:
+        for region in list(child_table.data):
+            child_table.check(region, lambda r: r in children, "one of node.children", region)
+            per_child[region] = _grade(child_table, region)
+        child_table.done()
+    table.done()
+    return Clearance(parent, default_child, local, per_child)
 
 
 def _topics(table: _Table | None) -> TopicConfig:

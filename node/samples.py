@@ -18,8 +18,14 @@ from node.kafka.client import Published
 PERSON = "cn.gov.exchange.population.Person"
 LEGAL_ENTITY = "cn.gov.exchange.legalentity.LegalEntity"
 LICENCE = "cn.gov.exchange.licence.ElectronicLicence"
-RESOURCE_OF = {PERSON: "RES-POP-0001", LEGAL_ENTITY: "RES-ENT-0001", LICENCE: "RES-LIC-0001"}
 DEPARTMENT_OF = {PERSON: "PSB", LEGAL_ENTITY: "SAMR", LICENCE: "DSB"}
+"""Source department of each sample resource: public security, market regulation, data bureau."""
+
+
+def resource_code(schema: str, region: str) -> str:
+    """Return the catalog code of ``schema``'s resource as published by ``region``."""
+    return f"{region}-{DEPARTMENT_OF[schema]}-00001"
+
 
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 _GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英"
@@ -98,7 +104,7 @@ def sample(
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     envelope = Envelope(
         record_id=str(uuid.UUID(int=rng.getrandbits(128))),
-        resource=RESOURCE_OF[schema],
+        resource=resource_code(schema, source_region),
         source_region=source_region,
         source_dept=DEPARTMENT_OF[schema],
         target=Target.parse(target),

@@ -28,6 +28,12 @@ class Reason(StrEnum):
     UNKNOWN_REGION = "unknown_region"  # addressed below this node, but no child serves it
     UNROUTABLE = "unroutable"  # addressed above the root of the cascade
     UNDELIVERABLE = "undeliverable"  # the destination broker rejects it for good
+    UNKNOWN_RESOURCE = "unknown_resource"  # the resource code is not in the catalog
+    NOT_SHARED = "not_shared"  # the catalog says 不予共享: it never leaves the node
+    NEGATIVE_LIST = "negative_list"  # the resource or its source department is on the negative list
+    NOT_AUTHORITATIVE = "not_authoritative"  # published by other than the resource's one source
+    GRADE = "grade"  # the record's grade exceeds the destination's clearance
+    NO_GRANT = "no_grant"  # conditional resource and nobody here holds a grant for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +47,10 @@ class Copy:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """The record goes out as these copies (at least one)."""
+    """The record goes out as ``copies`` (at least one); ``withheld`` copies are refused each."""
 
     copies: tuple[Copy, ...]
+    withheld: tuple[tuple[Copy, Refused], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,21 @@ from typing import Any
 import structlog
 
 from node.codec import SchemaSet
-from node.core.envelope import CREATED_MS, HOPS, REFUSAL_MESSAGE, REFUSAL_REASON, REFUSED_BY, TARGET
+from node.core.envelope import (
+    CREATED_MS,
+    GRADE,
+    HOPS,
+    REFUSAL_MESSAGE,
+    REFUSAL_REASON,
+    REFUSED_BY,
+    RESOURCE,
+    SOURCE_DEPT,
+    SOURCE_REGION,
+    TARGET,
+)  # fmt: skip
 from node.core.ingress import check_ingress
-from node.core.outcome import Delivered, Direction, Outcome, Reason, Refused
+from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
+from node.core.policy import Policy, PolicyKey
 from node.core.routing import Arrival, RouteKey, Router
 from node.errors import DeliveryError, RecordRejected, TransportError
 from node.kafka.sink import Message, Sink
@@ -70,6 +82,7 @@ class Link:
         source: Source,
         arrival: Arrival,
         router: Router,
+        policy: Policy,
         destinations: Destinations,
         metrics: Metrics,
         *,
@@ -84,6 +97,7 @@ class Link:
         self._source = source
         self._arrival = arrival
         self._router = router
+        self._policy = policy
         self._to = destinations
         self._metrics = metrics
         self._schemas = schemas
@@ -160,11 +174,12 @@ class Link:
         )
 
     def _decide(self, records: Sequence[Any]) -> list[Outcome]:
-        keys = [_route_key(record.headers) for record in records]
-        outcomes: list[Outcome] = self._router.route_batch(keys, self._arrival)
+        keys = [_header_keys(record.headers) for record in records]
+        routed = self._router.route_batch([route for route, _ in keys], self._arrival)
+        outcomes = self._policy.apply_batch([policy for _, policy in keys], routed)
         if self._validate:
             region = self._router.topology.region
-            for index, (record, (_, hops)) in enumerate(zip(records, keys, strict=True)):
+            for index, (record, ((_, hops), _)) in enumerate(zip(records, keys, strict=True)):
                 if not hops:
                     refusal = check_ingress(record.headers, record.value, region, self._schemas)
                     if refusal is not None:
@@ -184,13 +199,22 @@ class Link:
                     pending.sinks.append(sink)
                     pending.kinds.append(copy.direction)
                     pending.created_ms.append(created)
+                for copy, refused in outcome.withheld:
+                    self._add_refusal(pending, record, refused, copy)
             else:
-                refusal = self._refusal(record.key, record.value, record.headers, outcome)
-                pending.messages.append(refusal)
-                pending.sinks.append(self._to.local)
-                pending.kinds.append(outcome.reason)
-                pending.created_ms.append(created)
+                self._add_refusal(pending, record, outcome)
         return pending
+
+    def _add_refusal(
+        self, pending: _Pending, record: Any, refused: Refused, copy: Copy | None = None
+    ) -> None:
+        headers = list(record.headers)
+        if copy is not None:
+            headers.append((REFUSED_COPY, f"{copy.direction.value}:{copy.region}".encode()))
+        pending.messages.append(self._refusal(record.key, record.value, headers, refused))
+        pending.sinks.append(self._to.local)
+        pending.kinds.append(refused.reason)
+        pending.created_ms.append(_created_ms(record.headers))
 
     def _refusal(
         self, key: bytes | None, value: bytes | None, headers: Sequence[Any], refused: Refused
@@ -255,14 +279,23 @@ class Link:
             metrics.records_refused.labels(link, reason).inc(count)
 
 
-def _route_key(headers: Sequence[tuple[str, bytes]]) -> RouteKey:
-    target = hops = None
+REFUSED_COPY = "cx-refused-copy"
+_KEY_HEADERS = (TARGET, HOPS, RESOURCE, SOURCE_REGION, SOURCE_DEPT, GRADE)
+
+
+def _header_keys(headers: Sequence[tuple[str, bytes]]) -> tuple[RouteKey, PolicyKey]:
+    """Pick the headers routing and policy read, in one pass over the record's headers."""
+    found: dict[str, bytes] = {}
     for name, value in headers:
-        if name == TARGET:
-            target = value
-        elif name == HOPS:
-            hops = value
-    return target, hops
+        if name in _KEY_HEADERS:
+            found[name] = value
+    get = found.get
+    return (get(TARGET), get(HOPS)), (
+        get(RESOURCE),
+        get(SOURCE_REGION),
+        get(SOURCE_DEPT),
+        get(GRADE),
+    )
 
 
 def _created_ms(headers: Sequence[tuple[str, bytes]]) -> int:

@@ -1,0 +1,143 @@
+"""The sharing rules, enforced on every record in transit: a pure function over a batch.
+
+Applied after routing, to the copies routing chose. A record is refused whole when its resource
+is unknown, not shared, on the negative list, or not from its authoritative source. Single copies
+are withheld (and each refused) when the record's grade exceeds the destination's clearance, or,
+for a conditional resource, at local delivery until grants are enforced there.
+
+The decision depends only on four header values and the routed outcome, so it is memoised on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from node.core.catalog import Catalog
+from node.core.envelope import MAX_GRADE, MIN_GRADE, Sharing
+from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
+
+PolicyKey = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+"""The raw ``cx-resource``, ``cx-source-region``, ``cx-source-dept`` and ``cx-grade`` values."""
+
+
+@dataclass(frozen=True, slots=True)
+class Clearance:
+    """The highest grade each destination is cleared for."""
+
+    parent: int = MAX_GRADE
+    children: int = MAX_GRADE
+    local: int = MAX_GRADE
+    child: Mapping[str, int] = field(default_factory=dict)
+
+    def of(self, copy: Copy) -> int:
+        """Return the clearance of the copy's destination."""
+        if copy.direction is Direction.UP:
+            return self.parent
+        if copy.direction is Direction.DOWN:
+            return self.child.get(copy.region, self.children)
+        return self.local
+
+
+@dataclass(frozen=True, slots=True)
+class NegativeList:
+    """The negative list (负面清单): resources and source departments that may not be shared."""
+
+    resources: frozenset[str] = frozenset()
+    departments: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    """Everything the rules read, immutable; a reload swaps the whole snapshot."""
+
+    catalog: Catalog
+    negative: NegativeList = NegativeList()
+    clearance: Clearance = Clearance()
+
+
+class Policy:
+    """Applies a snapshot's rules to routed batches, with a bounded memo."""
+
+    def __init__(self, snapshot: PolicySnapshot, memo_size: int = 8192) -> None:
+        self.snapshot = snapshot
+        self._memo: dict[tuple[PolicyKey, Outcome], Outcome] = {}
+        self._memo_size = memo_size
+
+    def apply_batch(self, keys: Sequence[PolicyKey], routed: Sequence[Outcome]) -> list[Outcome]:
+        """Return, per record, the routed outcome narrowed by the rules."""
+        memo = self._memo
+        outcomes: list[Outcome] = []
+        for key, outcome in zip(keys, routed, strict=True):
+            if isinstance(outcome, Refused):
+                outcomes.append(outcome)
+                continue
+            memo_key = (key, outcome)
+            decided = memo.get(memo_key)
+            if decided is None:
+                if len(memo) >= self._memo_size:
+                    memo.clear()
+                decided = memo[memo_key] = self.apply(key, outcome)
+            outcomes.append(decided)
+        return outcomes
+
+    def apply(self, key: PolicyKey, routed: Delivered) -> Outcome:
+        """Decide for one routed record (not memoised)."""
+        try:
+            resource_code, region, dept, grade_text = (
+                (value or b"").decode("ascii") for value in key
+            )
+        except UnicodeDecodeError:
+            return Refused(Reason.BAD_ENVELOPE, "a cx-resource/source/grade header is not ASCII")
+        if not grade_text.isdigit() or not MIN_GRADE <= int(grade_text) <= MAX_GRADE:
+            return Refused(Reason.BAD_ENVELOPE, f"header cx-grade: {grade_text!r} is not 1-4")
+        snapshot = self.snapshot
+        resource = snapshot.catalog.get(resource_code)
+        if resource is None:
+            return Refused(
+                Reason.UNKNOWN_RESOURCE, f"resource {resource_code!r} is not in the catalog"
+            )
+        if resource.sharing is Sharing.NOT_SHARED:
+            return Refused(
+                Reason.NOT_SHARED, f"{resource.code} is not shared ({resource.legal_basis})"
+            )
+        if resource.code in snapshot.negative.resources:
+            return Refused(
+                Reason.NEGATIVE_LIST, f"resource {resource.code} is on the negative list"
+            )
+        if dept in snapshot.negative.departments:
+            return Refused(
+                Reason.NEGATIVE_LIST, f"source department {dept} is on the negative list"
+            )
+        if (region, dept) != (resource.source_region, resource.source_dept):
+            return Refused(
+                Reason.NOT_AUTHORITATIVE,
+                f"{resource.code} comes only from {resource.source_dept}@{resource.source_region},"
+                f" not {dept}@{region}",
+            )
+        grade = max(int(grade_text), resource.grade)
+        kept: list[Copy] = []
+        withheld: list[tuple[Copy, Refused]] = []
+        for copy in routed.copies:
+            cleared = snapshot.clearance.of(copy)
+            if grade > cleared:
+                message = (
+                    f"grade {grade} exceeds clearance {cleared} of {copy.direction} {copy.region}"
+                )
+                withheld.append((copy, Refused(Reason.GRADE, message)))
+            elif copy.direction is Direction.LOCAL and resource.sharing is Sharing.CONDITIONAL:
+                message = (
+                    f"{resource.code} is conditional and no grant covers delivery at {copy.region}"
+                )
+                withheld.append((copy, Refused(Reason.NO_GRANT, message)))
+            else:
+                kept.append(copy)
+        if not kept:
+            return (
+                withheld[0][1]
+                if len(withheld) == 1
+                else Refused(
+                    withheld[0][1].reason, "; ".join(refusal.message for _, refusal in withheld)
+                )
+            )
+        return Delivered(tuple(kept), tuple(withheld)) if withheld else routed
