@@ -99,14 +99,16 @@ def sample(
     created_ms: int,
     grade: int = 2,
     sharing: Sharing = Sharing.UNCONDITIONAL,
+    resource: str | None = None,
+    source_dept: str | None = None,
 ) -> Published:
     """Return one framed record of ``schema`` published at ``source_region`` for ``target``."""
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     envelope = Envelope(
         record_id=str(uuid.UUID(int=rng.getrandbits(128))),
-        resource=resource_code(schema, source_region),
+        resource=resource or resource_code(schema, source_region),
         source_region=source_region,
-        source_dept=DEPARTMENT_OF[schema],
+        source_dept=source_dept or DEPARTMENT_OF[schema],
         target=Target.parse(target),
         grade=grade,
         sharing=sharing,
