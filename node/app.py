@@ -55,10 +55,9 @@ async def run_node(
 ) -> None:
     """Run the node until ``stop`` is set; raise if a loop fails for good."""
     log = structlog.get_logger("node").bind(node=config.node_id, region=config.topology.region)
-    all_schemas = load_schemas(config)
-    catalog = load_node_catalog(config, all_schemas)
-    schemas = all_schemas if config.flow.validate_ingress else None
-    policy = Policy(PolicySnapshot(catalog, config.negative, config.clearance))
+    schemas = load_schemas(config)
+    catalog = load_node_catalog(config, schemas)
+    policy = Policy(PolicySnapshot(catalog, config.negative, config.clearance, config.departments))
     registry = registry or CollectorRegistry()
     local_topics = TopicNames(config.local.topic_prefix)
     parent_topics = TopicNames(config.parent.cluster.topic_prefix) if config.parent else None
@@ -143,7 +142,10 @@ async def _ensure_topics(config: NodeConfig, local: TopicNames, parent: TopicNam
     settings = (config.topics.partitions, config.topics.replication_factor)
     names = [local.outbox, local.inbox, local.refused]
     names += [local.down(child) for child in config.topology.children]
+    names += [local.deliver(department.code) for department in config.departments]
     await ensure_topics(config.local.bootstrap, names, *settings)
+    compacted = {"cleanup.policy": "compact"}
+    await ensure_topics(config.local.bootstrap, [local.grants], *settings, compacted)
     if config.parent and parent:
         upstream = [parent.outbox, parent.down(config.topology.region)]
         await ensure_topics(config.parent.cluster.bootstrap, upstream, *settings)

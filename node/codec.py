@@ -46,6 +46,7 @@ class Schema:
     name: str
     parsed: Any
     fingerprint: bytes
+    definition: Any = None
 
 
 class SchemaSet:
@@ -54,6 +55,7 @@ class SchemaSet:
     def __init__(self, schemas: Mapping[str, Schema]) -> None:
         self.by_name = dict(schemas)
         self.by_fingerprint = {schema.fingerprint: schema for schema in schemas.values()}
+        self._projections: dict[tuple[str, tuple[str, ...]], Schema] = {}
 
     @classmethod
     def load(cls, directory: Path) -> SchemaSet:
@@ -79,7 +81,32 @@ class SchemaSet:
         parsed = parse_schema(definition)
         canonical = to_parsing_canonical_form(parsed)
         name = parsed["name"] if isinstance(parsed, dict) else str(parsed)
-        return Schema(name, parsed, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
+        return Schema(
+            name, parsed, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")), definition
+        )
+
+    def projection(self, name: str, items: tuple[str, ...]) -> Schema:
+        """Return schema ``name`` cut down to the fields in ``items`` (in the schema's order).
+
+        Deterministic, so a consumer that knows the base schema and the item list (the
+        ``cx-projection`` header) derives the same schema and fingerprint.
+        """
+        key = (name, items)
+        projected = self._projections.get(key)
+        if projected is None:
+            base = self.by_name[name].definition
+            fields = [field for field in base["fields"] if field["name"] in items]
+            projected = self._projections[key] = self.parse({**base, "fields": fields})
+        return projected
+
+    def project(self, value: bytes, items: tuple[str, ...]) -> bytes:
+        """Re-encode a framed value keeping only ``items``; raise PayloadError if undecodable."""
+        name, datum = self.decode(value)
+        schema = self.projection(name, items)
+        buffer = io.BytesIO()
+        buffer.write(MAGIC + schema.fingerprint)
+        schemaless_writer(buffer, schema.parsed, {k: v for k, v in datum.items() if k in items})
+        return buffer.getvalue()
 
     def encode(self, name: str, datum: Mapping[str, Any]) -> bytes:
         """Encode ``datum`` with schema ``name``; raise PayloadError if it does not fit."""

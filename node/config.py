@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node.core.envelope import MAX_GRADE, MIN_GRADE
-from node.core.policy import Clearance, NegativeList
+from node.core.policy import Clearance, Department, NegativeList
 from node.core.topology import Topology, contains, is_region_code
 from node.errors import ConfigError
 
@@ -74,6 +74,14 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GrantsConfig:
+    """How grants are kept and how fast a change must take effect."""
+
+    max_staleness_s: float = 5.0
+    default_validity_days: int = 365
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything one node needs, checked."""
 
@@ -89,6 +97,8 @@ class NodeConfig:
     catalog_dir: Path | None
     negative: NegativeList
     clearance: Clearance
+    departments: tuple[Department, ...] = ()
+    grants: GrantsConfig = GrantsConfig()
 
 
 class _Table:
@@ -211,13 +221,43 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
     log = _log(root.table("log"))
     negative = _negative(root.table("negative_list"))
     clearance = _clearance(root.table("clearance"), children)
+    departments = _departments(root)
+    grants = _grants(root.table("grants"))
     root.done()
     topology = Topology(region, level, parent.region if parent else None, tuple(children))
     return NodeConfig(
         node_id, topology, local, parent, topics, flow, admin, log,
         Path(schema_dir) if schema_dir else None, Path(catalog_dir) if catalog_dir else None,
-        negative, clearance,
+        negative, clearance, departments, grants,
     )  # fmt: skip
+
+
+def _departments(root: _Table) -> tuple[Department, ...]:
+    entries = root.get("departments", list, [])
+    departments: list[Department] = []
+    for index, entry in enumerate(entries):
+        table = _Table(entry, f"departments[{index}]")
+        code = table.get("code", str)
+        table.check("code", _prefix_ok, "1-100 characters of [A-Za-z0-9._-]", code)
+        table.check("code", lambda c: c not in {d.code for d in departments}, "a unique code", code)
+        table.get("name", str, "")
+        clearance = table.get("clearance", int)
+        table.check("clearance", lambda g: MIN_GRADE <= g <= MAX_GRADE, "a grade 1-4", clearance)
+        departments.append(Department(code, clearance, _strings(table, "subscribe")))
+        table.done()
+    return tuple(departments)
+
+
+def _grants(table: _Table | None) -> GrantsConfig:
+    if table is None:
+        return GrantsConfig()
+    default = GrantsConfig()
+    staleness = table.get("max_staleness_s", float, default.max_staleness_s)
+    table.check("max_staleness_s", lambda s: 0.5 <= s <= 600, "0.5-600 seconds", staleness)
+    validity = table.get("default_validity_days", int, default.default_validity_days)
+    table.check("default_validity_days", lambda d: 1 <= d <= 3650, "1-3650 days", validity)
+    table.done()
+    return GrantsConfig(staleness, validity)
 
 
 def _strings(table: _Table, key: str) -> frozenset[str]:

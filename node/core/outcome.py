@@ -38,11 +38,17 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """One copy of a record to produce: its direction, the node it is for, its new hop path."""
+    """One copy of a record to produce: its direction, the node it is for, its new hop path.
+
+    A local copy for a department names it; ``items`` limits the value to those information
+    items (a projection); None passes the value through byte for byte.
+    """
 
     direction: Direction
     region: str
     hops: bytes
+    department: str | None = None
+    items: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,11 @@
 
 Applied after routing, to the copies routing chose. A record is refused whole when its resource
 is unknown, not shared, on the negative list, or not from its authoritative source. Single copies
-are withheld (and each refused) when the record's grade exceeds the destination's clearance, or,
-for a conditional resource, at local delivery until grants are enforced there.
+are withheld (and each refused) when the record's grade exceeds the destination's clearance.
+
+Local delivery fans out: an unconditional record goes to the level's inbox and to every
+subscribed department cleared for its grade; a conditional one only to subscribed departments
+holding an approved, unexpired grant, projected to the granted information items.
 
 The decision depends only on four header values and the routed outcome, so it is memoised on them.
 """
@@ -13,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from node.core.catalog import Catalog
+from node.core.catalog import Catalog, Resource
 from node.core.envelope import MAX_GRADE, MIN_GRADE, Sharing
+from node.core.grants import GrantBook
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
 
 PolicyKey = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
@@ -48,12 +52,32 @@ class NegativeList:
 
 
 @dataclass(frozen=True, slots=True)
+class Department:
+    """A department of this level that consumes resources on its own delivery topic."""
+
+    code: str
+    clearance: int
+    subscriptions: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySnapshot:
     """Everything the rules read, immutable; a reload swaps the whole snapshot."""
 
     catalog: Catalog
     negative: NegativeList = NegativeList()
     clearance: Clearance = Clearance()
+    departments: tuple[Department, ...] = ()
+    grants: GrantBook = field(default_factory=GrantBook)
+    subscribers: Mapping[str, tuple[Department, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        by_resource: dict[str, list[Department]] = {}
+        for department in self.departments:
+            for code in department.subscriptions:
+                by_resource.setdefault(code, []).append(department)
+        subscribers = {code: tuple(depts) for code, depts in by_resource.items()}
+        object.__setattr__(self, "subscribers", subscribers)
 
 
 class Policy:
@@ -63,6 +87,11 @@ class Policy:
         self.snapshot = snapshot
         self._memo: dict[tuple[PolicyKey, Outcome], Outcome] = {}
         self._memo_size = memo_size
+
+    def swap(self, snapshot: PolicySnapshot) -> None:
+        """Use ``snapshot`` from the next decision on (grants changed, lists reloaded)."""
+        self.snapshot = snapshot
+        self._memo = {}
 
     def apply_batch(self, keys: Sequence[PolicyKey], routed: Sequence[Outcome]) -> list[Outcome]:
         """Return, per record, the routed outcome narrowed by the rules."""
@@ -83,6 +112,39 @@ class Policy:
 
     def apply(self, key: PolicyKey, routed: Delivered) -> Outcome:
         """Decide for one routed record (not memoised)."""
+        checked = self._check_record(key)
+        if isinstance(checked, Refused):
+            return checked
+        resource, grade = checked
+        snapshot = self.snapshot
+        kept: list[Copy] = []
+        withheld: list[tuple[Copy, Refused]] = []
+        for copy in routed.copies:
+            if copy.direction is Direction.LOCAL:
+                self._deliver_locally(copy, resource, grade, kept, withheld)
+                continue
+            cleared = snapshot.clearance.of(copy)
+            if grade > cleared:
+                message = (
+                    f"grade {grade} exceeds clearance {cleared} of {copy.direction} {copy.region}"
+                )
+                withheld.append((copy, Refused(Reason.GRADE, message)))
+            else:
+                kept.append(copy)
+        if not kept:
+            return (
+                withheld[0][1]
+                if len(withheld) == 1
+                else Refused(
+                    withheld[0][1].reason, "; ".join(refusal.message for _, refusal in withheld)
+                )
+            )
+        if not withheld and tuple(kept) == routed.copies:
+            return routed
+        return Delivered(tuple(kept), tuple(withheld))
+
+    def _check_record(self, key: PolicyKey) -> Refused | tuple[Resource, int]:
+        """Apply the whole-record rules; return the refusal, or the resource and effective grade."""
         try:
             resource_code, region, dept, grade_text = (
                 (value or b"").decode("ascii") for value in key
@@ -115,29 +177,48 @@ class Policy:
                 f"{resource.code} comes only from {resource.source_dept}@{resource.source_region},"
                 f" not {dept}@{region}",
             )
-        grade = max(int(grade_text), resource.grade)
-        kept: list[Copy] = []
-        withheld: list[tuple[Copy, Refused]] = []
-        for copy in routed.copies:
-            cleared = snapshot.clearance.of(copy)
-            if grade > cleared:
-                message = (
-                    f"grade {grade} exceeds clearance {cleared} of {copy.direction} {copy.region}"
-                )
+        return resource, max(int(grade_text), resource.grade)
+
+    def _deliver_locally(
+        self,
+        copy: Copy,
+        resource: Resource,
+        grade: int,
+        kept: list[Copy],
+        withheld: list[tuple[Copy, Refused]],
+    ) -> None:
+        """Expand a local copy into the inbox copy and one copy per entitled department."""
+        snapshot = self.snapshot
+        conditional = resource.sharing is Sharing.CONDITIONAL
+        before = len(kept)
+        if not conditional:
+            if grade > snapshot.clearance.local:
+                message = f"grade {grade} exceeds clearance {snapshot.clearance.local} of the inbox"
                 withheld.append((copy, Refused(Reason.GRADE, message)))
-            elif copy.direction is Direction.LOCAL and resource.sharing is Sharing.CONDITIONAL:
-                message = (
-                    f"{resource.code} is conditional and no grant covers delivery at {copy.region}"
-                )
-                withheld.append((copy, Refused(Reason.NO_GRANT, message)))
             else:
                 kept.append(copy)
-        if not kept:
-            return (
-                withheld[0][1]
-                if len(withheld) == 1
-                else Refused(
-                    withheld[0][1].reason, "; ".join(refusal.message for _, refusal in withheld)
+        for department in snapshot.subscribers.get(resource.code, ()):
+            target = Copy(copy.direction, copy.region, copy.hops, department.code)
+            if department.code in snapshot.negative.departments:
+                message = f"consumer department {department.code} is on the negative list"
+                withheld.append((target, Refused(Reason.NEGATIVE_LIST, message)))
+            elif grade > department.clearance:
+                message = (
+                    f"grade {grade} exceeds clearance {department.clearance} of {department.code}"
                 )
+                withheld.append((target, Refused(Reason.GRADE, message)))
+            elif not conditional:
+                kept.append(target)
+            elif (
+                grant := snapshot.grants.active(resource.code, department.code, copy.region)
+            ) is None:
+                message = f"{department.code} holds no approved grant for {resource.code}"
+                withheld.append((target, Refused(Reason.NO_GRANT, message)))
+            else:
+                items = grant.items or None
+                kept.append(Copy(copy.direction, copy.region, copy.hops, department.code, items))
+        if conditional and len(kept) == before and not snapshot.subscribers.get(resource.code):
+            message = (
+                f"{resource.code} is conditional and no department at {copy.region} subscribes"
             )
-        return Delivered(tuple(kept), tuple(withheld)) if withheld else routed
+            withheld.append((copy, Refused(Reason.NO_GRANT, message)))

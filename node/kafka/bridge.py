@@ -34,7 +34,7 @@ from node.core.ingress import check_ingress
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
 from node.core.policy import Policy, PolicyKey
 from node.core.routing import Arrival, RouteKey, Router
-from node.errors import DeliveryError, RecordRejected, TransportError
+from node.errors import DeliveryError, PayloadError, RecordRejected, TransportError
 from node.kafka.sink import Message, Sink
 from node.kafka.source import Batch, Source
 from node.kafka.topics import TopicNames
@@ -52,12 +52,14 @@ class Destinations:
     parent: Sink | None
     parent_topics: TopicNames | None
 
-    def route(self, direction: Direction, region: str) -> tuple[Sink, str]:
-        """Return the sink and topic for a copy going ``direction`` to ``region``."""
-        if direction is Direction.LOCAL:
+    def route(self, copy: Copy) -> tuple[Sink, str]:
+        """Return the sink and topic for ``copy``."""
+        if copy.direction is Direction.LOCAL:
+            if copy.department is not None:
+                return self.local, self.local_topics.deliver(copy.department)
             return self.local, self.local_topics.inbox
-        if direction is Direction.DOWN:
-            return self.local, self.local_topics.down(region)
+        if copy.direction is Direction.DOWN:
+            return self.local, self.local_topics.down(copy.region)
         if self.parent is None or self.parent_topics is None:
             raise AssertionError("the router sent a record up from the root")
         return self.parent, self.parent_topics.outbox
@@ -86,7 +88,7 @@ class Link:
         destinations: Destinations,
         metrics: Metrics,
         *,
-        schemas: SchemaSet | None,
+        schemas: SchemaSet,
         validate_ingress: bool,
         retry_backoff_s: float,
         clock: Clock = time.time,
@@ -193,9 +195,19 @@ class Link:
             if isinstance(outcome, Delivered):
                 base = [h for h in record.headers if h[0] != HOPS]
                 for copy in outcome.copies:
-                    sink, topic = self._to.route(copy.direction, copy.region)
+                    sink, topic = self._to.route(copy)
                     headers = [*base, (HOPS, copy.hops)]
-                    pending.messages.append(Message(topic, record.key, record.value, headers))
+                    value = record.value
+                    if copy.items is not None:
+                        try:
+                            value = self._schemas.project(record.value or b"", copy.items)
+                        except PayloadError as error:
+                            self._add_refusal(
+                                pending, record, Refused(Reason.BAD_PAYLOAD, str(error)), copy
+                            )
+                            continue
+                        headers.append((PROJECTION, ",".join(copy.items).encode()))
+                    pending.messages.append(Message(topic, record.key, value, headers))
                     pending.sinks.append(sink)
                     pending.kinds.append(copy.direction)
                     pending.created_ms.append(created)
@@ -210,7 +222,10 @@ class Link:
     ) -> None:
         headers = list(record.headers)
         if copy is not None:
-            headers.append((REFUSED_COPY, f"{copy.direction.value}:{copy.region}".encode()))
+            where = f"{copy.direction.value}:{copy.region}"
+            if copy.department is not None:
+                where += f"/{copy.department}"
+            headers.append((REFUSED_COPY, where.encode()))
         pending.messages.append(self._refusal(record.key, record.value, headers, refused))
         pending.sinks.append(self._to.local)
         pending.kinds.append(refused.reason)
@@ -280,6 +295,7 @@ class Link:
 
 
 REFUSED_COPY = "cx-refused-copy"
+PROJECTION = "cx-projection"
 _KEY_HEADERS = (TARGET, HOPS, RESOURCE, SOURCE_REGION, SOURCE_DEPT, GRADE)
 
 

@@ -8,6 +8,8 @@ On each cluster, under the node's topic prefix (default ``cascade``):
 ``PREFIX.down.REGION``   records handed down to the node of child region ``REGION``
 ``PREFIX.inbox``         records delivered to this level
 ``PREFIX.refused``       refused records, with reason headers (the dead-letter topic)
+``PREFIX.deliver.DEPT``  records delivered to department ``DEPT`` of this level
+``PREFIX.grants``        grant requests, approvals, rejections, revocations (compacted)
 =======================  ============================================================
 """
 
@@ -43,13 +45,26 @@ class TopicNames:
         """Refused records (the dead-letter topic)."""
         return f"{self.prefix}.refused"
 
+    @property
+    def grants(self) -> str:
+        """Grant events, compacted by grant id."""
+        return f"{self.prefix}.grants"
+
+    def deliver(self, department: str) -> str:
+        """Return the delivery topic of a department of this level."""
+        return f"{self.prefix}.deliver.{department}"
+
     def down(self, child: str) -> str:
         """Return the hand-over topic for the node of ``child``."""
         return f"{self.prefix}.down.{child}"
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, replication_factor: int
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    replication_factor: int,
+    configs: dict[str, str] | None = None,
 ) -> list[str]:
     """Create whichever of ``names`` do not exist yet; return the ones created.
 
@@ -61,7 +76,10 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = sorted(set(names) - existing)
         if missing:
-            topics = [NewTopic(name, partitions, replication_factor) for name in missing]
+            topics = [
+                NewTopic(name, partitions, replication_factor, topic_configs=configs or {})
+                for name in missing
+            ]
             response = await admin.create_topics(topics)
             for name, code, message in _errors(response):
                 if code != TopicAlreadyExistsError.errno:
