@@ -8,8 +8,10 @@ stop), then flushes the producers and closes the admin server.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from aiohttp import web
@@ -19,9 +21,13 @@ from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import SchemaSet, packaged_schema_dir
 from node.config import NodeConfig
 from node.core.catalog import Catalog
+from node.core.grants import GrantBook
 from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
+from node.errors import ConfigError
+from node.grant_desk import GrantDesk
 from node.kafka.bridge import Destinations, Link
+from node.kafka.grants import GrantStore, relays
 from node.kafka.sink import Sink
 from node.kafka.source import Source
 from node.kafka.topics import TopicNames, ensure_topics
@@ -42,8 +48,16 @@ def load_schemas(config: NodeConfig) -> SchemaSet:
 
 
 def load_node_catalog(config: NodeConfig, schemas: SchemaSet) -> Catalog:
-    """Read and check the catalog against the schemas (raises CatalogError)."""
-    return load_catalog(config.catalog_dir or packaged_catalog_dir(), schemas)
+    """Read and check the catalog, and the departments' subscriptions against it.
+
+    Raises CatalogError for catalog problems, ConfigError for an unknown subscription.
+    """
+    catalog = load_catalog(config.catalog_dir or packaged_catalog_dir(), schemas)
+    for index, department in enumerate(config.departments):
+        for code in sorted(department.subscriptions):
+            if catalog.get(code) is None:
+                raise ConfigError(f"departments[{index}].subscribe", f"unknown resource {code!r}")
+    return catalog
 
 
 async def run_node(
@@ -92,9 +106,29 @@ async def run_node(
         down = parent_topics.down(config.topology.region)
         links.append(link("parent", config.parent.cluster.bootstrap, down, Arrival.FROM_ABOVE))
 
-    app = admin_app(
-        registry, lambda: {ln.name: ln.started and ln.up for ln in links}, config.node_id
-    )
+    def use_grants(book: GrantBook) -> None:
+        policy.swap(dataclasses.replace(policy.snapshot, grants=book))
+
+    store = GrantStore(
+        config.local.bootstrap, local_topics.grants, use_grants,
+        max_staleness_s=config.grants.max_staleness_s,
+    )  # fmt: skip
+    loops: list[_Loop] = [*links, store]
+    if config.parent and parent_topics and parent_sink:
+        loops += relays(
+            config.topology, config.local.bootstrap, local_topics.grants,
+            config.parent.cluster.bootstrap, parent_topics.grants, local_sink, parent_sink,
+            f"exchange-node.{config.node_id}",
+        )  # fmt: skip
+    desk = GrantDesk(
+        config.topology.region, catalog, config.departments, lambda: store.grants, local_sink,
+        local_topics.grants, default_validity_days=config.grants.default_validity_days,
+    )  # fmt: skip
+
+    def states() -> dict[str, bool]:
+        return {**{ln.name: ln.started and ln.up for ln in links}, "grants": store.fresh}
+
+    app = admin_app(registry, states, config.node_id, desk)
     runner: web.AppRunner | None = None
     sinks = [sink for sink in (local_sink, parent_sink) if sink is not None]
     try:
@@ -105,8 +139,8 @@ async def run_node(
         if on_running is not None:
             on_running(Running(port))
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(ln.run(), name=f"link-{ln.name}") for ln in links]
-            group.create_task(_stop_when_asked(stop, links, tasks, flow.shutdown_timeout_s, log))
+            tasks = [group.create_task(loop.run()) for loop in loops]
+            group.create_task(_stop_when_asked(stop, loops, tasks, flow.shutdown_timeout_s, log))
     finally:
         for sink in sinks:
             await sink.stop()
@@ -115,20 +149,28 @@ async def run_node(
         log.info("node_stopped")
 
 
+class _Loop(Protocol):
+    """A long-running loop the supervisor owns."""
+
+    def request_stop(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
 async def _stop_when_asked(
     stop: asyncio.Event,
-    links: list[Link],
+    loops: list[_Loop],
     tasks: list[asyncio.Task[None]],
     deadline_s: float,
     log: structlog.typing.FilteringBoundLogger,
 ) -> None:
-    """Wait for ``stop`` or a link ending; then soft-stop the links, hard-stop the late ones."""
+    """Wait for ``stop`` or a loop ending; then soft-stop the loops, hard-stop the late ones."""
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     log.info("node_stopping", deadline_s=deadline_s)
-    for link in links:
-        link.request_stop()
+    for loop in loops:
+        loop.request_stop()
     _, late = await asyncio.wait(tasks, timeout=deadline_s)
     for task in late:
         log.warning("hard_stop", task=task.get_name())
@@ -146,6 +188,8 @@ async def _ensure_topics(config: NodeConfig, local: TopicNames, parent: TopicNam
     await ensure_topics(config.local.bootstrap, names, *settings)
     compacted = {"cleanup.policy": "compact"}
     await ensure_topics(config.local.bootstrap, [local.grants], *settings, compacted)
+    if config.parent and parent:
+        await ensure_topics(config.parent.cluster.bootstrap, [parent.grants], *settings, compacted)
     if config.parent and parent:
         upstream = [parent.outbox, parent.down(config.topology.region)]
         await ensure_topics(config.parent.cluster.bootstrap, upstream, *settings)

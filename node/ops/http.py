@@ -1,20 +1,38 @@
-"""The admin HTTP server: ``/metrics`` for Prometheus and ``/healthz`` for orchestrators."""
+"""The admin HTTP server: ``/metrics``, ``/healthz`` and the grants API.
+
+Grants API (JSON in and out; errors are ``{"error": "..."}`` with a 4xx status):
+
+    GET  /grants[?status=requested]          every grant this node knows
+    GET  /grants/{id}
+    POST /grants                             {"resource", "consumer_dept", "items"?, "note"?}
+    POST /grants/{id}/approve                {"note"?, "validity_days"?}
+    POST /grants/{id}/reject                 {"note"?}
+    POST /grants/{id}/revoke                 {"note"?}
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from node.core.grants import Grant, GrantStatus
+from node.grant_desk import GrantDesk, GrantRefused
 
 LinkStates = Callable[[], Mapping[str, bool]]
 """Returns, per link, whether it is started and currently delivering."""
 
 
 def admin_app(
-    registry: CollectorRegistry, link_states: LinkStates, node_id: str
+    registry: CollectorRegistry,
+    link_states: LinkStates,
+    node_id: str,
+    desk: GrantDesk | None = None,
 ) -> web.Application:
-    """Build the admin application."""
+    """Build the admin application (with the grants API when a desk is given)."""
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -30,7 +48,94 @@ def admin_app(
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    if desk is not None:
+        _add_grant_routes(app, desk)
     return app
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _grant_json(grant: Grant) -> dict[str, Any]:
+    data = dataclasses.asdict(grant)
+    data["status"] = grant.status.value
+    return data
+
+
+def _errors_as_json(handler: Callable[[web.Request], Awaitable[Any]]) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            result = await handler(request)
+        except GrantRefused as refusal:
+            return web.json_response({"error": str(refusal)}, status=refusal.status)
+        status = 201 if request.method == "POST" and request.path == "/grants" else 200
+        return web.json_response(result, status=status)
+
+    return wrapped
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise GrantRefused(400, "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise GrantRefused(400, "body must be a JSON object")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = False) -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise GrantRefused(400, f"field {name!r} is required")
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise GrantRefused(400, f"field {name!r} must be a {kind.__name__}")
+    return value
+
+
+def _add_grant_routes(app: web.Application, desk: GrantDesk) -> None:
+    async def listing(request: web.Request) -> list[dict[str, Any]]:
+        return [_grant_json(g) for g in desk.known(request.query.get("status"))]
+
+    async def one(request: web.Request) -> dict[str, Any]:
+        return _grant_json(desk.get(request.match_info["grant_id"]))
+
+    async def create(request: web.Request) -> dict[str, Any]:
+        body = await _body(request)
+        items = _field(body, "items", list)
+        if items is not None and not all(isinstance(i, str) for i in items):
+            raise GrantRefused(400, "field 'items' must be a list of item names")
+        grant = await desk.request(
+            _field(body, "resource", str, required=True),
+            _field(body, "consumer_dept", str, required=True),
+            items,
+            _field(body, "note", str) or "",
+        )
+        return _grant_json(grant)
+
+    def deciding(status: GrantStatus) -> Callable[[web.Request], Awaitable[dict[str, Any]]]:
+        async def decide(request: web.Request) -> dict[str, Any]:
+            body = await _body(request)
+            validity = _field(body, "validity_days", int)
+            grant = await desk.decide(
+                request.match_info["grant_id"], status, _field(body, "note", str) or "", validity
+            )
+            return _grant_json(grant)
+
+        return decide
+
+    app.router.add_get("/grants", _errors_as_json(listing))
+    app.router.add_post("/grants", _errors_as_json(create))
+    app.router.add_get("/grants/{grant_id}", _errors_as_json(one))
+    for action, status in (
+        ("approve", GrantStatus.APPROVED), ("reject", GrantStatus.REJECTED),
+        ("revoke", GrantStatus.REVOKED),
+    ):  # fmt: skip
+        app.router.add_post(f"/grants/{{grant_id}}/{action}", _errors_as_json(deciding(status)))
 
 
 async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
