@@ -4,6 +4,8 @@
     exchange-node check-config FILE       check a configuration file; exit 0 if valid, 2 if not
     exchange-node catalog check [--catalog DIR] [--schemas DIR]
                                           check the resource catalog against the schemas
+    exchange-node grants [--admin URL] ACTION ...
+                                          request, list, approve, reject, revoke grants
 
 Exit codes: 0 success, 1 the node failed while running, 2 bad configuration or schemas.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from node import grants_cli
 from node.app import load_node_catalog, load_schemas, run_node
 from node.catalog_files import CatalogError, packaged_catalog_dir, read_catalog
 from node.codec import SchemaSet, packaged_schema_dir
@@ -31,7 +34,11 @@ EXIT_FAILED, EXIT_CONFIG = 1, 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the chosen command; return the exit code."""
-    parser = argparse.ArgumentParser(prog="exchange-node", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="exchange-node",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the node")
     run.add_argument("--config", type=Path, required=True, help="the node's TOML file")
@@ -42,9 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     catalog_check = catalog_commands.add_parser("check", help="check the catalog")
     catalog_check.add_argument("--catalog", type=Path, default=None, help="catalog folder")
     catalog_check.add_argument("--schemas", type=Path, default=None, help="Avro schema folder")
+    grants_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "catalog":
         return check_catalog(args.catalog, args.schemas)
+    if args.command == "grants":
+        return grants_cli.run(args)
 
     try:
         config = load_config(args.config)

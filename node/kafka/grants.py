@@ -77,7 +77,8 @@ class GrantStore:
             caught_up_at: float | None = None
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=self._poll_ms)
-                changed = any(self._apply(r.value) for records in batch.values() for r in records)
+                applied = [self._apply(r.value) for records in batch.values() for r in records]
+                changed = any(applied)  # every record applied first: any() would stop early
                 now = self._clock()
                 if await self._at_end(consumer, partitions):
                     caught_up_at = now

@@ -66,7 +66,7 @@ def node_config(
     *,
     parent: tuple[str, str, str] | None = None,
     children: tuple[str, ...] = (),
-    **sections: dict[str, Any],
+    **sections: Any,
 ) -> NodeConfig:
     """Build a checked config; ``parent`` is (bootstrap, region, topic prefix)."""
     data: dict[str, Any] = {
@@ -90,7 +90,10 @@ def node_config(
             "topic_prefix": parent_prefix,
         }
     for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
+        if isinstance(values, dict):
+            data.setdefault(name, {}).update(values)
+        else:
+            data[name] = values
     return parse_config(data)
 
 
