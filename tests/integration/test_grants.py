@@ -24,6 +24,7 @@ from node.kafka.client import publish as produce
 from node.kafka.topics import TopicNames
 from node.samples import LEGAL_ENTITY, PERSON, sample
 from tests.integration.conftest import RunningNode, node_config
+from tests.integration.test_cli import EXE
 from tests.unit.test_catalog import entry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -185,3 +186,33 @@ async def test_departments_receive_subscribed_resources_on_their_own_topics(
     assert [r.headers["cx-refused-copy"] for r in refused] == [f"local:{COUNTY}/TAXB"]
     assert refused[0].headers["cx-refusal-reason"] == "grade"
     assert node.metric("exchange_records_out_total", link="local", direction="local") == 2
+
+
+async def test_grants_cli_reports_unknown_resource_and_grant(
+    clusters: dict[str, str], prefix: str, nodes: Any
+) -> None:
+    """``exchange-node grants`` exits 2 with the node's reason for an unknown resource or grant."""
+    node = await nodes(
+        node_config(
+            COUNTY, "county", clusters["county"], prefix,
+            departments=[{"code": "HRSS", "clearance": 3, "subscribe": []}],
+        )
+    )  # fmt: skip
+    admin = f"http://127.0.0.1:{node.admin_port}"
+    for args, needle in (
+        (["request", "NOPE", "HRSS"], "unknown resource 'NOPE'"),
+        (["show", "no-such-grant"], "unknown grant 'no-such-grant'"),
+        (["request", f"{COUNTY}-PSB-00001", "EDU"], "only conditional resources are granted"),
+    ):
+        process = await asyncio.create_subprocess_exec(
+            EXE, "grants", "--admin", admin, *args, stderr=asyncio.subprocess.PIPE
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 2, args
+        assert needle in stderr.decode(), stderr.decode()
+    process = await asyncio.create_subprocess_exec(
+        EXE, "grants", "--admin", admin, "list", stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0
+    assert stdout.decode().strip() == "[]"
