@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +68,8 @@ def scenarios(schemas: SchemaSet) -> list[Scenario]:
         Scenario("down: province → one county", rec(PERSON, "410000", "region:410102", 4), "province", ("county",)),
         Scenario("down: province → city subtree", rec(LICENCE, "410000", "subtree:410100", 5), "province", ("city", "county", "county-b")),
         Scenario("refused: undecodable value", Published(broken_envelope, b"\xc3\x01not-avro"), "county", ()),
+        Scenario("refused: not shared (catalog)", sample(schemas, PERSON, "410102", "region:410000", seed=7, created_ms=now, resource="410102-PSB-00009"), "county", ()),
+        Scenario("refused: not the one source", sample(schemas, PERSON, "410102", "region:410000", seed=8, created_ms=now, source_dept="HRSS"), "county", ()),
     ]  # fmt: skip
 
 
@@ -194,6 +197,7 @@ def main() -> int:
         for name, port in CLUSTERS.items()
     ]
     began = time.monotonic()
+    shutil.rmtree(work / "kafka", ignore_errors=True)  # every demo starts from empty clusters
     clusters = localkafka.start_clusters(specs, work / "kafka")
     try:
         print(f"3 clusters up in {time.monotonic() - began:.1f} s: "

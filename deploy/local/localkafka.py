@@ -169,7 +169,13 @@ def broker_properties(spec: ClusterSpec, data_dir: Path) -> str:
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def _cluster_id() -> str:
+def _cluster_id(data_dir: Path) -> str:
+    """Return the id the data dir was formatted with, or a fresh one."""
+    meta = data_dir / "log" / "meta.properties"
+    if meta.exists():
+        for line in meta.read_text().splitlines():
+            if line.startswith("cluster.id="):
+                return line.split("=", 1)[1].strip()
     return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 
 
@@ -247,7 +253,7 @@ def _start_one(java: str, libs: Path, spec: ClusterSpec, data_dir: Path) -> Clus
     log_path = data_dir / "broker.log"
     storage = _java_command(
         java, libs, 256, "kafka.tools.StorageTool",
-        "format", "-t", _cluster_id(), "-c", str(config), "--ignore-formatted",
+        "format", "-t", _cluster_id(data_dir), "-c", str(config), "--ignore-formatted",
     )  # fmt: skip
     result = subprocess.run(storage, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:

@@ -47,8 +47,12 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
 
 
 def test_the_shipped_catalog_is_valid() -> None:
-    """The demo catalog loads: 12 resources of the three base databases."""
-    assert len(load_catalog(packaged_catalog_dir(), SCHEMAS)) == 12
+    """The demo catalog loads: three base-database resources per platform, one not shared."""
+    catalog = load_catalog(packaged_catalog_dir(), SCHEMAS)
+    assert len(catalog) == 13
+    assert [c for c in catalog.codes() if catalog.get(c).sharing == "not_shared"] == [
+        "410102-PSB-00009"
+    ]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
