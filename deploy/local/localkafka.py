@@ -253,7 +253,7 @@ def _start_one(java: str, libs: Path, spec: ClusterSpec, data_dir: Path) -> Clus
     log_path = data_dir / "broker.log"
     storage = _java_command(
         java, libs, 256, "kafka.tools.StorageTool",
-        "format", "-t", _cluster_id(data_dir), "-c", str(config), "--ignore-formatted",
+        "format", f"--cluster-id={_cluster_id(data_dir)}", "-c", str(config), "--ignore-formatted",
     )  # fmt: skip
     result = subprocess.run(storage, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:

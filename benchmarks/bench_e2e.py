@@ -1,0 +1,237 @@
+"""End to end through real Kafka on loopback: the node against a raw aiokafka pipe, one hop.
+
+Two single-node clusters (city → province, 1 GiB heap each). For each payload size the city's
+outbox is filled with N records that arrived from a child county (hop path ``410102^``), so the
+node passes them through without decoding, as on every hop after the first. Then the bridge under
+test starts (the node as ``exchange-node run``, or ``raw_pipe.py``) and the province topic's end
+offsets are polled: throughput is N over the time from the first copied record to the last, so
+start-up is not counted. Peak RSS is the bridge process's VmHWM. Same brokers, same records,
+same run; the figure that matters is the ratio node / raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from common import table, write
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
+import localkafka  # lives in deploy/local
+
+from node.codec import SchemaSet, packaged_schema_dir
+from node.core.envelope import HOPS
+from node.kafka.topics import ensure_topics
+from node.samples import PERSON, sample
+
+HERE = Path(__file__).resolve().parent
+EXE = Path(sys.executable).with_name("exchange-node")
+PARTITIONS = 3
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def records(size: int, count: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """``count`` (key, value, headers) of person records padded to about ``size`` bytes."""
+    schemas = SchemaSet.load(packaged_schema_dir())
+    out = []
+    base = sample(
+        schemas, PERSON, "410102", "region:410000", seed=0, created_ms=int(time.time() * 1000)
+    )
+    _, datum = schemas.decode(base.value)
+    datum["address"] = "x" * max(0, size - len(base.value))
+    value = schemas.encode(PERSON, datum)
+    headers = [(k, v) for k, v in base.envelope.to_headers() if k != HOPS] + [(HOPS, b"410102^")]
+    for n in range(count):
+        out.append((f"{n:012d}".encode(), value, headers))
+    return out
+
+
+async def fill(
+    bootstrap: str, topic: str, batch: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    """Produce the records to ``topic`` and wait for every ack."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024,
+                                max_request_size=4 * 1024 * 1024)  # fmt: skip
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, v, key=k, headers=h) for k, v, h in batch]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def copied(bootstrap: str, topic: str) -> int:
+    """Records on ``topic`` (sum of end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of a running process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def watch(
+    process: subprocess.Popen[bytes], target: str, topic: str, count: int, timeout_s: float
+) -> dict[str, Any]:
+    """Poll the destination until ``count`` records arrived; return throughput and peak RSS."""
+    first = last = None
+    deadline = time.monotonic() + timeout_s
+    rss = 0.0
+    while time.monotonic() < deadline:
+        done = await copied(target, topic)
+        now = time.monotonic()
+        if process.poll() is None:
+            rss = max(rss, peak_rss_mb(process.pid))
+        if done and first is None:
+            first = now
+        if done >= count:
+            last = now
+            break
+        if process.poll() is not None and process.returncode != 0:
+            raise RuntimeError(f"bridge exited with {process.returncode}")
+        await asyncio.sleep(0.05)
+    if first is None or last is None:
+        raise RuntimeError(
+            f"only {await copied(target, topic)} of {count} records copied in {timeout_s} s"
+        )
+    seconds = max(last - first, 1e-3)
+    return {"seconds": seconds, "records_per_s": count / seconds, "peak_rss_mb": rss}
+
+
+def node_config(path: Path, city: str, province: str, prefix: str) -> None:
+    """A city node whose parent is the province cluster."""
+    path.write_text(f"""
+[node]
+id = "bench-{prefix}"
+level = "city"
+region = "410100"
+[local]
+bootstrap = "{city}"
+topic_prefix = "{prefix}"
+[parent]
+bootstrap = "{province}"
+region = "410000"
+topic_prefix = "{prefix}"
+[topics]
+partitions = {PARTITIONS}
+[admin]
+port = {free_port()}
+[log]
+format = "json"
+level = "warning"
+""")
+
+
+async def run_one(
+    kind: str, size: int, count: int, city: str, province: str, work: Path
+) -> dict[str, Any]:
+    """Fill a fresh topic, run one bridge over it, and measure."""
+    prefix = f"b{kind}{size}x{os.getpid()}{int(time.time() * 1000) % 100000}"
+    topic = f"{prefix}.outbox"
+    for cluster in (city, province):
+        await ensure_topics(cluster, [topic], PARTITIONS, 1)
+    await fill(city, topic, records(size, count))
+    log = (work / f"{prefix}.log").open("wb")
+    if kind == "node":
+        config = work / f"{prefix}.toml"
+        node_config(config, city, province, prefix)
+        command = [str(EXE), "run", "--config", str(config)]
+    else:
+        command = [sys.executable, str(HERE / "raw_pipe.py"), "--source", city, "--target", province,
+                   "--topic", topic, "--count", str(count)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        result = await watch(process, province, topic, count, timeout_s=300)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    mb = size * count / 1e6
+    return {
+        "bridge": kind,
+        "payload_bytes": size,
+        "records": count,
+        "mb_per_s": mb / result["seconds"],
+        **result,
+    }
+
+
+async def main_async(quick: bool) -> None:
+    """Start the clusters, run every size for both bridges, print and write the results."""
+    localkafka.ensure_jars()
+    work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    specs = [
+        localkafka.ClusterSpec(name, free_port(), free_port(), heap_mb=1024)
+        for name in ("city", "province")
+    ]
+    clusters = localkafka.start_clusters(specs, work / "kafka")
+    rows = []
+    try:
+        city, province = clusters[0].bootstrap, clusters[1].bootstrap
+        plan = [(200, 100_000), (1024, 100_000), (10_240, 10_000)]
+        if quick:
+            plan = [(size, count // 5) for size, count in plan]
+        for size, count in plan:
+            for kind in ("raw", "node"):
+                row = await run_one(kind, size, count, city, province, work)
+                rows.append(row)
+                print(
+                    f"  {kind:4} {size:6} B: {row['records_per_s']:>9,.0f} rec/s  {row['mb_per_s']:6.1f} MB/s  peak RSS {row['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
+    finally:
+        localkafka.stop_clusters(clusters)
+    ratios = []
+    for size, _ in plan:
+        raw = next(r for r in rows if r["bridge"] == "raw" and r["payload_bytes"] == size)
+        node = next(r for r in rows if r["bridge"] == "node" and r["payload_bytes"] == size)
+        ratios.append(
+            {"payload_bytes": size, "node_over_raw": node["records_per_s"] / raw["records_per_s"]}
+        )
+    print("\nOne hop (city → province), records/s:")
+    print(table(["payload B", "raw", "node", "node/raw", "node peak RSS MB"],
+                [[s["payload_bytes"], *(next(r["records_per_s"] for r in rows if r["bridge"] == k and r["payload_bytes"] == s["payload_bytes"]) for k in ("raw", "node")),
+                  round(s["node_over_raw"], 2), next(r["peak_rss_mb"] for r in rows if r["bridge"] == "node" and r["payload_bytes"] == s["payload_bytes"])]
+                 for s in ratios]))  # fmt: skip
+    print(f"\nwrote {write('e2e', {'runs': rows, 'ratios': ratios, 'quick': quick})}")
+
+
+def main() -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    asyncio.run(main_async(parser.parse_args().quick))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Shared helpers for the benchmarks: machine facts, result files, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """Facts that make figures comparable across runs."""
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        total_kb = int(meminfo.readline().split()[1])
+    versions = {
+        name: metadata.version(name) for name in ("aiokafka", "fastavro", "prometheus-client")
+    }
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(total_kb / 1024 / 1024, 1),
+        "cpu": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "kafka": "4.1.2",
+        **versions,
+    }
+
+
+def write(name: str, results: dict[str, Any]) -> Path:
+    """Write ``results`` (plus machine facts) to benchmarks/results/NAME.json."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **results}, indent=2, ensure_ascii=False))
+    return path
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """Render a plain text table."""
+    cells = [headers, *[[f"{c:,.0f}" if isinstance(c, float) and c >= 100 else
+                         f"{c:.3g}" if isinstance(c, float) else str(c) for c in row] for row in rows]]  # fmt: skip
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
