@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup jars test test-unit lint demo bench clean
+.PHONY: setup jars test test-unit lint demo bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -33,7 +33,12 @@ demo: jars
 	$(PY) deploy/local/demo.py
 
 bench: jars
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/run.py
+
+bench-quick: jars
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/run.py --quick
 
 clean:
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

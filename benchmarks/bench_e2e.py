@@ -1,4 +1,4 @@
-"""End to end through real Kafka on loopback: the node against a raw aiokafka pipe, one hop.
+"""End to end through real Kafka on loopback: the node against a raw aiokafka pipe and MirrorMaker 2.
 
 Two single-node clusters (city → province, 1 GiB heap each). For each payload size the city's
 outbox is filled with N records that arrived from a child county (hop path ``410102^``), so the
@@ -6,7 +6,7 @@ node passes them through without decoding, as on every hop after the first. Then
 test starts (the node as ``exchange-node run``, or ``raw_pipe.py``) and the province topic's end
 offsets are polled: throughput is N over the time from the first copied record to the last, so
 start-up is not counted. Peak RSS is the bridge process's VmHWM. Same brokers, same records,
-same run; the figure that matters is the ratio node / raw.
+same run; the figures that matter are the ratios node / raw and node / MM2.
 """
 
 from __future__ import annotations
@@ -76,15 +76,10 @@ async def fill(
         await producer.stop()
 
 
-async def copied(bootstrap: str, topic: str) -> int:
+async def copied(consumer: AIOKafkaConsumer, topic: str) -> int:
     """Records on ``topic`` (sum of end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
+    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    return int(sum((await consumer.end_offsets(partitions)).values()))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -99,11 +94,21 @@ async def watch(
     process: subprocess.Popen[bytes], target: str, topic: str, count: int, timeout_s: float
 ) -> dict[str, Any]:
     """Poll the destination until ``count`` records arrived; return throughput and peak RSS."""
-    first = last = None
     deadline = time.monotonic() + timeout_s
+    consumer = AIOKafkaConsumer(bootstrap_servers=target)
+    await consumer.start()
+    try:
+        return await _watch(process, consumer, topic, count, deadline, timeout_s)
+    finally:
+        await consumer.stop()
+
+
+async def _watch(process: subprocess.Popen[bytes], consumer: AIOKafkaConsumer, topic: str, count: int,
+                 deadline: float, timeout_s: float) -> dict[str, Any]:  # fmt: skip
+    first = last = None
     rss = 0.0
     while time.monotonic() < deadline:
-        done = await copied(target, topic)
+        done = await copied(consumer, topic)
         now = time.monotonic()
         if process.poll() is None:
             rss = max(rss, peak_rss_mb(process.pid))
@@ -114,13 +119,37 @@ async def watch(
             break
         if process.poll() is not None and process.returncode != 0:
             raise RuntimeError(f"bridge exited with {process.returncode}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
     if first is None or last is None:
         raise RuntimeError(
-            f"only {await copied(target, topic)} of {count} records copied in {timeout_s} s"
+            f"only {await copied(consumer, topic)} of {count} records copied in {timeout_s} s"
         )
     seconds = max(last - first, 1e-3)
     return {"seconds": seconds, "records_per_s": count / seconds, "peak_rss_mb": rss}
+
+
+def mm2_command(work: Path, city: str, province: str, topic: str) -> list[str]:
+    """Write an MM2 properties file copying ``topic`` city → province; return the java command."""
+    properties = work / f"{topic}.mm2.properties"
+    internal = ("replication.factor", "checkpoints.topic.replication.factor",
+                "heartbeats.topic.replication.factor", "offset-syncs.topic.replication.factor",
+                "offset.storage.replication.factor", "status.storage.replication.factor",
+                "config.storage.replication.factor")  # fmt: skip
+    lines = [
+        "clusters = a, b", f"a.bootstrap.servers = {city}", f"b.bootstrap.servers = {province}",
+        "a->b.enabled = true", f"a->b.topics = {topic.replace('.', '[.]')}", "b->a.enabled = false",
+        "replication.policy.class = org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
+        f"tasks.max = {PARTITIONS}", "emit.checkpoints.enabled = false", "sync.topic.configs.enabled = false",
+        "sync.topic.acls.enabled = false", "refresh.topics.interval.seconds = 5",
+        "b.producer.linger.ms = 5", "b.producer.batch.size = 262144", "b.producer.acks = all",
+        "b.producer.enable.idempotence = true", "a.consumer.auto.offset.reset = earliest",
+        *(f"{key} = 1" for key in internal),
+    ]  # fmt: skip
+    properties.write_text("\n".join(lines) + "\n")
+    libs = localkafka.ensure_jars()
+    return [localkafka.check_java(), "-Xms512m", "-Xmx512m", *localkafka.JVM_FLAGS,
+            f"-Dlog4j2.configurationFile={localkafka.LOG4J_CONFIG}", "-cp", f"{libs}/*",
+            "org.apache.kafka.connect.mirror.MirrorMaker", str(properties)]  # fmt: skip
 
 
 def node_config(path: Path, city: str, province: str, prefix: str) -> None:
@@ -161,6 +190,8 @@ async def run_one(
         config = work / f"{prefix}.toml"
         node_config(config, city, province, prefix)
         command = [str(EXE), "run", "--config", str(config)]
+    elif kind == "mm2":
+        command = mm2_command(work, city, province, topic)
     else:
         command = [sys.executable, str(HERE / "raw_pipe.py"), "--source", city, "--target", province,
                    "--topic", topic, "--count", str(count)]  # fmt: skip
@@ -186,7 +217,7 @@ async def run_one(
     }
 
 
-async def main_async(quick: bool) -> None:
+async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
     """Start the clusters, run every size for both bridges, print and write the results."""
     localkafka.ensure_jars()
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -202,7 +233,7 @@ async def main_async(quick: bool) -> None:
         if quick:
             plan = [(size, count // 5) for size, count in plan]
         for size, count in plan:
-            for kind in ("raw", "node"):
+            for kind in kinds:
                 row = await run_one(kind, size, count, city, province, work)
                 rows.append(row)
                 print(
@@ -215,14 +246,17 @@ async def main_async(quick: bool) -> None:
     for size, _ in plan:
         raw = next(r for r in rows if r["bridge"] == "raw" and r["payload_bytes"] == size)
         node = next(r for r in rows if r["bridge"] == "node" and r["payload_bytes"] == size)
-        ratios.append(
-            {"payload_bytes": size, "node_over_raw": node["records_per_s"] / raw["records_per_s"]}
-        )
+        mm2 = next((r for r in rows if r["bridge"] == "mm2" and r["payload_bytes"] == size), None)
+        ratios.append({"payload_bytes": size, "raw": raw["records_per_s"], "node": node["records_per_s"],
+                       "mm2": mm2["records_per_s"] if mm2 else None,
+                       "node_over_raw": node["records_per_s"] / raw["records_per_s"],
+                       "node_over_mm2": node["records_per_s"] / mm2["records_per_s"] if mm2 else None,
+                       "node_peak_rss_mb": node["peak_rss_mb"]})  # fmt: skip
     print("\nOne hop (city → province), records/s:")
-    print(table(["payload B", "raw", "node", "node/raw", "node peak RSS MB"],
-                [[s["payload_bytes"], *(next(r["records_per_s"] for r in rows if r["bridge"] == k and r["payload_bytes"] == s["payload_bytes"]) for k in ("raw", "node")),
-                  round(s["node_over_raw"], 2), next(r["peak_rss_mb"] for r in rows if r["bridge"] == "node" and r["payload_bytes"] == s["payload_bytes"])]
-                 for s in ratios]))  # fmt: skip
+    print(table(["payload B", "raw", "node", "MM2", "node/raw", "node/MM2", "node peak RSS MB"],
+                [[r["payload_bytes"], r["raw"], r["node"], r["mm2"] or "-", round(r["node_over_raw"], 2),
+                  round(r["node_over_mm2"], 2) if r["node_over_mm2"] else "-", round(r["node_peak_rss_mb"])]
+                 for r in ratios]))  # fmt: skip
     print(f"\nwrote {write('e2e', {'runs': rows, 'ratios': ratios, 'quick': quick})}")
 
 
@@ -230,7 +264,9 @@ def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    asyncio.run(main_async(parser.parse_args().quick))
+    parser.add_argument("--bridges", default="raw,node,mm2", help="comma-separated: raw, node, mm2")
+    args = parser.parse_args()
+    asyncio.run(main_async(args.quick, tuple(args.bridges.split(","))))
 
 
 if __name__ == "__main__":

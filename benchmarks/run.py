@@ -1,0 +1,78 @@
+"""Run every benchmark, then plot the scaling curves next to the JSON (``make bench``).
+
+``--quick`` runs each with fewer records and shorter timings (about 2 minutes in all); the full run
+takes about 10-15 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from common import RESULTS
+
+HERE = Path(__file__).resolve().parent
+
+
+def plot() -> None:
+    """Draw core scaling and end-to-end throughput as PNGs beside the JSON files."""
+    import matplotlib  # noqa: PLC0415 - only the plotting step needs it
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot  # noqa: PLC0415
+
+    core = json.loads((RESULTS / "core.json").read_text())
+    figure, axes = pyplot.subplots(figsize=(7, 4))
+    for series in sorted({row["targets"] for row in core["scaling"]}):
+        rows = [row for row in core["scaling"] if row["targets"] == series]
+        for key, style in (("route_per_s", "-"), ("route_policy_per_s", "--")):
+            label = f"{'route' if key == 'route_per_s' else 'route+policy'}, {series}"
+            axes.plot(
+                [r["routes"] for r in rows], [r[key] for r in rows], style, marker="o", label=label
+            )
+    axes.set(xscale="log", yscale="log", xlabel="routes and catalog entries", ylabel="records/s (one core)",
+             title="Routing core: cost against table size")  # fmt: skip
+    axes.axhline(1_000_000, color="grey", linewidth=0.8)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(RESULTS / "core.png", dpi=120)
+
+    e2e = json.loads((RESULTS / "e2e.json").read_text())
+    figure, axes = pyplot.subplots(figsize=(7, 4))
+    sizes = [r["payload_bytes"] for r in e2e["ratios"]]
+    for offset, bridge in enumerate(("raw", "node", "mm2")):
+        values = [r[bridge] or 0 for r in e2e["ratios"]]
+        axes.bar(
+            [i + (offset - 1) * 0.27 for i in range(len(sizes))], values, width=0.27, label=bridge
+        )
+    axes.set_xticks(range(len(sizes)), [f"{s} B" for s in sizes])
+    axes.set(
+        ylabel="records/s",
+        title="One hop through real Kafka: node, raw aiokafka pipe, MirrorMaker 2",
+    )
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(RESULTS / "e2e.png", dpi=120)
+
+
+def main() -> int:
+    """Run the benchmarks in turn; stop at the first failure."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    extra = ["--quick"] if args.quick else []
+    for script in ("bench_core.py", "bench_codec.py", "bench_e2e.py"):
+        print(f"\n== {script} {' '.join(extra)}", flush=True)
+        result = subprocess.run([sys.executable, str(HERE / script), *extra], cwd=HERE, check=False)
+        if result.returncode != 0:
+            return result.returncode
+    plot()
+    print(f"\nplots in {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
