@@ -229,7 +229,7 @@ async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
     rows = []
     try:
         city, province = clusters[0].bootstrap, clusters[1].bootstrap
-        plan = [(200, 100_000), (1024, 100_000), (10_240, 10_000)]
+        plan = [(200, 100_000), (1024, 100_000), (10_240, 20_000)]
         if quick:
             plan = [(size, count // 5) for size, count in plan]
         for size, count in plan:
@@ -244,8 +244,10 @@ async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
         localkafka.stop_clusters(clusters)
     ratios = []
     for size, _ in plan:
-        raw = next(r for r in rows if r["bridge"] == "raw" and r["payload_bytes"] == size)
-        node = next(r for r in rows if r["bridge"] == "node" and r["payload_bytes"] == size)
+        raw = next((r for r in rows if r["bridge"] == "raw" and r["payload_bytes"] == size), None)
+        node = next((r for r in rows if r["bridge"] == "node" and r["payload_bytes"] == size), None)
+        if raw is None or node is None:
+            continue
         mm2 = next((r for r in rows if r["bridge"] == "mm2" and r["payload_bytes"] == size), None)
         ratios.append({"payload_bytes": size, "raw": raw["records_per_s"], "node": node["records_per_s"],
                        "mm2": mm2["records_per_s"] if mm2 else None,

@@ -24,10 +24,20 @@ from fastavro.schema import (
     fingerprint,
     to_parsing_canonical_form,
 )
+from fastavro.validation import ValidationError, validate
 
 from node.errors import PayloadError, SchemaError
 
 MAGIC = b"\xc3\x01"
+_DECODE_ERRORS = (
+    EOFError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    UnicodeDecodeError,
+    OverflowError,
+)  # fmt: skip  -- what fastavro raises on bytes that are not a datum of the schema
 HEADER_SIZE = len(MAGIC) + 8
 
 
@@ -116,8 +126,9 @@ class SchemaSet:
         buffer = io.BytesIO()
         buffer.write(MAGIC + schema.fingerprint)
         try:
+            validate(datum, schema.parsed, raise_errors=True)
             schemaless_writer(buffer, schema.parsed, datum)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
+        except (ValueError, TypeError, KeyError, AttributeError, ValidationError) as error:
             raise PayloadError(f"record does not fit schema {name}: {error}") from error
         return buffer.getvalue()
 
@@ -137,7 +148,7 @@ class SchemaSet:
         buffer.seek(HEADER_SIZE)
         try:
             datum = schemaless_reader(buffer, schema.parsed, None)
-        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as error:
+        except _DECODE_ERRORS as error:
             raise PayloadError(f"value does not decode as {schema.name}: {error!r}") from error
         if buffer.tell() != len(value):
             raise PayloadError(

@@ -162,7 +162,7 @@ def _bootstrap_ok(value: str) -> bool:
 
 
 def _prefix_ok(value: str) -> bool:
-    return 0 < len(value) <= 100 and all(c.isalnum() or c in "._-" for c in value)
+    return 0 < len(value) <= 100 and all((c.isascii() and c.isalnum()) or c in "._-" for c in value)
 
 
 def _cluster(table: _Table) -> ClusterConfig:
@@ -192,6 +192,12 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
             path, lambda c: c != region and contains(region, c), f"a region below {region}", child
         )
         node.check(path, lambda c, i=index: c not in children[:i], "no duplicates", child)  # type: ignore[misc]
+        node.check(
+            path,
+            lambda c, i=index: not any(contains(o, c) or contains(c, o) for o in children[:i]),  # type: ignore[misc]
+            "a region not nested in another child (each child is one subtree)",
+            child,
+        )
     schema_dir = node.get("schema_dir", str, "")
     catalog_dir = node.get("catalog_dir", str, "")
     node.done()

@@ -15,6 +15,7 @@ through its origin's ancestors and descends only into subtrees without its origi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -80,7 +81,7 @@ class GrantStore:
                 applied = [self._apply(r.value) for records in batch.values() for r in records]
                 changed = any(applied)  # every record applied first: any() would stop early
                 now = self._clock()
-                if await self._at_end(consumer, partitions):
+                if await self._at_end(consumer, partitions, self._max_staleness_s / 2):
                     caught_up_at = now
                 fresh = caught_up_at is not None and now - caught_up_at <= self._max_staleness_s
                 expired = self._next_expiry_ms is not None and now * 1000 >= self._next_expiry_ms
@@ -90,7 +91,8 @@ class GrantStore:
         except KafkaError as error:
             raise TransportError(f"reading grants from {self.topic}: {error!r}") from error
         finally:
-            await consumer.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(consumer.stop(), 10)
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         for _ in range(50):
@@ -102,8 +104,14 @@ class GrantStore:
         raise TransportError(f"grants topic {self.topic} does not exist")
 
     @staticmethod
-    async def _at_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
-        ends = await consumer.end_offsets(partitions)
+    async def _at_end(
+        consumer: AIOKafkaConsumer, partitions: list[TopicPartition], timeout_s: float
+    ) -> bool:
+        """Tell whether every partition is read to its end (False if the broker does not say)."""
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(partitions), timeout_s)
+        except (TimeoutError, KafkaError):
+            return False
         for partition in partitions:
             if await consumer.position(partition) < ends[partition]:
                 return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,6 +78,10 @@ class Sink:
                 raise ack
         return results
 
-    async def stop(self) -> None:
-        """Flush what is buffered and close."""
-        await self._producer.stop()
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Flush what is buffered and close; give up after ``timeout_s`` (cluster unreachable).
+
+        Nothing is lost by giving up: unacked records were never committed at their source.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._producer.stop(), timeout_s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,6 +72,7 @@ class Source:
             if partition in self._consumer.assignment():
                 self._consumer.seek(partition, offset)
 
-    async def stop(self) -> None:
-        """Leave the group and close connections."""
-        await self._consumer.stop()
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Leave the group and close connections; give up after ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._consumer.stop(), timeout_s)

@@ -1,4 +1,4 @@
-"""Configuration: checked at start-up, every error naming its field."""
+"""Configuration: checked at start-up into typed values, every error naming its field."""
 
 from __future__ import annotations
 
@@ -8,115 +8,324 @@ from typing import Any
 
 import pytest
 
-from node.cli import main
-from node.config import load_config, parse_config
-from node.errors import ConfigError
+from node.config import (
+    AdminConfig,
+    FlowConfig,
+    GrantsConfig,
+    LogConfig,
+    TopicConfig,
+    load_config,
+    parse_config,
+)  # fmt: skip
+from node.core.policy import Department
+from node.core.topology import Topology
+from node.errors import ConfigError, NodeError
 
-REPO = Path(__file__).resolve().parents[2]
-VALID: dict[str, Any] = {
+FULL: dict[str, Any] = {
     "node": {
-        "id": "zz-city",
-        "level": "city",
-        "region": "410100",
-        "children": ["410102", "410103"],
+        "id": "zz-city", "level": "city", "region": "410100", "children": ["410102", "410103"],
+        "schema_dir": "/etc/exchange/schemas", "catalog_dir": "/etc/exchange/catalog",
     },
-    "local": {"bootstrap": "127.0.0.1:29092"},
-    "parent": {"bootstrap": "127.0.0.1:19092", "region": "410000", "topic_prefix": "henan"},
-    "flow": {"max_batch": 500, "retry_backoff_s": 2},
-    "admin": {"port": 9411},
+    "local": {"bootstrap": "10.0.0.1:9092,10.0.0.2:9092", "topic_prefix": "zz.city"},
+    "parent": {"bootstrap": "kafka.henan.gov.cn:19092", "region": "410000", "topic_prefix": "henan"},
+    "topics": {"create": False, "partitions": 6, "replication_factor": 3},
+    "flow": {"max_batch": 500, "fetch_timeout_ms": 50, "retry_backoff_s": 2, "shutdown_timeout_s": 12.5,
+             "validate_ingress": False},
+    "admin": {"host": "0.0.0.0", "port": 9411},
+    "log": {"format": "json", "level": "debug"},
+    "negative_list": {"resources": ["410100-PSB-00009"], "departments": ["TAX"]},
+    "clearance": {"parent": 3, "children": 2, "local": 4, "child": {"410103": 1}},
+    "departments": [{"code": "HEALTH", "name": "市卫生健康委员会", "clearance": 3, "subscribe": ["410100-PSB-00001"]},
+                    {"code": "CIVIL", "clearance": 1}],
+    "grants": {"max_staleness_s": 1.5, "default_validity_days": 90},
+}  # fmt: skip
+MINIMAL: dict[str, Any] = {
+    "node": {"id": "henan", "level": "province", "region": "410000"},
+    "local": {"bootstrap": "127.0.0.1:19092"},
 }
 
 
-def with_change(path: str, value: Any) -> dict[str, Any]:
-    """VALID with one field (``table.key``) replaced, or removed when value is ...."""
-    data = copy.deepcopy(VALID)
-    table, key = path.split(".")
+def with_change(path: str, value: Any, base: dict[str, Any] = FULL) -> dict[str, Any]:
+    """``base`` with one field (dotted path, ``[i]`` for array entries) set, or removed when value is ``...``."""
+    data = copy.deepcopy(base)
+    *tables, key = path.split(".")
+    table: Any = data
+    for step in tables:
+        name, _, index = step.partition("[")
+        table = table.setdefault(name, {})
+        if index:
+            table = table[int(index.rstrip("]"))]
     if value is ...:
-        del data[table][key]
+        del table[key]
     else:
-        data.setdefault(table, {})[key] = value
+        table[key] = value
     return data
 
 
 def test_a_full_config_loads_into_typed_values() -> None:
-    """A valid document yields the topology, the links and the defaults."""
-    config = parse_config(VALID)
-    assert config.topology.children == ("410102", "410103")
-    assert config.topology.parent == "410000"
+    """Every table of a complete document ends up in the frozen configuration, typed."""
+    config = parse_config(FULL)
+    assert config.node_id == "zz-city"
+    assert config.topology == Topology("410100", "city", "410000", ("410102", "410103"))
+    assert config.local.bootstrap == "10.0.0.1:9092,10.0.0.2:9092"
+    assert config.local.topic_prefix == "zz.city"
     assert config.parent is not None
+    assert config.parent.region == "410000"
+    assert config.parent.cluster.bootstrap == "kafka.henan.gov.cn:19092"
     assert config.parent.cluster.topic_prefix == "henan"
+    assert config.topics == TopicConfig(create=False, partitions=6, replication_factor=3)
+    assert config.flow == FlowConfig(500, 50, 2.0, 12.5, validate_ingress=False)
+    assert isinstance(config.flow.retry_backoff_s, float)
+    assert config.admin == AdminConfig("0.0.0.0", 9411)
+    assert config.log == LogConfig("json", "debug")
+    assert config.schema_dir == Path("/etc/exchange/schemas")
+    assert config.catalog_dir == Path("/etc/exchange/catalog")
+    assert config.negative.resources == frozenset({"410100-PSB-00009"})
+    assert config.negative.departments == frozenset({"TAX"})
+    assert (config.clearance.parent, config.clearance.children, config.clearance.local) == (3, 2, 4)
+    assert dict(config.clearance.child) == {"410103": 1}
+    assert config.departments == (
+        Department("HEALTH", 3, frozenset({"410100-PSB-00001"})), Department("CIVIL", 1, frozenset()),
+    )  # fmt: skip
+    assert config.grants == GrantsConfig(1.5, 90)
+
+
+def test_a_minimal_config_gets_the_defaults() -> None:
+    """With only [node] and [local], the node is a root with default settings."""
+    config = parse_config(MINIMAL)
+    assert config.parent is None
+    assert config.topology == Topology("410000", "province", None, ())
     assert config.local.topic_prefix == "cascade"
-    assert config.flow.max_batch == 500
-    assert config.flow.retry_backoff_s == 2.0
-    assert config.admin.host == "127.0.0.1"
+    assert config.topics == TopicConfig()
+    assert config.flow == FlowConfig()
+    assert config.admin == AdminConfig("127.0.0.1", 9100)
+    assert config.log == LogConfig("auto", "info")
+    assert config.schema_dir is None
+    assert config.catalog_dir is None
+    assert config.departments == ()
+    assert config.grants == GrantsConfig()
 
 
-def test_the_root_has_no_parent() -> None:
-    """Leaving out [parent] makes the node the root of its cascade."""
-    data = copy.deepcopy(VALID)
-    del data["parent"]
-    assert parse_config(data).parent is None
+def test_a_municipality_under_the_national_node_is_configured_like_any_node() -> None:
+    """Chongqing: districts directly below a province-level node, whose parent is national."""
+    data = copy.deepcopy(MINIMAL)
+    data["node"] = {
+        "id": "cq",
+        "level": "municipality",
+        "region": "500000",
+        "children": ["500101", "500103"],
+    }
+    data["parent"] = {"bootstrap": "[::1]:9092", "region": "000000"}
+    config = parse_config(data)
+    assert config.topology == Topology("500000", "municipality", "000000", ("500101", "500103"))
+
+
+def test_parsing_does_not_change_the_document() -> None:
+    """parse_config reads its input without mutating it."""
+    data = copy.deepcopy(FULL)
+    parse_config(data)
+    assert data == FULL
 
 
 @pytest.mark.parametrize(
     ("path", "value", "named", "says"),
     [
         ("node.region", "4101", "node.region", "six-digit"),
+        ("node.region", "41010x", "node.region", "six-digit"),
         ("node.region", 410100, "node.region", "expected str"),
+        ("node.region", ..., "node.region", "missing"),
         ("node.id", ..., "node.id", "missing"),
+        ("node.id", "zz city", "node.id", "1-100 characters"),
+        ("node.id", "", "node.id", "1-100 characters"),
+        ("node.level", "city level", "node.level", "level name"),
+        ("node.children", "410102", "node.children", "expected list"),
         ("node.children", ["410102", "420100"], "node.children[1]", "below 410100"),
         ("node.children", ["410102", "410102"], "node.children[1]", "no duplicates"),
+        ("node.children", ["410102", "410103", 410104], "node.children[2]", "a region code"),
+        ("node.children", ["410100"], "node.children[0]", "below 410100"),
+        ("node.children", ["410000"], "node.children[0]", "below 410100"),
+        ("node.children", ["4101"], "node.children[0]", "a region code"),
+        ("node.schema_dir", 1, "node.schema_dir", "expected str"),
+        ("node.childs", [], "node.childs", "unknown key"),
         ("local.bootstrap", "kafka", "local.bootstrap", "HOST:PORT"),
+        ("local.bootstrap", "kafka:", "local.bootstrap", "HOST:PORT"),
+        ("local.bootstrap", ":9092", "local.bootstrap", "HOST:PORT"),
+        ("local.bootstrap", "kafka:0", "local.bootstrap", "HOST:PORT"),
+        ("local.bootstrap", "a:9092,", "local.bootstrap", "HOST:PORT"),
+        ("local.bootstrap", ..., "local.bootstrap", "missing"),
+        ("local.topic_prefix", "zz city", "local.topic_prefix", "1-100 characters"),
         ("local.bootstrapp", "127.0.0.1:1", "local.bootstrapp", "unknown key"),
         ("parent.region", "410100", "parent.region", "other than"),
+        ("parent.region", "41", "parent.region", "six-digit"),
+        ("parent.region", ..., "parent.region", "missing"),
         ("parent.bootstrap", "127.0.0.1:99999", "parent.bootstrap", "HOST:PORT"),
-        ("flow.max_batch", 0, "flow.max_batch", "1-100000"),
-        ("flow.validate_ingress", "yes", "flow.validate_ingress", "expected bool"),
+        ("parent.bootstrap", ["127.0.0.1:9092"], "parent.bootstrap", "expected str"),
+        ("parent.topic_prefix", "", "parent.topic_prefix", "1-100 characters"),
+        ("parent.cluster", "x", "parent.cluster", "unknown key"),
         ("topics.partitions", True, "topics.partitions", "expected int"),
+        ("topics.partitions", 0, "topics.partitions", "1-1000"),
+        ("topics.replication_factor", 11, "topics.replication_factor", "1-10"),
+        ("topics.create", "yes", "topics.create", "expected bool"),
+        ("flow.max_batch", 0, "flow.max_batch", "1-100000"),
+        ("flow.max_batch", 100_001, "flow.max_batch", "1-100000"),
+        ("flow.max_batch", 1.5, "flow.max_batch", "expected int"),
+        ("flow.fetch_timeout_ms", 0, "flow.fetch_timeout_ms", "1-60000"),
+        ("flow.retry_backoff_s", 0, "flow.retry_backoff_s", "seconds <= 300"),
+        ("flow.retry_backoff_s", True, "flow.retry_backoff_s", "expected float"),
+        ("flow.retry_backoff_s", float("nan"), "flow.retry_backoff_s", "seconds <= 300"),
+        ("flow.shutdown_timeout_s", float("inf"), "flow.shutdown_timeout_s", "seconds <= 600"),
+        ("flow.validate_ingress", "yes", "flow.validate_ingress", "expected bool"),
+        ("flow.max_batchs", 1, "flow.max_batchs", "unknown key"),
         ("admin.port", 70000, "admin.port", "TCP port"),
+        ("admin.port", -1, "admin.port", "TCP port"),
+        ("admin.host", "", "admin.host", "host name"),
         ("log.format", "xml", "log.format", "auto, json or console"),
+        ("log.level", "trace", "log.level", "debug, info, warning, error"),
+        ("negative_list.resources", ["ok", ""], "negative_list.resources[1]", "a code"),
+        ("negative_list.departments", [1], "negative_list.departments[0]", "a code"),
+        ("clearance.parent", 5, "clearance.parent", "grade 1-4"),
+        ("clearance.local", 0, "clearance.local", "grade 1-4"),
+        ("clearance.child", {"410199": 2}, "clearance.child.410199", "one of node.children"),
+        ("clearance.child", {"410103": 9}, "clearance.child.410103", "grade 1-4"),
+        ("clearance.childs", {}, "clearance.childs", "unknown key"),
+        ("departments[0].clearance", 5, "departments[0].clearance", "grade 1-4"),
+        ("departments[1].code", "HEALTH", "departments[1].code", "a unique code"),
+        ("departments[1].code", ..., "departments[1].code", "missing"),
+        (
+            "departments[0].subscribe",
+            "410100-PSB-00001",
+            "departments[0].subscribe",
+            "expected list",
+        ),
+        ("departments[1].subscribes", [], "departments[1].subscribes", "unknown key"),
+        ("grants.max_staleness_s", 0.1, "grants.max_staleness_s", "0.5-600"),
+        ("grants.default_validity_days", 0, "grants.default_validity_days", "1-3650"),
+        ("nodes.id", "x", "nodes", "unknown key"),
     ],
 )
 def test_each_wrong_field_is_named(path: str, value: Any, named: str, says: str) -> None:
-    """A wrong or unknown field raises ConfigError with its path and what was expected."""
+    """A wrong, missing or unknown field raises ConfigError whose path names it and says what was expected."""
     with pytest.raises(ConfigError, match=says) as caught:
         parse_config(with_change(path, value))
     assert caught.value.path == named
+    assert str(caught.value).startswith(f"{named}: ")
 
 
-def test_a_missing_table_is_named() -> None:
-    """A config without [local] says so."""
-    data = copy.deepcopy(VALID)
-    del data["local"]
+@pytest.mark.parametrize(
+    "path", ["node.id", "local.topic_prefix", "parent.topic_prefix", "departments[0].code"]
+)
+@pytest.mark.parametrize("value", ["郑州", "\uff5a\uff5a", "zz\u00e9"])
+def test_names_used_in_kafka_must_be_ascii(path: str, value: str) -> None:
+    """Ids, topic prefixes and department codes end up in topic and group names, so only ASCII passes."""
+    with pytest.raises(ConfigError, match="A-Za-z0-9") as caught:
+        parse_config(with_change(path, value))
+    assert caught.value.path == path
+
+
+@pytest.mark.parametrize(("table", "path"), [("node", "node"), ("local", "local")])
+def test_a_missing_required_table_is_named(table: str, path: str) -> None:
+    """A config without [node] or [local] says which table is missing."""
+    data = copy.deepcopy(FULL)
+    del data[table]
+    with pytest.raises(ConfigError, match="missing table") as caught:
+        parse_config(data)
+    assert caught.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("table", "path"), [("flow", "flow"), ("parent", "parent"), ("departments", "departments")]
+)
+def test_a_table_of_the_wrong_type_is_named(table: str, path: str) -> None:
+    """A key that should hold a table (or array of tables) but holds a string is named."""
+    with pytest.raises(ConfigError, match="expected") as caught:
+        parse_config({**copy.deepcopy(FULL), table: "oops"})
+    assert caught.value.path == path
+
+
+def test_a_department_entry_that_is_not_a_table_is_named() -> None:
+    """An array entry of [[departments]] that is a string names its index."""
+    data = {**copy.deepcopy(FULL), "departments": ["HEALTH"]}
+    with pytest.raises(ConfigError, match="expected a table") as caught:
+        parse_config(data)
+    assert caught.value.path == "departments[0]"
+
+
+def test_children_nested_in_one_another_are_refused() -> None:
+    """A child lying below another child would get every subtree broadcast twice, so it is refused."""
+    data = copy.deepcopy(MINIMAL)
+    data["node"] = {
+        "id": "cn",
+        "level": "national",
+        "region": "000000",
+        "children": ["410000", "410100"],
+    }
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
-    assert caught.value.path == "local"
+    assert caught.value.path == "node.children[1]"
 
 
-def test_unreadable_and_malformed_files_are_reported(tmp_path: Path) -> None:
-    """A missing file and invalid TOML both stop start-up with the file name."""
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_config(tmp_path / "absent.toml")
-    broken = tmp_path / "broken.toml"
-    broken.write_text("[node\nid = 1\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
-        load_config(broken)
+def test_config_errors_are_node_errors_and_not_retriable() -> None:
+    """A bad configuration stops start-up for good."""
+    error = ConfigError("node.region", "missing")
+    assert isinstance(error, NodeError)
+    assert error.retriable is False
+    assert (error.path, error.problem) == ("node.region", "missing")
 
 
-@pytest.mark.parametrize("name", ["province", "city", "county", "county-b"])
-def test_the_demo_configs_are_valid(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """check-config accepts every shipped demo config (exit 0)."""
-    assert main(["check-config", str(REPO / "deploy" / "local" / "demo" / f"{name}.toml")]) == 0
-    assert "valid" in capsys.readouterr().out
+# ---- files ---------------------------------------------------------------------------------
+
+VALID_TOML = """\
+[node]
+id = "zz-city"
+level = "city"
+region = "410100"
+children = ["410102", "410103"]
+
+[local]
+bootstrap = "127.0.0.1:29092"
+
+[parent]
+bootstrap = "127.0.0.1:19092"
+region = "410000"
+
+[flow]
+max_batch = 500
+"""
 
 
-def test_check_config_exits_2_naming_the_field(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """check-config rejects a bad file with exit code 2 and the field path on stderr."""
-    bad = tmp_path / "bad.toml"
-    bad.write_text(
-        '[node]\nid = "a"\nlevel = "county"\nregion = "410102"\n[local]\nbootstrap = "x"\n'
-    )
-    assert main(["check-config", str(bad)]) == 2
-    assert "local.bootstrap" in capsys.readouterr().err
+def test_load_config_reads_a_toml_file(tmp_path: Path) -> None:
+    """A valid file loads into the same configuration its parsed document gives."""
+    path = tmp_path / "city.toml"
+    path.write_text(VALID_TOML, encoding="utf-8")
+    config = load_config(path)
+    assert config.topology == Topology("410100", "city", "410000", ("410102", "410103"))
+    assert config.flow.max_batch == 500
+
+
+def test_a_missing_file_is_reported_with_its_name(tmp_path: Path) -> None:
+    """A file that cannot be read stops start-up naming the file."""
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match="cannot read") as caught:
+        load_config(path)
+    assert caught.value.path == str(path)
+
+
+@pytest.mark.parametrize(
+    "text", ["[node\nid = 1\n", 'id = "a"\nid = "b"\n', "x = \n", "[node]\nregion = 410100x\n"]
+)
+def test_invalid_toml_is_reported_with_the_file_name(tmp_path: Path, text: str) -> None:
+    """Malformed TOML stops start-up naming the file and saying it is not valid TOML."""
+    path = tmp_path / "broken.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+        load_config(path)
+    assert caught.value.path == str(path)
+
+
+def test_a_field_error_in_a_file_names_the_field(tmp_path: Path) -> None:
+    """A readable file with a bad field is reported by field path, not file name."""
+    path = tmp_path / "city.toml"
+    path.write_text(VALID_TOML.replace("max_batch = 500", "max_batch = 0"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.path == "flow.max_batch"
