@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -25,9 +27,10 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.2"
@@ -38,10 +41,10 @@ JVM_FLAGS = (
     "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
     "-XX:+ExplicitGCInvokesConcurrent", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
 )  # fmt: skip
+TOOL_FLAGS = ("-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")  # short-lived tools
 MIN_JAVA = 17
-_CHILDREN: dict[
-    int, subprocess.Popen[bytes]
-] = {}  # brokers this process started, kept to reap them
+MAVEN_TIMEOUT_S = 1200
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # brokers this process started, to reap them
 
 
 class LocalKafkaError(RuntimeError):
@@ -81,41 +84,82 @@ def cache_dir() -> Path:
 
 
 def ensure_jars() -> Path:
-    """Return the folder of Kafka's runtime jars, fetching them with Maven if missing."""
-    libs = cache_dir() / "libs"
-    marker = cache_dir() / "complete"
+    """Return the folder of Kafka's runtime jars, copying them with Maven if missing or incomplete.
+
+    The copy goes to a staging folder that replaces ``libs`` only on success, under a file lock,
+    so concurrent callers never see (or start brokers from) a half-copied folder.
+    """
+    root = cache_dir()
+    libs = root / "libs"
+    marker = root / "complete"
     if marker.exists() and any(libs.glob("kafka_2.13-*.jar")):
         return libs
     if shutil.which("mvn") is None:
         raise LocalKafkaError("Maven (mvn) is not installed; install it (apt-get install maven)")
-    if libs.exists():
-        shutil.rmtree(libs)
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / ".lock"):
+        if marker.exists() and any(libs.glob("kafka_2.13-*.jar")):
+            return libs  # another process finished the copy while we waited
+        staging = Path(tempfile.mkdtemp(prefix="libs-", dir=root))
+        try:
+            _copy_dependencies(staging)
+            shutil.rmtree(libs, ignore_errors=True)
+            staging.rename(libs)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        marker.write_text(f"{KAFKA_VERSION}\n")
+    return libs
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _copy_dependencies(target: Path) -> None:
     command = [
-        "mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+        "mvn", "-B", "-q", "-Dstyle.color=never", "-f", str(POM),
+        "org.apache.maven.plugins:maven-dependency-plugin:copy-dependencies",  # version: pom.xml
+        "-DincludeScope=runtime", f"-DoutputDirectory={target}",
     ]  # fmt: skip
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S, check=False
+        )
     except subprocess.TimeoutExpired as error:
         raise LocalKafkaError(
-            "Maven did not finish fetching Kafka jars within 20 minutes"
+            f"Maven did not finish fetching Kafka {KAFKA_VERSION} jars within "
+            f"{MAVEN_TIMEOUT_S // 60} minutes; is Maven Central reachable?"
         ) from error
     if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-        raise LocalKafkaError(f"Maven could not fetch Kafka {KAFKA_VERSION} jars:\n{tail}")
-    marker.write_text(KAFKA_VERSION)
-    return libs
+        output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+        lines = [line for line in output.splitlines() if line.strip() not in ("", "[ERROR]")]
+        tail = "\n".join(lines[-30:])
+        raise LocalKafkaError(
+            f"Maven could not fetch Kafka {KAFKA_VERSION} jars (is Maven Central reachable? "
+            f"proxies go in ~/.m2/settings.xml); last lines of mvn:\n{tail}"
+        )
+    if not any(target.glob("kafka_2.13-*.jar")):
+        raise LocalKafkaError(f"Maven succeeded but copied no kafka_2.13 jar into {target}")
 
 
 def check_java() -> str:
     """Return the java executable; raise if Java is missing or older than 17."""
     java = shutil.which("java", path=_java_path())
     if java is None:
-        raise LocalKafkaError("Java is not installed; Kafka needs Java 17 or newer")
+        raise LocalKafkaError(
+            f"Java is not installed (no java on PATH or in JAVA_HOME); Kafka needs Java {MIN_JAVA}+"
+        )
     result = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
     match = re.search(r'version "(\d+)', result.stderr)
     if match is None or int(match.group(1)) < MIN_JAVA:
-        raise LocalKafkaError(f"Kafka needs Java {MIN_JAVA}+, found: {result.stderr.strip()}")
+        found = result.stderr.strip().splitlines()[:1] or ["no version reported"]
+        raise LocalKafkaError(f"Kafka needs Java {MIN_JAVA}+, {java} is: {found[0]}")
     return java
 
 
@@ -135,8 +179,25 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def _check_ports(specs: Sequence[ClusterSpec]) -> None:
+    seen: dict[tuple[str, int], str] = {}
+    for spec in specs:
+        for port in (spec.port, spec.controller_port):
+            if (spec.host, port) in seen:
+                raise LocalKafkaError(
+                    f"cluster {spec.name}: port {spec.host}:{port} is also given to cluster "
+                    f"{seen[spec.host, port]}"
+                )
+            seen[spec.host, port] = spec.name
+            if not port_free(spec.host, port):
+                raise LocalKafkaError(
+                    f"cluster {spec.name}: port {spec.host}:{port} is taken "
+                    "(another broker still running? see `ss -ltnp`)"
+                )
+
+
 def broker_properties(spec: ClusterSpec, data_dir: Path) -> str:
-    """The server.properties of a single-node broker+controller."""
+    """Return the server.properties of a single-node broker+controller."""
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -169,14 +230,26 @@ def broker_properties(spec: ClusterSpec, data_dir: Path) -> str:
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
+def new_cluster_id() -> str:
+    """Return a fresh cluster id: 16 random bytes in URL-safe base64, unpadded (22 characters).
+
+    Like Kafka's own ``Uuid.randomUuid``, never one starting with '-', which command-line
+    parsers take for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _cluster_id(data_dir: Path) -> str:
-    """Return the id the data dir was formatted with, or a fresh one."""
+    """Return the id the data dir was formatted with (format refuses another), or a fresh one."""
     meta = data_dir / "log" / "meta.properties"
     if meta.exists():
         for line in meta.read_text().splitlines():
             if line.startswith("cluster.id="):
                 return line.split("=", 1)[1].strip()
-    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    return new_cluster_id()
 
 
 def _java_command(java: str, libs: Path, heap_mb: int, main: str, *args: str) -> list[str]:
@@ -190,15 +263,15 @@ def _java_command(java: str, libs: Path, heap_mb: int, main: str, *args: str) ->
 def metadata_ready(host: str, port: int, timeout: float = 2.0) -> bool:
     """Tell whether a broker answers a Metadata (v1) request listing at least one broker."""
     client = b"localkafka"
+    # header v1: api_key 3 (Metadata), version 1, correlation id 1, client id; body: null topics
     body = struct.pack(">hhih", 3, 1, 1, len(client)) + client + struct.pack(">i", -1)
     try:
         with socket.create_connection((host, port), timeout=timeout) as conn:
             conn.sendall(struct.pack(">i", len(body)) + body)
             size = struct.unpack(">i", _read(conn, 4))[0]
-            response = _read(conn, size)
+            correlation, brokers = struct.unpack(">ii", _read(conn, 8)) if size >= 8 else (0, 0)
     except (OSError, struct.error):
         return False
-    correlation, brokers = struct.unpack(">ii", response[:8])
     return bool(correlation == 1 and brokers >= 1)
 
 
@@ -214,9 +287,10 @@ def _read(conn: socket.socket, size: int) -> bytes:
 
 def _tail(path: Path, lines: int = 40) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace")
     except OSError:
         return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
 def start_clusters(
@@ -224,19 +298,19 @@ def start_clusters(
 ) -> list[Cluster]:
     """Format and start every cluster concurrently; wait until each answers metadata requests.
 
+    Data dirs are ``base_dir/NAME``; a dir formatted before keeps its cluster id and data.
     Raises LocalKafkaError (after stopping whatever it started) if Java is missing, a port is
     taken, or a broker is not ready within ``timeout`` seconds (the message has its log tail).
     """
     java = check_java()
     libs = ensure_jars()
-    for spec in specs:
-        for port in (spec.port, spec.controller_port):
-            if not port_free(spec.host, port):
-                raise LocalKafkaError(f"cluster {spec.name}: port {spec.host}:{port} is taken")
+    _check_ports(specs)
+    data_dirs = [base_dir.resolve() / spec.name for spec in specs]
+    _format(java, libs, specs, data_dirs)
     started: list[Cluster] = []
     try:
-        for spec in specs:
-            started.append(_start_one(java, libs, spec, base_dir / spec.name))
+        for spec, data_dir in zip(specs, data_dirs, strict=True):
+            started.append(_start_one(java, libs, spec, data_dir))
         deadline = time.monotonic() + timeout
         for cluster in started:
             _wait_ready(cluster, deadline, timeout)
@@ -246,21 +320,35 @@ def start_clusters(
     return started
 
 
+def _format(java: str, libs: Path, specs: Sequence[ClusterSpec], data_dirs: list[Path]) -> None:
+    """Write each server.properties and format the data dirs, all at once."""
+    running: list[tuple[ClusterSpec, subprocess.Popen[str]]] = []
+    for spec, data_dir in zip(specs, data_dirs, strict=True):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = data_dir / "server.properties"
+        config.write_text(broker_properties(spec, data_dir))
+        command = [
+            java, *TOOL_FLAGS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", f"{libs}/*",
+            "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id(data_dir)}",
+            "-c", str(config), "--ignore-formatted",
+        ]  # fmt: skip
+        running.append((spec, subprocess.Popen(command, stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True)))  # fmt: skip
+    failures = []
+    for spec, process in running:
+        output, _ = process.communicate()
+        if process.returncode != 0:
+            failures.append(f"cluster {spec.name}: formatting its data dir failed:\n{output}")
+    if failures:
+        raise LocalKafkaError("\n".join(failures))
+
+
 def _start_one(java: str, libs: Path, spec: ClusterSpec, data_dir: Path) -> Cluster:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config = data_dir / "server.properties"
-    config.write_text(broker_properties(spec, data_dir))
     log_path = data_dir / "broker.log"
-    storage = _java_command(
-        java, libs, 256, "kafka.tools.StorageTool",
-        "format", f"--cluster-id={_cluster_id(data_dir)}", "-c", str(config), "--ignore-formatted",
-    )  # fmt: skip
-    result = subprocess.run(storage, capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        raise LocalKafkaError(
-            f"cluster {spec.name}: formatting failed:\n{result.stdout}{result.stderr}"
-        )
+    config = data_dir / "server.properties"
     with log_path.open("ab") as log:
+        log.write(f"--- localkafka: starting {spec.name} at {time.ctime()}\n".encode())
+        log.flush()
         process = subprocess.Popen(
             _java_command(java, libs, spec.heap_mb, "kafka.Kafka", str(config)),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -273,12 +361,13 @@ def _wait_ready(cluster: Cluster, deadline: float, timeout: float) -> None:
     while not metadata_ready(cluster.spec.host, cluster.spec.port):
         if not _alive(cluster.pid):
             raise LocalKafkaError(
-                f"broker {cluster.spec.name} exited during start-up; log tail:\n{_tail(cluster.log_path)}"
+                f"broker {cluster.spec.name} exited during start-up; "
+                f"last lines of {cluster.log_path}:\n{_tail(cluster.log_path)}"
             )
         if time.monotonic() > deadline:
             raise LocalKafkaError(
-                f"broker {cluster.spec.name} not ready after {timeout:.0f} s; log tail:\n"
-                f"{_tail(cluster.log_path)}"
+                f"broker {cluster.spec.name} ({cluster.bootstrap}) not ready after "
+                f"{timeout:.0f} s; last lines of {cluster.log_path}:\n{_tail(cluster.log_path)}"
             )
         time.sleep(0.25)
 
@@ -299,29 +388,45 @@ def _alive(pid: int) -> bool:
 
 
 def _is_broker(pid: int) -> bool:
+    """Tell whether ``pid`` is still a Kafka broker (and not a reused pid)."""
     try:
-        return b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
 
 
 def stop_clusters(clusters: Sequence[Cluster], timeout: float = 30.0) -> None:
-    """SIGTERM each broker by pid, wait, SIGKILL after ``timeout``."""
-    targets = [c for c in clusters if _alive(c.pid) and _is_broker(c.pid)]
-    for cluster in targets:
-        os.kill(cluster.pid, signal.SIGTERM)
+    """SIGTERM each broker by pid, wait, SIGKILL after ``timeout``; skip pids no longer brokers."""
+    targets = [c.pid for c in clusters if _alive(c.pid) and _is_broker(c.pid)]
+    for pid in targets:
+        _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for cluster in targets:
-        while _alive(cluster.pid) and time.monotonic() < deadline:
+    for pid in targets:
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(cluster.pid):
-            os.kill(cluster.pid, signal.SIGKILL)
-            while _alive(cluster.pid):
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+            kill_deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < kill_deadline:
                 time.sleep(0.05)
+
+
+def _signal(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
 
 
 def _state_file(directory: Path) -> Path:
     return directory / "state.json"
+
+
+def _save_state(directory: Path, clusters: Sequence[Cluster]) -> None:
+    entries = [
+        {"name": c.spec.name, "bootstrap": c.bootstrap, "pid": c.pid, "spec": asdict(c.spec),
+         "data_dir": str(c.data_dir), "log_path": str(c.log_path)}
+        for c in clusters
+    ]  # fmt: skip
+    _state_file(directory).write_text(json.dumps(entries, indent=2) + "\n")
 
 
 def _load_state(directory: Path) -> list[Cluster]:
@@ -335,54 +440,74 @@ def _load_state(directory: Path) -> list[Cluster]:
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Local single-node Kafka clusters on loopback.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("jars", help="fetch the pinned Kafka jars (if missing); print their folder")
     up = commands.add_parser("up", help="start clusters and leave them running")
-    up.add_argument("--names", default="province,city,county")
-    up.add_argument("--base-port", type=int, default=19092)
+    up.add_argument("--names", default="province,city,county", help="comma-separated")
+    up.add_argument("--base-port", type=int, default=19092, help="cluster i: base + 10000*i")
     up.add_argument("--heap-mb", type=int, default=512)
-    for command in (up, commands.add_parser("status"), commands.add_parser("down")):
+    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
+    status = commands.add_parser("status", help="tell whether each recorded broker answers")
+    down = commands.add_parser("down", help="stop the recorded brokers")
+    for command in (up, status, down):
         command.add_argument("--dir", type=Path, default=Path(".local/kafka"))
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "jars":
-            print(ensure_jars())
-        elif args.command == "up":
-            specs = [
-                ClusterSpec(name, args.base_port + 10000 * i, args.base_port + 10000 * i + 1,
-                            heap_mb=args.heap_mb)
-                for i, name in enumerate(args.names.split(","))
-            ]  # fmt: skip
-            clusters = start_clusters(specs, args.dir.resolve())
-            _state_file(args.dir).write_text(json.dumps([
-                {"spec": _spec_dict(c.spec),
-                 "data_dir": str(c.data_dir), "log_path": str(c.log_path), "pid": c.pid}
-                for c in clusters
-            ]))  # fmt: skip
-            for cluster in clusters:
-                print(f"{cluster.spec.name} {cluster.bootstrap}")
-        elif args.command == "status":
-            healthy = True
-            for cluster in _load_state(args.dir):
-                ready = _alive(cluster.pid) and metadata_ready(cluster.spec.host, cluster.spec.port)
-                healthy &= ready
-                print(f"{cluster.spec.name} {cluster.bootstrap} pid {cluster.pid} "
-                      f"{'ready' if ready else 'DOWN'}")  # fmt: skip
-            return 0 if healthy else 1
-        else:
-            stop_clusters(_load_state(args.dir))
-            _state_file(args.dir).unlink()
-    except LocalKafkaError as error:
-        print(f"localkafka: {error}", file=sys.stderr)
-        return 1
+    return parser
+
+
+def _up(directory: Path, names: str, base_port: int, heap_mb: int, timeout: float) -> int:
+    specs = [
+        ClusterSpec(name, base_port + 10000 * i, base_port + 10000 * i + 1, heap_mb=heap_mb)
+        for i, name in enumerate(n.strip() for n in names.split(","))
+    ]
+    if _state_file(directory).exists() and any(
+        _alive(c.pid) and _is_broker(c.pid) for c in _load_state(directory)
+    ):
+        raise LocalKafkaError(f"brokers recorded in {directory} are still running; `down` first")
+    clusters = start_clusters(specs, directory, timeout)
+    _save_state(directory, clusters)
+    for cluster in clusters:
+        print(f"{cluster.spec.name} {cluster.bootstrap}")
     return 0
 
 
-def _spec_dict(spec: ClusterSpec) -> dict[str, object]:
-    return {name: getattr(spec, name) for name in spec.__slots__}
+def _status(directory: Path) -> int:
+    healthy = True
+    for cluster in _load_state(directory):
+        alive = _alive(cluster.pid) and _is_broker(cluster.pid)
+        ready = alive and metadata_ready(cluster.spec.host, cluster.spec.port)
+        healthy &= ready
+        state = "ready" if ready else "NOT ANSWERING" if alive else "DOWN"
+        print(f"{cluster.spec.name} {cluster.bootstrap} pid {cluster.pid} {state}")
+    return 0 if healthy else 1
+
+
+def _down(directory: Path) -> int:
+    clusters = _load_state(directory)
+    for cluster in clusters:
+        if not (_alive(cluster.pid) and _is_broker(cluster.pid)):
+            print(f"{cluster.spec.name}: pid {cluster.pid} is not a running broker; left alone")
+    stop_clusters(clusters)
+    _state_file(directory).unlink()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "jars":
+            print(ensure_jars())
+            return 0
+        if args.command == "up":
+            return _up(args.dir, args.names, args.base_port, args.heap_mb, args.timeout)
+        if args.command == "status":
+            return _status(args.dir)
+        return _down(args.dir)
+    except LocalKafkaError as error:
+        print(f"localkafka: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
