@@ -1,4 +1,9 @@
-"""A sink: one idempotent producer (acks=all) to one cluster, delivering batches of messages."""
+"""A sink: one idempotent producer (acks=all) to one cluster, delivering batches of messages.
+
+Messages are grouped by topic and partition (the producer's default key partitioner) and handed to
+the producer as whole record batches: one future per batch, not per record. A batch the broker
+rejects for size is retried record by record, so only the offending record is rejected.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,13 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from node.errors import DeliveryError, RecordRejected, TransportError
 
 _PERMANENT = (MessageSizeTooLargeError, RecordTooLargeError)
+MAX_REQUEST_SIZE = 4 * 1024 * 1024
 
 Header = tuple[str, bytes]
 
@@ -32,15 +40,38 @@ class Sink:
 
     def __init__(self, bootstrap: str, client_id: str, *, linger_ms: int = 5) -> None:
         self.bootstrap = bootstrap
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
+        self._client_id = client_id
+        self._linger_ms = linger_ms
+        self._producer = self._new_producer()
+        self._partitioner = DefaultPartitioner()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self._client_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=linger_ms,
+            linger_ms=self._linger_ms,
             max_batch_size=256 * 1024,
-            max_request_size=4 * 1024 * 1024,
+            max_request_size=MAX_REQUEST_SIZE,
         )
+
+    async def _reset(self) -> None:
+        """Replace the producer after a rejected batch.
+
+        A batch the broker refuses leaves a gap in the idempotent sequence of its partition, and
+        every later batch then fails with OutOfOrderSequenceNumber; a new producer (a new producer
+        id) starts the sequences afresh.
+        """
+        old, self._producer = self._producer, self._new_producer()
+        with contextlib.suppress(TimeoutError, KafkaError):
+            await asyncio.wait_for(old.stop(), 10)
+        try:
+            await self._producer.start()
+        except KafkaError as error:
+            raise DeliveryError(
+                f"restarting the producer to {self.bootstrap}: {error!r}"
+            ) from error
 
     async def start(self) -> None:
         """Connect; raise TransportError if the cluster is unreachable."""
@@ -56,27 +87,86 @@ class Sink:
         record for good. Raises DeliveryError when anything failed that may pass on retry.
         """
         results: list[RecordRejected | None] = [None] * len(messages)
-        pending: list[tuple[int, asyncio.Future[object]]] = []
+        try:
+            batches = await self._submit(messages, results)
+            acks = await asyncio.gather(*(future for _, future in batches), return_exceptions=True)
+        except KafkaError as error:
+            raise DeliveryError(f"producing to {self.bootstrap}: {error!r}") from error
+        failures = [ack for ack in acks if isinstance(ack, BaseException)]
+        if failures:
+            await self._reset()
+        for (indexes, _), ack in zip(batches, acks, strict=True):
+            if isinstance(ack, _PERMANENT):
+                await self._one_by_one(messages, indexes, results)
+            elif isinstance(ack, KafkaError):
+                raise DeliveryError(f"producing to {messages[indexes[0]].topic}: {ack!r}") from ack
+            elif isinstance(ack, BaseException):
+                raise ack
+        return results
+
+    async def _submit(
+        self, messages: Sequence[Message], results: list[RecordRejected | None]
+    ) -> list[tuple[list[int], asyncio.Future[object]]]:
+        """Group messages into record batches per partition and hand each to the producer."""
+        by_partition: dict[tuple[str, int], list[int]] = {}
+        partitions: dict[str, list[int]] = {}
         for index, message in enumerate(messages):
+            if message.topic not in partitions:
+                known = await self._producer.partitions_for(message.topic)
+                partitions[message.topic] = sorted(known)
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(
+                message.key, message.value, message.headers
+            )
+            if size > MAX_REQUEST_SIZE:
+                results[index] = RecordRejected(
+                    f"{message.topic}: record of {size} bytes too large"
+                )
+                continue
+            every = partitions[message.topic]
+            partition = self._partitioner(message.key, every, every)
+            by_partition.setdefault((message.topic, partition), []).append(index)
+        submitted = []
+        for (topic, partition), indexes in by_partition.items():
+            batch = self._producer.create_batch()
+            in_batch: list[int] = []
+            for index in indexes:
+                message = messages[index]
+                while (
+                    batch.append(
+                        key=message.key,
+                        value=message.value,
+                        timestamp=None,
+                        headers=list(message.headers),
+                    )
+                    is None
+                ):
+                    future = await self._producer.send_batch(batch, topic, partition=partition)
+                    submitted.append((in_batch, future))
+                    batch, in_batch = self._producer.create_batch(), []
+                in_batch.append(index)
+            if in_batch:
+                submitted.append(
+                    (in_batch, await self._producer.send_batch(batch, topic, partition=partition))
+                )
+        return submitted
+
+    async def _one_by_one(
+        self, messages: Sequence[Message], indexes: list[int], results: list[RecordRejected | None]
+    ) -> None:
+        """Resend a batch refused for size record by record, so only the culprit is rejected."""
+        for index in indexes:
+            message = messages[index]
             try:
                 future = await self._producer.send(
                     message.topic, message.value, key=message.key, headers=list(message.headers)
                 )
+                await future
             except _PERMANENT as error:
                 results[index] = RecordRejected(f"{message.topic}: {error!r}")
-                continue
+                await self._reset()
             except KafkaError as error:
-                raise DeliveryError(f"sending to {message.topic}: {error!r}") from error
-            pending.append((index, future))
-        acks = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
-        for (index, _), ack in zip(pending, acks, strict=True):
-            if isinstance(ack, _PERMANENT):
-                results[index] = RecordRejected(f"{messages[index].topic}: {ack!r}")
-            elif isinstance(ack, KafkaError):
-                raise DeliveryError(f"producing to {messages[index].topic}: {ack!r}") from ack
-            elif isinstance(ack, BaseException):
-                raise ack
-        return results
+                await self._reset()
+                raise DeliveryError(f"producing to {message.topic}: {error!r}") from error
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Flush what is buffered and close; give up after ``timeout_s`` (cluster unreachable).

@@ -15,7 +15,7 @@ import pytest
 
 from node.codec import SchemaSet, packaged_schema_dir
 from node.kafka.client import Published, Received, publish, read_topic
-from node.kafka.topics import TopicNames
+from node.kafka.topics import TopicNames, ensure_topics
 from node.samples import LEGAL_ENTITY, LICENCE, PERSON, sample
 from tests.integration.conftest import RunningNode, node_config
 
@@ -220,3 +220,36 @@ async def test_undecodable_value_goes_to_the_refusal_topic(
     assert refused[0].headers["cx-refused-by"] == f"{COUNTY}/local"
     assert [r.record_id for r in delivered] == [good.envelope.record_id]
     assert node.metric("exchange_records_refused_total", link="local", reason="bad_payload") == 1
+
+
+async def test_a_record_the_destination_rejects_for_size_is_refused_alone(
+    clusters: dict[str, str], prefix: str, nodes: Any
+) -> None:
+    """A record too large for the parent's topic goes to the refusal topic; its batch mates go up."""
+    names = TopicNames(prefix)
+    await ensure_topics(clusters["city"], [names.outbox], 1, 1, {"max.message.bytes": "50000"})
+    node = await nodes(
+        node_config(
+            COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix)
+        )
+    )
+    small = [record(PERSON, COUNTY, f"region:{CITY}", seed=s) for s in (61, 63)]
+    base = record(PERSON, COUNTY, f"region:{CITY}", seed=62)
+    _, datum = SCHEMAS.decode(base.value)
+    big = Published(base.envelope, SCHEMAS.encode(PERSON, {**datum, "address": "号" * 40_000}))
+    await publish(clusters["county"], names.outbox, [small[0], big, small[1]])
+
+    forwarded = await read_topic(
+        clusters["city"],
+        names.outbox,
+        until=has_ids(*(p.envelope.record_id for p in small)),
+        timeout_s=WAIT_S,
+    )
+    refused = await read_topic(
+        clusters["county"], names.refused, until=has_ids(big.envelope.record_id), timeout_s=WAIT_S
+    )
+
+    assert sorted(r.record_id for r in forwarded) == sorted(p.envelope.record_id for p in small)
+    assert [r.headers["cx-refusal-reason"] for r in refused] == ["undeliverable"]
+    assert refused[0].value == big.value
+    assert node.metric("exchange_records_refused_total", link="local", reason="undeliverable") == 1
