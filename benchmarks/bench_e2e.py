@@ -7,6 +7,8 @@ test starts (the node as ``exchange-node run``, or ``raw_pipe.py``) and the prov
 offsets are polled: throughput is N over the time from the first copied record to the last, so
 start-up is not counted. Peak RSS is the bridge process's VmHWM. Same brokers, same records,
 same run; the figures that matter are the ratios node / raw and node / MM2.
+``node-ingress`` is the node where records enter the cascade: it checks every envelope and decodes
+every value (the price of ingress validation, against ``node`` which passes bytes through).
 """
 
 from __future__ import annotations
@@ -46,8 +48,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def records(size: int, count: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
-    """``count`` (key, value, headers) of person records padded to about ``size`` bytes."""
+def records(
+    size: int, count: int, *, fresh: bool = False
+) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """``count`` (key, value, headers) of person records padded to about ``size`` bytes.
+
+    Fresh records have an empty hop path, so the node validates them (decodes every value).
+    """
     schemas = SchemaSet.load(packaged_schema_dir())
     out = []
     base = sample(
@@ -56,7 +63,8 @@ def records(size: int, count: int) -> list[tuple[bytes, bytes, list[tuple[str, b
     _, datum = schemas.decode(base.value)
     datum["address"] = "x" * max(0, size - len(base.value))
     value = schemas.encode(PERSON, datum)
-    headers = [(k, v) for k, v in base.envelope.to_headers() if k != HOPS] + [(HOPS, b"410102^")]
+    hops = b"" if fresh else b"410102^"
+    headers = [(k, v) for k, v in base.envelope.to_headers() if k != HOPS] + [(HOPS, hops)]
     for n in range(count):
         out.append((f"{n:012d}".encode(), value, headers))
     return out
@@ -152,19 +160,20 @@ def mm2_command(work: Path, city: str, province: str, topic: str) -> list[str]:
             "org.apache.kafka.connect.mirror.MirrorMaker", str(properties)]  # fmt: skip
 
 
-def node_config(path: Path, city: str, province: str, prefix: str) -> None:
-    """A city node whose parent is the province cluster."""
+def node_config(path: Path, city: str, province: str, prefix: str, *, ingress: bool) -> None:
+    """A node bridging the two clusters: the city, or (ingress) the county where records enter."""
+    region, level = ("410102", "county") if ingress else ("410100", "city")
     path.write_text(f"""
 [node]
 id = "bench-{prefix}"
-level = "city"
-region = "410100"
+level = "{level}"
+region = "{region}"
 [local]
 bootstrap = "{city}"
 topic_prefix = "{prefix}"
 [parent]
 bootstrap = "{province}"
-region = "410000"
+region = "{"410100" if ingress else "410000"}"
 topic_prefix = "{prefix}"
 [topics]
 partitions = {PARTITIONS}
@@ -184,11 +193,11 @@ async def run_one(
     topic = f"{prefix}.outbox"
     for cluster in (city, province):
         await ensure_topics(cluster, [topic], PARTITIONS, 1)
-    await fill(city, topic, records(size, count))
+    await fill(city, topic, records(size, count, fresh=kind == "node-ingress"))
     log = (work / f"{prefix}.log").open("wb")
-    if kind == "node":
+    if kind.startswith("node"):
         config = work / f"{prefix}.toml"
-        node_config(config, city, province, prefix)
+        node_config(config, city, province, prefix, ingress=kind == "node-ingress")
         command = [str(EXE), "run", "--config", str(config)]
     elif kind == "mm2":
         command = mm2_command(work, city, province, topic)
@@ -237,7 +246,7 @@ async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
                 row = await run_one(kind, size, count, city, province, work)
                 rows.append(row)
                 print(
-                    f"  {kind:4} {size:6} B: {row['records_per_s']:>9,.0f} rec/s  {row['mb_per_s']:6.1f} MB/s  peak RSS {row['peak_rss_mb']:.0f} MB",
+                    f"  {kind:12} {size:6} B: {row['records_per_s']:>9,.0f} rec/s  {row['mb_per_s']:6.1f} MB/s  peak RSS {row['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
     finally:
@@ -249,14 +258,18 @@ async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
         if raw is None or node is None:
             continue
         mm2 = next((r for r in rows if r["bridge"] == "mm2" and r["payload_bytes"] == size), None)
+        ingress = next(
+            (r for r in rows if r["bridge"] == "node-ingress" and r["payload_bytes"] == size), None
+        )
         ratios.append({"payload_bytes": size, "raw": raw["records_per_s"], "node": node["records_per_s"],
                        "mm2": mm2["records_per_s"] if mm2 else None,
+                       "node_ingress": ingress["records_per_s"] if ingress else None,
                        "node_over_raw": node["records_per_s"] / raw["records_per_s"],
                        "node_over_mm2": node["records_per_s"] / mm2["records_per_s"] if mm2 else None,
                        "node_peak_rss_mb": node["peak_rss_mb"]})  # fmt: skip
     print("\nOne hop (city → province), records/s:")
-    print(table(["payload B", "raw", "node", "MM2", "node/raw", "node/MM2", "node peak RSS MB"],
-                [[r["payload_bytes"], r["raw"], r["node"], r["mm2"] or "-", round(r["node_over_raw"], 2),
+    print(table(["payload B", "raw", "node", "node ingress", "MM2", "node/raw", "node/MM2", "node peak RSS MB"],
+                [[r["payload_bytes"], r["raw"], r["node"], r["node_ingress"] or "-", r["mm2"] or "-", round(r["node_over_raw"], 2),
                   round(r["node_over_mm2"], 2) if r["node_over_mm2"] else "-", round(r["node_peak_rss_mb"])]
                  for r in ratios]))  # fmt: skip
     print(f"\nwrote {write('e2e', {'runs': rows, 'ratios': ratios, 'quick': quick})}")
@@ -266,7 +279,8 @@ def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--bridges", default="raw,node,mm2", help="comma-separated: raw, node, mm2")
+    parser.add_argument("--bridges", default="raw,node,node-ingress,mm2",
+                        help="comma-separated: raw, node, node-ingress, mm2")  # fmt: skip
     args = parser.parse_args()
     asyncio.run(main_async(args.quick, tuple(args.bridges.split(","))))
 

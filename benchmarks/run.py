@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     extra = ["--quick"] if args.quick else []
-    for script in ("bench_core.py", "bench_codec.py", "bench_e2e.py"):
+    for script in ("bench_core.py", "bench_codec.py", "bench_e2e.py", "bench_latency.py"):
         print(f"\n== {script} {' '.join(extra)}", flush=True)
         result = subprocess.run([sys.executable, str(HERE / script), *extra], cwd=HERE, check=False)
         if result.returncode != 0:

@@ -1,0 +1,161 @@
+"""End-to-end latency at a fixed offered load below saturation: the node and MirrorMaker 2.
+
+One hop (city → province) on real clusters. The bridge runs on an empty topic; a producer offers
+1 KB records at a steady rate, each stamped with its creation time (``cx-created-ms``, which both
+bridges carry through); a consumer on the destination records arrival minus creation. The first
+two seconds are warm-up and are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from bench_e2e import EXE, PARTITIONS, free_port, mm2_command, node_config, records
+from common import table, write
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
+import localkafka  # lives in deploy/local
+
+from node.core.envelope import CREATED_MS
+from node.kafka.topics import ensure_topics
+
+WARMUP_S = 2.0
+
+
+async def offer(bootstrap: str, topic: str, rate: int, seconds: float) -> int:
+    """Produce ``rate`` records/s for ``seconds``, stamping each with its creation time."""
+    template = records(1024, 1)[0]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    sent, started = 0, time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - started) < seconds:
+            due = int(elapsed * rate) - sent
+            for _ in range(due):
+                headers = [(k, v) for k, v in template[2] if k != CREATED_MS]
+                headers.append((CREATED_MS, str(int(time.time() * 1000)).encode()))
+                await producer.send(
+                    topic, template[1], key=f"{sent:012d}".encode(), headers=headers
+                )
+                sent += 1
+            await asyncio.sleep(0.005)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def collect(bootstrap: str, topic: str, expected: int, timeout_s: float) -> list[float]:
+    """Read ``topic`` until ``expected`` records arrived; return each one's latency in ms."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=f"latency-{topic}")  # fmt: skip
+    await consumer.start()
+    latencies: list[float] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(latencies) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=100)
+            now_ms = time.time() * 1000
+            for rows in batch.values():
+                for r in rows:
+                    created = dict(r.headers).get(CREATED_MS)
+                    latencies.append(now_ms - int(created) if created else float("nan"))
+    finally:
+        await consumer.stop()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0-1) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run_one(
+    kind: str, rate: int, seconds: float, city: str, province: str, work: Path
+) -> dict[str, Any]:
+    """Start a bridge on an empty topic, offer load, and measure latencies."""
+    prefix = f"lat{kind}{int(time.time() * 1000) % 10_000_000}"
+    topic = f"{prefix}.outbox"
+    for cluster in (city, province):
+        await ensure_topics(cluster, [topic], PARTITIONS, 1)
+    if kind == "node":
+        config = work / f"{prefix}.toml"
+        node_config(config, city, province, prefix, ingress=False)
+        command = [str(EXE), "run", "--config", str(config)]
+    else:
+        command = mm2_command(work, city, province, topic)
+    log = (work / f"{prefix}.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await asyncio.sleep(15 if kind == "mm2" else 3)  # MM2 needs its internal topics and tasks
+        collector = asyncio.create_task(collect(province, topic, 1 << 30, seconds + 30))
+        sent = await offer(city, topic, rate, seconds)
+        await asyncio.sleep(5)
+        collector.cancel()
+        try:
+            latencies = await collector
+        except asyncio.CancelledError:
+            latencies = []
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    steady = latencies[int(WARMUP_S * rate) :]
+    return {"bridge": kind, "rate": rate, "sent": sent, "received": len(latencies),
+            "p50_ms": percentile(steady, 0.5), "p99_ms": percentile(steady, 0.99),
+            "max_ms": max(steady)}  # fmt: skip
+
+
+async def main_async(quick: bool) -> None:
+    """Start two clusters, measure both bridges, print and write the results."""
+    localkafka.ensure_jars()
+    work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    specs = [
+        localkafka.ClusterSpec(name, free_port(), free_port(), heap_mb=1024)
+        for name in ("city", "province")
+    ]
+    clusters = localkafka.start_clusters(specs, work / "kafka")
+    rows = []
+    try:
+        for kind in ("node", "mm2"):
+            rows.append(
+                await run_one(
+                    kind,
+                    1000,
+                    8 if quick else 20,
+                    clusters[0].bootstrap,
+                    clusters[1].bootstrap,
+                    work,
+                )
+            )
+    finally:
+        localkafka.stop_clusters(clusters)
+    print("Latency at 1,000 records/s of 1 KB, one hop (ms):")
+    print(table(["bridge", "sent", "received", "p50", "p99", "max"],
+                [[r["bridge"], r["sent"], r["received"], r["p50_ms"], r["p99_ms"], r["max_ms"]] for r in rows]))  # fmt: skip
+    print(f"\nwrote {write('latency', {'runs': rows, 'quick': quick})}")
+
+
+def main() -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    asyncio.run(main_async(parser.parse_args().quick))
+
+
+if __name__ == "__main__":
+    main()
