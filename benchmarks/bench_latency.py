@@ -54,15 +54,13 @@ async def offer(bootstrap: str, topic: str, rate: int, seconds: float) -> int:
     return sent
 
 
-async def collect(bootstrap: str, topic: str, expected: int, timeout_s: float) -> list[float]:
-    """Read ``topic`` until ``expected`` records arrived; return each one's latency in ms."""
+async def collect(bootstrap: str, topic: str, latencies: list[float], stop: asyncio.Event) -> None:
+    """Read ``topic`` until ``stop`` is set, appending each record's latency in ms."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=f"latency-{topic}")  # fmt: skip
     await consumer.start()
-    latencies: list[float] = []
-    deadline = time.monotonic() + timeout_s
     try:
-        while len(latencies) < expected and time.monotonic() < deadline:
+        while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=100)
             now_ms = time.time() * 1000
             for rows in batch.values():
@@ -71,7 +69,6 @@ async def collect(bootstrap: str, topic: str, expected: int, timeout_s: float) -
                     latencies.append(now_ms - int(created) if created else float("nan"))
     finally:
         await consumer.stop()
-    return latencies
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -98,14 +95,16 @@ async def run_one(
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         await asyncio.sleep(15 if kind == "mm2" else 3)  # MM2 needs its internal topics and tasks
-        collector = asyncio.create_task(collect(province, topic, 1 << 30, seconds + 30))
+        latencies: list[float] = []
+        stop = asyncio.Event()
+        collector = asyncio.create_task(collect(province, topic, latencies, stop))
         sent = await offer(city, topic, rate, seconds)
-        await asyncio.sleep(5)
-        collector.cancel()
-        try:
-            latencies = await collector
-        except asyncio.CancelledError:
-            latencies = []
+        for _ in range(100):  # up to 10 s for the tail to arrive
+            if len(latencies) >= sent:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(collector, 30)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
