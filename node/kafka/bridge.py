@@ -108,6 +108,14 @@ class Link:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._log = structlog.get_logger("node.link").bind(link=name, topic=source.topic)
+        # label children resolved once: .labels() per record costs more than the count itself
+        self._records_in = metrics.records_in.labels(name)
+        self._routing_seconds = metrics.routing_seconds.labels(name)
+        self._counters: dict[Direction | Reason, Any] = {
+            **{d: metrics.records_out.labels(name, d.value) for d in Direction},
+            **{r: metrics.records_refused.labels(name, r.value) for r in Reason},
+        }
+        self._record_age = {d: metrics.record_age.labels(d.value) for d in Direction}
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit, and return from run()."""
@@ -156,9 +164,9 @@ class Link:
     async def _process(self, batch: Batch) -> None:
         records = [record for partition_records in batch.values() for record in partition_records]
         began = time.perf_counter()
-        outcomes = self._decide(records)
-        pending = self._messages(records, outcomes)
-        self._metrics.routing_seconds.labels(self.name).observe(time.perf_counter() - began)
+        outcomes, created = self._decide(records)
+        pending = self._messages(records, outcomes, created)
+        self._routing_seconds.observe(time.perf_counter() - began)
 
         rejected = await self._send(pending)
         if rejected:
@@ -175,23 +183,32 @@ class Link:
             committed=committed,
         )
 
-    def _decide(self, records: Sequence[Any]) -> list[Outcome]:
-        keys = [_header_keys(record.headers) for record in records]
-        routed = self._router.route_batch([route for route, _ in keys], self._arrival)
-        outcomes = self._policy.apply_batch([policy for _, policy in keys], routed)
+    def _decide(self, records: Sequence[Any]) -> tuple[list[Outcome], list[int]]:
+        """Decide every record of the batch; also return each one's creation time (or -1)."""
+        route_keys: list[RouteKey] = []
+        policy_keys: list[PolicyKey] = []
+        created: list[int] = []
+        for record in records:
+            get = dict(record.headers).get  # one C-level pass; the last value of a name wins
+            route_keys.append((get(TARGET), get(HOPS)))
+            policy_keys.append((get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT), get(GRADE)))
+            created.append(_millis(get(CREATED_MS)))
+        routed = self._router.route_batch(route_keys, self._arrival)
+        outcomes = self._policy.apply_batch(policy_keys, routed)
         if self._validate:
             region = self._router.topology.region
-            for index, (record, ((_, hops), _)) in enumerate(zip(records, keys, strict=True)):
+            for index, (record, (_, hops)) in enumerate(zip(records, route_keys, strict=True)):
                 if not hops:
                     refusal = check_ingress(record.headers, record.value, region, self._schemas)
                     if refusal is not None:
                         outcomes[index] = refusal
-        return outcomes
+        return outcomes, created
 
-    def _messages(self, records: Sequence[Any], outcomes: Sequence[Outcome]) -> _Pending:
+    def _messages(
+        self, records: Sequence[Any], outcomes: Sequence[Outcome], created_ms: Sequence[int]
+    ) -> _Pending:
         pending = _Pending([], [], [], [])
-        for record, outcome in zip(records, outcomes, strict=True):
-            created = _created_ms(record.headers)
+        for record, outcome, created in zip(records, outcomes, created_ms, strict=True):
             if isinstance(outcome, Delivered):
                 base = [h for h in record.headers if h[0] != HOPS]
                 for copy in outcome.copies:
@@ -229,7 +246,7 @@ class Link:
         pending.messages.append(self._refusal(record.key, record.value, headers, refused))
         pending.sinks.append(self._to.local)
         pending.kinds.append(refused.reason)
-        pending.created_ms.append(_created_ms(record.headers))
+        pending.created_ms.append(_millis(dict(record.headers).get(CREATED_MS)))
 
     def _refusal(
         self, key: bytes | None, value: bytes | None, headers: Sequence[Any], refused: Refused
@@ -276,49 +293,27 @@ class Link:
             raise DeliveryError("the refusal topic rejected a refused record; not committing")
 
     def _count(self, pending: _Pending, records_in: int) -> None:
-        metrics, link = self._metrics, self.name
-        metrics.records_in.labels(link).inc(records_in)
+        self._records_in.inc(records_in)
         now_ms = self._clock() * 1000
-        out: dict[str, int] = {}
-        refused: dict[str, int] = {}
+        counts: dict[Direction | Reason, int] = {}
+        ages = self._record_age
         for kind, created in zip(pending.kinds, pending.created_ms, strict=True):
-            if isinstance(kind, Direction):
-                out[kind.value] = out.get(kind.value, 0) + 1
-                if created >= 0:
-                    metrics.record_age.labels(kind.value).observe(max(0.0, now_ms - created) / 1000)
-            else:
-                refused[kind.value] = refused.get(kind.value, 0) + 1
-        for direction, count in out.items():
-            metrics.records_out.labels(link, direction).inc(count)
-        for reason, count in refused.items():
-            metrics.records_refused.labels(link, reason).inc(count)
+            counts[kind] = counts.get(kind, 0) + 1
+            if created >= 0 and kind in ages:
+                ages[kind].observe(max(0.0, now_ms - created) / 1000)  # type: ignore[index]
+        for kind, count in counts.items():
+            self._counters[kind].inc(count)
 
 
 REFUSED_COPY = "cx-refused-copy"
 PROJECTION = "cx-projection"
-_KEY_HEADERS = (TARGET, HOPS, RESOURCE, SOURCE_REGION, SOURCE_DEPT, GRADE)
 
 
-def _header_keys(headers: Sequence[tuple[str, bytes]]) -> tuple[RouteKey, PolicyKey]:
-    """Pick the headers routing and policy read, in one pass over the record's headers."""
-    found: dict[str, bytes] = {}
-    for name, value in headers:
-        if name in _KEY_HEADERS:
-            found[name] = value
-    get = found.get
-    return (get(TARGET), get(HOPS)), (
-        get(RESOURCE),
-        get(SOURCE_REGION),
-        get(SOURCE_DEPT),
-        get(GRADE),
-    )
-
-
-def _created_ms(headers: Sequence[tuple[str, bytes]]) -> int:
-    for name, value in headers:
-        if name == CREATED_MS:
-            try:
-                return int(value)
-            except ValueError:
-                return -1
-    return -1
+def _millis(value: bytes | None) -> int:
+    """Parse a ``cx-created-ms`` value; -1 if absent or malformed."""
+    if value is None:
+        return -1
+    try:
+        return int(value)
+    except ValueError:
+        return -1

@@ -1,0 +1,111 @@
+"""Profile the node under load with py-spy and print where its time goes.
+
+Fills a city outbox with records that pass through (as on every hop after the first), runs the
+node under ``py-spy record`` until they are all copied, then prints the functions with the most
+samples on top of the stack (self time) and in the stack (total time). Needs ``pip install py-spy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from bench_e2e import EXE, PARTITIONS, copied, fill, free_port, node_config, records
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
+import localkafka  # lives in deploy/local
+
+from node.kafka.topics import ensure_topics
+
+
+def children(pid: int) -> list[int]:
+    """Direct child pids of ``pid``."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def summarise(stacks: Path, top: int) -> None:
+    """Print self and total sample counts per function from py-spy's raw (collapsed) output."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in stacks.read_text().splitlines():
+        frames, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        samples += count
+        names = [frame.split(" (")[0] + " " + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+                 for frame in frames.split(";")]  # fmt: skip
+        own[names[-1]] += count
+        for name in set(names):
+            total[name] += count
+    print(f"{samples} samples\n\nself time:")
+    for name, count in own.most_common(top):
+        print(f"  {100 * count / samples:5.1f}%  {name}")
+    print("\ntotal time (in the stack):")
+    for name, count in total.most_common(top):
+        print(f"  {100 * count / samples:5.1f}%  {name}")
+
+
+async def main_async(size: int, count: int, top: int) -> None:
+    """Set up, run the node under py-spy, summarise."""
+    localkafka.ensure_jars()
+    work = Path(tempfile.mkdtemp(prefix="profile-node-"))
+    specs = [
+        localkafka.ClusterSpec(n, free_port(), free_port(), heap_mb=1024)
+        for n in ("city", "province")
+    ]
+    clusters = localkafka.start_clusters(specs, work / "kafka")
+    try:
+        city, province = clusters[0].bootstrap, clusters[1].bootstrap
+        prefix = f"prof{size}"
+        topic = f"{prefix}.outbox"
+        for cluster in (city, province):
+            await ensure_topics(cluster, [topic], PARTITIONS, 1)
+        await fill(city, topic, records(size, count))
+        config = work / "node.toml"
+        node_config(config, city, province, prefix, ingress=False)
+        stacks = work / "stacks.txt"
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        profiler = subprocess.Popen([spy, "record", "--format", "raw", "--rate", "250", "-o", str(stacks),
+                                     "--", str(EXE), "run", "--config", str(config)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        consumer = AIOKafkaConsumer(bootstrap_servers=province)
+        await consumer.start()
+        started = time.monotonic()
+        try:
+            while await copied(consumer, topic) < count and time.monotonic() - started < 300:
+                await asyncio.sleep(0.2)
+        finally:
+            await consumer.stop()
+        print(
+            f"copied {count} records of {size} B in {time.monotonic() - started:.1f} s (incl. start-up)"
+        )
+        for child in children(profiler.pid):
+            subprocess.run(["kill", "-TERM", str(child)], check=False)
+        profiler.wait(timeout=120)
+        summarise(stacks, top)
+    finally:
+        localkafka.stop_clusters(clusters)
+
+
+def main() -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    asyncio.run(main_async(args.size, args.count, args.top))
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    main()
