@@ -43,10 +43,10 @@ def plot() -> None:
     e2e = json.loads((RESULTS / "e2e.json").read_text())
     figure, axes = pyplot.subplots(figsize=(7, 4))
     sizes = [r["payload_bytes"] for r in e2e["ratios"]]
-    for offset, bridge in enumerate(("raw", "node", "mm2")):
-        values = [r[bridge] or 0 for r in e2e["ratios"]]
+    for offset, bridge in enumerate(("raw", "node", "node_ingress", "mm2")):
+        values = [r.get(bridge) or 0 for r in e2e["ratios"]]
         axes.bar(
-            [i + (offset - 1) * 0.27 for i in range(len(sizes))], values, width=0.27, label=bridge
+            [i + (offset - 1.5) * 0.2 for i in range(len(sizes))], values, width=0.2, label=bridge
         )
     axes.set_xticks(range(len(sizes)), [f"{s} B" for s in sizes])
     axes.set(
