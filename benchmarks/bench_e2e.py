@@ -1,5 +1,7 @@
 """End to end through real Kafka on loopback: the node against a raw aiokafka pipe and MirrorMaker 2.
 
+One hop at three payload sizes, then two hops (county → city → province) at 1 KB.
+
 Two single-node clusters (city → province, 1 GiB heap each). For each payload size the city's
 outbox is filled with N records that arrived from a child county (hop path ``410102^``), so the
 node passes them through without decoding, as on every hop after the first. Then the bridge under
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import itertools
 import signal
 import socket
 import subprocess
@@ -23,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from common import table, write
@@ -39,6 +41,7 @@ from node.samples import PERSON, sample
 HERE = Path(__file__).resolve().parent
 EXE = Path(sys.executable).with_name("exchange-node")
 PARTITIONS = 3
+_MM2_RUNS = itertools.count(1)
 
 
 def free_port() -> int:
@@ -137,20 +140,25 @@ async def _watch(process: subprocess.Popen[bytes], consumer: AIOKafkaConsumer, t
 
 
 def mm2_command(work: Path, city: str, province: str, topic: str) -> list[str]:
-    """Write an MM2 properties file copying ``topic`` city → province; return the java command."""
-    properties = work / f"{topic}.mm2.properties"
+    """Write an MM2 properties file copying ``topic`` city → province; return the java command.
+
+    Cluster aliases are unique per run, so no run reads the internal topics of an earlier one.
+    """
+    run = next(_MM2_RUNS)
+    properties = work / f"{topic}.mm2-{run}.properties"
+    a, b = f"src{run}", f"dst{run}"
     internal = ("replication.factor", "checkpoints.topic.replication.factor",
                 "heartbeats.topic.replication.factor", "offset-syncs.topic.replication.factor",
                 "offset.storage.replication.factor", "status.storage.replication.factor",
                 "config.storage.replication.factor")  # fmt: skip
     lines = [
-        "clusters = a, b", f"a.bootstrap.servers = {city}", f"b.bootstrap.servers = {province}",
-        "a->b.enabled = true", f"a->b.topics = {topic.replace('.', '[.]')}", "b->a.enabled = false",
+        f"clusters = {a}, {b}", f"{a}.bootstrap.servers = {city}", f"{b}.bootstrap.servers = {province}",
+        f"{a}->{b}.enabled = true", f"{a}->{b}.topics = {topic.replace('.', '[.]')}", f"{b}->{a}.enabled = false",
         "replication.policy.class = org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
         f"tasks.max = {PARTITIONS}", "emit.checkpoints.enabled = false", "sync.topic.configs.enabled = false",
         "sync.topic.acls.enabled = false", "refresh.topics.interval.seconds = 5",
-        "b.producer.linger.ms = 5", "b.producer.batch.size = 262144", "b.producer.acks = all",
-        "b.producer.enable.idempotence = true", "a.consumer.auto.offset.reset = earliest",
+        f"{b}.producer.linger.ms = 5", f"{b}.producer.batch.size = 262144", f"{b}.producer.acks = all",
+        f"{b}.producer.enable.idempotence = true", f"{a}.consumer.auto.offset.reset = earliest",
         *(f"{key} = 1" for key in internal),
     ]  # fmt: skip
     properties.write_text("\n".join(lines) + "\n")
@@ -185,45 +193,66 @@ level = "warning"
 """)
 
 
+def bridge_command(
+    kind: str, source: str, target: str, prefix: str, count: int, work: Path
+) -> list[str]:
+    """The command that runs bridge ``kind`` from ``source`` to ``target`` over ``prefix``.outbox."""
+    topic = f"{prefix}.outbox"
+    if kind.startswith("node"):
+        config = work / f"{prefix}-{kind}-{source.rsplit(':', 1)[1]}.toml"
+        node_config(config, source, target, prefix, ingress=kind == "node-ingress")
+        return [str(EXE), "run", "--config", str(config)]
+    if kind == "mm2":
+        return mm2_command(work, source, target, topic)
+    return [sys.executable, str(HERE / "raw_pipe.py"), "--source", source, "--target", target,
+            "--topic", topic, "--count", str(count)]  # fmt: skip
+
+
+async def run_chain(
+    hops: list[tuple[str, str, str]], size: int, count: int, work: Path, *, fresh: bool
+) -> dict[str, Any]:
+    """Fill a fresh topic, run one bridge per (kind, source, target) hop, and measure at the end."""
+    kinds = "+".join(kind for kind, _, _ in hops)
+    prefix = f"b{len(hops)}{kinds.replace('+', '')}{size}x{int(time.time() * 1000) % 10_000_000}"
+    topic = f"{prefix}.outbox"
+    clusters = [hops[0][1], *(target for _, _, target in hops)]
+    for cluster in clusters:
+        await ensure_topics(cluster, [topic], PARTITIONS, 1)
+    await fill(clusters[0], topic, records(size, count, fresh=fresh))
+    processes = []
+    logs: list[IO[bytes]] = []
+    try:
+        for kind, source, target in hops:
+            log = (work / f"{prefix}-{len(logs)}.log").open("wb")
+            logs.append(log)
+            command = bridge_command(kind, source, target, prefix, count, work)
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        result = await watch(processes[-1], clusters[-1], topic, count, timeout_s=300)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+    mb = size * count / 1e6
+    bridge = hops[0][0] if len(hops) == 1 else kinds
+    return {"bridge": bridge, "hops": len(hops), "payload_bytes": size, "records": count,
+            "mb_per_s": mb / result["seconds"], **result}  # fmt: skip
+
+
 async def run_one(
     kind: str, size: int, count: int, city: str, province: str, work: Path
 ) -> dict[str, Any]:
-    """Fill a fresh topic, run one bridge over it, and measure."""
-    prefix = f"b{kind}{size}x{os.getpid()}{int(time.time() * 1000) % 100000}"
-    topic = f"{prefix}.outbox"
-    for cluster in (city, province):
-        await ensure_topics(cluster, [topic], PARTITIONS, 1)
-    await fill(city, topic, records(size, count, fresh=kind == "node-ingress"))
-    log = (work / f"{prefix}.log").open("wb")
-    if kind.startswith("node"):
-        config = work / f"{prefix}.toml"
-        node_config(config, city, province, prefix, ingress=kind == "node-ingress")
-        command = [str(EXE), "run", "--config", str(config)]
-    elif kind == "mm2":
-        command = mm2_command(work, city, province, topic)
-    else:
-        command = [sys.executable, str(HERE / "raw_pipe.py"), "--source", city, "--target", province,
-                   "--topic", topic, "--count", str(count)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        result = await watch(process, province, topic, count, timeout_s=300)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-    mb = size * count / 1e6
-    return {
-        "bridge": kind,
-        "payload_bytes": size,
-        "records": count,
-        "mb_per_s": mb / result["seconds"],
-        **result,
-    }
+    """One hop, city → province."""
+    return await run_chain(
+        [(kind, city, province)], size, count, work, fresh=kind == "node-ingress"
+    )
 
 
 async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
@@ -232,12 +261,13 @@ async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     specs = [
         localkafka.ClusterSpec(name, free_port(), free_port(), heap_mb=1024)
-        for name in ("city", "province")
+        for name in ("county", "city", "province")
     ]
     clusters = localkafka.start_clusters(specs, work / "kafka")
     rows = []
+    chains = []
     try:
-        city, province = clusters[0].bootstrap, clusters[1].bootstrap
+        county, city, province = (cluster.bootstrap for cluster in clusters)
         plan = [(200, 100_000), (1024, 100_000), (10_240, 20_000)]
         if quick:
             plan = [(size, count // 5) for size, count in plan]
@@ -249,6 +279,17 @@ async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
                     f"  {kind:12} {size:6} B: {row['records_per_s']:>9,.0f} rec/s  {row['mb_per_s']:6.1f} MB/s  peak RSS {row['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
+        size, count = 1024, 10_000 if quick else 50_000
+        for first, second in (("raw", "raw"), ("node-ingress", "node"), ("mm2", "mm2")):
+            if first.split("-")[0] not in kinds:
+                continue
+            hops = [(first, county, city), (second, city, province)]
+            row = await run_chain(hops, size, count, work, fresh=first == "node-ingress")
+            chains.append(row)
+            print(
+                f"  two hops {row['bridge']:18} {size} B: {row['records_per_s']:>9,.0f} rec/s",
+                flush=True,
+            )
     finally:
         localkafka.stop_clusters(clusters)
     ratios = []
@@ -272,7 +313,19 @@ async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
                 [[r["payload_bytes"], r["raw"], r["node"], r["node_ingress"] or "-", r["mm2"] or "-", round(r["node_over_raw"], 2),
                   round(r["node_over_mm2"], 2) if r["node_over_mm2"] else "-", round(r["node_peak_rss_mb"])]
                  for r in ratios]))  # fmt: skip
-    print(f"\nwrote {write('e2e', {'runs': rows, 'ratios': ratios, 'quick': quick})}")
+    if chains:
+        print(
+            "\nTwo hops (county → city → province), 1 KB, records/s (the node validates at the first hop):"
+        )
+        print(
+            table(
+                ["bridges", "records/s", "MB/s"],
+                [[c["bridge"], c["records_per_s"], c["mb_per_s"]] for c in chains],
+            )
+        )
+    print(
+        f"\nwrote {write('e2e', {'runs': rows, 'ratios': ratios, 'two_hops': chains, 'quick': quick})}"
+    )
 
 
 def main() -> None:
