@@ -238,8 +238,8 @@ async def run_chain(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for log in logs:
-            log.close()
+        for handle in logs:
+            handle.close()
     mb = size * count / 1e6
     bridge = hops[0][0] if len(hops) == 1 else kinds
     return {"bridge": bridge, "hops": len(hops), "payload_bytes": size, "records": count,
