@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import signal
 import socket
 import subprocess
 import sys
@@ -229,15 +228,7 @@ async def run_chain(
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
         result = await watch(processes[-1], clusters[-1], topic, count, timeout_s=300)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        localkafka.stop_processes(processes)
         for handle in logs:
             handle.close()
     mb = size * count / 1e6

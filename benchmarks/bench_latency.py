@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import subprocess
 import sys
 import tempfile
@@ -106,12 +105,7 @@ async def run_one(
         stop.set()
         await asyncio.wait_for(collector, 30)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        localkafka.stop_processes([process])
         log.close()
     steady = latencies[int(WARMUP_S * rate) :]
     return {"bridge": kind, "rate": rate, "sent": sent, "received": len(latencies),

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -95,14 +94,7 @@ def running_nodes(logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
             )
         yield processes
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        localkafka.stop_processes(processes, timeout=40)
 
 
 def wait_healthy(processes: list[subprocess.Popen[bytes]], logs: Path) -> None:

@@ -411,6 +411,19 @@ def stop_clusters(clusters: Sequence[Cluster], timeout: float = 30.0) -> None:
                 time.sleep(0.05)
 
 
+def stop_processes(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """SIGTERM every process we started (by its Popen), wait, SIGKILL any still running after."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
 def _signal(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)

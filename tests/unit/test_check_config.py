@@ -7,28 +7,19 @@ from pathlib import Path
 import pytest
 
 from node.cli import main
+from tests.unit.test_config import CITY_TOML
 
 REPO = Path(__file__).resolve().parents[2]
-VALID = """\
-[node]
-id = "zz-city"
-level = "city"
-region = "410100"
-children = ["410102", "410103"]
-
-[local]
-bootstrap = "127.0.0.1:29092"
-
-[parent]
-bootstrap = "127.0.0.1:19092"
-region = "410000"
-
+VALID = (
+    CITY_TOML
+    + """
 [[departments]]
 code = "HEALTH"
 name = "市卫生健康委员会"
 clearance = 3
 subscribe = ["410100-PSB-00001"]
 """
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:

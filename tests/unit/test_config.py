@@ -274,7 +274,7 @@ def test_config_errors_are_node_errors_and_not_retriable() -> None:
 
 # ---- files ---------------------------------------------------------------------------------
 
-VALID_TOML = """\
+CITY_TOML = """\
 [node]
 id = "zz-city"
 level = "city"
@@ -287,10 +287,9 @@ bootstrap = "127.0.0.1:29092"
 [parent]
 bootstrap = "127.0.0.1:19092"
 region = "410000"
-
-[flow]
-max_batch = 500
 """
+"""A city node with a parent and two children, as an operator would write it."""
+VALID_TOML = CITY_TOML + "\n[flow]\nmax_batch = 500\n"
 
 
 def test_load_config_reads_a_toml_file(tmp_path: Path) -> None:
