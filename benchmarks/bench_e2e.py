@@ -1,6 +1,7 @@
 """End to end through real Kafka on loopback: the node against a raw aiokafka pipe and MirrorMaker 2.
 
-One hop at three payload sizes, then two hops (county → city → province) at 1 KB.
+One hop at three payload sizes (three interleaved rounds; medians), then two hops
+(county → city → province) at 1 KB.
 
 Two single-node clusters (city → province, 1 GiB heap each). For each payload size the city's
 outbox is filled with N records that arrived from a child county (hop path ``410102^``), so the
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import itertools
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -246,7 +248,7 @@ async def run_one(
     )
 
 
-async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
+async def main_async(quick: bool, kinds: tuple[str, ...], rounds: int) -> None:
     """Start the clusters, run every size for both bridges, print and write the results."""
     localkafka.ensure_jars()
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -259,13 +261,15 @@ async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
     chains = []
     try:
         county, city, province = (cluster.bootstrap for cluster in clusters)
-        plan = [(200, 100_000), (1024, 100_000), (10_240, 20_000)]
+        plan = [(200, 50_000), (1024, 50_000), (10_240, 10_000)]
         if quick:
-            plan = [(size, count // 5) for size, count in plan]
+            plan = [(size, count // 3) for size, count in plan]
         for size, count in plan:
-            for kind in kinds:
-                row = await run_one(kind, size, count, city, province, work)
-                rows.append(row)
+            for round_ in range(rounds):  # bridges interleaved, so drift hits them alike
+                for kind in kinds:
+                    row = await run_one(kind, size, count, city, province, work)
+                    row["round"] = round_
+                    rows.append(row)
                 print(
                     f"  {kind:12} {size:6} B: {row['records_per_s']:>9,.0f} rec/s  {row['mb_per_s']:6.1f} MB/s  peak RSS {row['peak_rss_mb']:.0f} MB",
                     flush=True,
@@ -285,21 +289,19 @@ async def main_async(quick: bool, kinds: tuple[str, ...]) -> None:
         localkafka.stop_clusters(clusters)
     ratios = []
     for size, _ in plan:
-        raw = next((r for r in rows if r["bridge"] == "raw" and r["payload_bytes"] == size), None)
-        node = next((r for r in rows if r["bridge"] == "node" and r["payload_bytes"] == size), None)
+
+        def median(kind: str, key: str = "records_per_s", size: int = size) -> float | None:
+            values = [r[key] for r in rows if r["bridge"] == kind and r["payload_bytes"] == size]
+            return statistics.median(values) if values else None
+
+        raw, node, mm2 = median("raw"), median("node"), median("mm2")
         if raw is None or node is None:
             continue
-        mm2 = next((r for r in rows if r["bridge"] == "mm2" and r["payload_bytes"] == size), None)
-        ingress = next(
-            (r for r in rows if r["bridge"] == "node-ingress" and r["payload_bytes"] == size), None
-        )
-        ratios.append({"payload_bytes": size, "raw": raw["records_per_s"], "node": node["records_per_s"],
-                       "mm2": mm2["records_per_s"] if mm2 else None,
-                       "node_ingress": ingress["records_per_s"] if ingress else None,
-                       "node_over_raw": node["records_per_s"] / raw["records_per_s"],
-                       "node_over_mm2": node["records_per_s"] / mm2["records_per_s"] if mm2 else None,
-                       "node_peak_rss_mb": node["peak_rss_mb"]})  # fmt: skip
-    print("\nOne hop (city → province), records/s:")
+        ratios.append({"payload_bytes": size, "rounds": rounds, "raw": raw, "node": node, "mm2": mm2,
+                       "node_ingress": median("node-ingress"),
+                       "node_over_raw": node / raw, "node_over_mm2": node / mm2 if mm2 else None,
+                       "node_peak_rss_mb": max(r["peak_rss_mb"] for r in rows if r["bridge"].startswith("node") and r["payload_bytes"] == size)})  # fmt: skip
+    print(f"\nOne hop (city → province), records/s, median of {rounds} round(s):")
     print(table(["payload B", "raw", "node", "node ingress", "MM2", "node/raw", "node/MM2", "node peak RSS MB"],
                 [[r["payload_bytes"], r["raw"], r["node"], r["node_ingress"] or "-", r["mm2"] or "-", round(r["node_over_raw"], 2),
                   round(r["node_over_mm2"], 2) if r["node_over_mm2"] else "-", round(r["node_peak_rss_mb"])]
@@ -325,8 +327,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bridges", default="raw,node,node-ingress,mm2",
                         help="comma-separated: raw, node, node-ingress, mm2")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per size (3; quick: 1)")
     args = parser.parse_args()
-    asyncio.run(main_async(args.quick, tuple(args.bridges.split(","))))
+    rounds = args.rounds or (1 if args.quick else 3)
+    asyncio.run(main_async(args.quick, tuple(args.bridges.split(",")), rounds))
 
 
 if __name__ == "__main__":
