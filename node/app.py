@@ -99,6 +99,7 @@ async def run_node(
         return Link(
             name, source, arrival, router, policy, destinations, metrics, schemas=schemas,
             validate_ingress=flow.validate_ingress, retry_backoff_s=flow.retry_backoff_s,
+            max_in_flight=flow.max_in_flight,
         )  # fmt: skip
 
     links = [link("local", config.local.bootstrap, local_topics.outbox, Arrival.FROM_BELOW)]

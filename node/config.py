@@ -55,6 +55,7 @@ class FlowConfig:
     retry_backoff_s: float = 1.0
     shutdown_timeout_s: float = 30.0
     validate_ingress: bool = True
+    max_in_flight: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,8 +331,10 @@ def _flow(table: _Table | None) -> FlowConfig:
     shutdown = table.get("shutdown_timeout_s", float, default.shutdown_timeout_s)
     table.check("shutdown_timeout_s", lambda s: 0 < s <= 600, "0 < seconds <= 600", shutdown)
     validate = table.get("validate_ingress", bool, default.validate_ingress)
+    in_flight = table.get("max_in_flight", int, default.max_in_flight)
+    table.check("max_in_flight", lambda n: 1 <= n <= 16, "1-16 batches", in_flight)
     table.done()
-    return FlowConfig(max_batch, fetch_timeout, backoff, shutdown, validate)
+    return FlowConfig(max_batch, fetch_timeout, backoff, shutdown, validate, in_flight)
 
 
 def _admin(table: _Table | None) -> AdminConfig:

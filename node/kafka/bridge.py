@@ -1,9 +1,12 @@
 """A link: one source topic wired through the decision to the sinks, batch by batch.
 
 For each fetched batch: validate fresh records (ingress), route, produce every copy and every
-refusal, wait for all acks, then commit the next offset of each partition. A batch that fails to
-deliver is rewound and retried after a backoff, so an offset is committed only once every copy of
-every record before it was acked (at-least-once, contiguous per partition).
+refusal, wait for all acks, then commit the next offset of each partition. Up to
+``max_in_flight`` batches are delivered at once (the next is decided and queued while the acks of
+the previous are awaited); they are committed strictly in fetch order. A batch that fails to
+deliver is rewound, with every batch after it, and retried after a backoff, so an offset is
+committed only once every copy of every record before it was acked (at-least-once, contiguous per
+partition).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +69,15 @@ class Destinations:
         return self.parent, self.parent_topics.outbox
 
 
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    """What one delivered batch amounted to, for its log line."""
+
+    records: int
+    copies: int
+    refused: int
+
+
 @dataclass(slots=True)
 class _Pending:
     """Messages of one batch, with what each one means for metrics."""
@@ -91,6 +104,7 @@ class Link:
         schemas: SchemaSet,
         validate_ingress: bool,
         retry_backoff_s: float,
+        max_in_flight: int = 2,
         clock: Clock = time.time,
     ) -> None:
         self.name = name
@@ -105,6 +119,7 @@ class Link:
         self._schemas = schemas
         self._validate = validate_ingress and arrival is Arrival.FROM_BELOW
         self._backoff = retry_backoff_s
+        self._max_in_flight = max_in_flight
         self._clock = clock
         self._stopping = asyncio.Event()
         self._log = structlog.get_logger("node.link").bind(link=name, topic=source.topic)
@@ -127,30 +142,55 @@ class Link:
         self.started = self.up = True
         self._metrics.link_up.labels(self.name).set(1)
         self._log.info("link_started")
+        in_flight: deque[tuple[Batch, asyncio.Task[_Summary]]] = deque()
         try:
             while not self._stopping.is_set():
                 batch = await self._source.fetch()
                 if batch:
-                    await self._deliver_with_retry(batch)
+                    in_flight.append((batch, asyncio.ensure_future(self._deliver(batch))))
+                while in_flight and (
+                    in_flight[0][1].done() or len(in_flight) >= self._max_in_flight
+                ):
+                    await self._settle(in_flight)
+            while in_flight:  # soft stop: finish and commit what is under way
+                await self._settle(in_flight)
         finally:
+            for _, task in in_flight:
+                task.cancel()
             await self._source.stop()
             self._log.info("link_stopped")
 
-    async def _deliver_with_retry(self, batch: Batch) -> None:
-        first = {tp: records[0].offset for tp, records in batch.items() if records}
-        while True:
-            try:
-                await self._process(batch)
-            except DeliveryError as error:
-                self._set_up(False)
-                self._metrics.delivery_retries.labels(self.name).inc()
-                self._log.warning("delivery_failed", error=str(error), retry_in_s=self._backoff)
-                self._source.rewind(first)
-                await self._sleep_unless_stopping(self._backoff)
-                return  # the rewound records are fetched again by the loop
-            else:
-                self._set_up(True)
-                return
+    async def _settle(self, in_flight: deque[tuple[Batch, asyncio.Task[_Summary]]]) -> None:
+        """Wait for the oldest batch; commit it, or rewind it and every later batch."""
+        batch, task = in_flight.popleft()
+        try:
+            summary = await task
+        except DeliveryError as error:
+            later = list(in_flight)
+            in_flight.clear()
+            await asyncio.gather(*(t for _, t in later), return_exceptions=True)
+            first: dict[Any, int] = {}
+            for failed in (batch, *(b for b, _ in later)):  # in fetch order: the first is lowest
+                for tp, records in failed.items():
+                    if records:
+                        first.setdefault(tp, records[0].offset)
+            self._set_up(False)
+            self._metrics.delivery_retries.labels(self.name).inc()
+            self._log.warning("delivery_failed", error=str(error), retry_in_s=self._backoff)
+            self._source.rewind(first)
+            await self._sleep_unless_stopping(self._backoff)
+            return  # the rewound records are fetched again by the loop
+        self._set_up(True)
+        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+        committed = await self._source.commit(offsets)
+        self._log.info(
+            "batch",
+            records=summary.records,
+            copies=summary.copies,
+            refused=summary.refused,
+            offsets={f"{tp.partition}": [batch[tp][0].offset, o - 1] for tp, o in offsets.items()},
+            committed=committed,
+        )
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -161,7 +201,8 @@ class Link:
             self.up = up
             self._metrics.link_up.labels(self.name).set(1 if up else 0)
 
-    async def _process(self, batch: Batch) -> None:
+    async def _deliver(self, batch: Batch) -> _Summary:
+        """Decide a batch and deliver every copy and refusal; raise DeliveryError to retry it."""
         records = [record for partition_records in batch.values() for record in partition_records]
         began = time.perf_counter()
         outcomes, created = self._decide(records)
@@ -172,16 +213,8 @@ class Link:
         if rejected:
             await self._refuse_rejected(pending, rejected)
         self._count(pending, len(records))
-        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
-        committed = await self._source.commit(offsets)
-        self._log.info(
-            "batch",
-            records=len(records),
-            copies=sum(isinstance(kind, Direction) for kind in pending.kinds),
-            refused=sum(isinstance(kind, Reason) for kind in pending.kinds),
-            offsets={f"{tp.partition}": [batch[tp][0].offset, o - 1] for tp, o in offsets.items()},
-            committed=committed,
-        )
+        refused = sum(isinstance(kind, Reason) for kind in pending.kinds)
+        return _Summary(len(records), len(pending.kinds) - refused, refused)
 
     def _decide(self, records: Sequence[Any]) -> tuple[list[Outcome], list[int]]:
         """Decide every record of the batch; also return each one's creation time (or -1)."""

@@ -44,6 +44,8 @@ class Sink:
         self._linger_ms = linger_ms
         self._producer = self._new_producer()
         self._partitioner = DefaultPartitioner()
+        self._enqueue = asyncio.Lock()  # batches of concurrent deliveries queue in call order
+        self._reset_lock = asyncio.Lock()
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -56,22 +58,27 @@ class Sink:
             max_request_size=MAX_REQUEST_SIZE,
         )
 
-    async def _reset(self) -> None:
-        """Replace the producer after a rejected batch.
+    async def _reset(self, failed: AIOKafkaProducer) -> None:
+        """Replace ``failed`` after a rejected batch, unless another delivery already did.
 
         A batch the broker refuses leaves a gap in the idempotent sequence of its partition, and
         every later batch then fails with OutOfOrderSequenceNumber; a new producer (a new producer
-        id) starts the sequences afresh.
+        id) starts the sequences afresh. Concurrent deliveries that saw the same failure replace
+        it once (a lock and an identity check).
         """
-        old, self._producer = self._producer, self._new_producer()
-        with contextlib.suppress(TimeoutError, KafkaError):
-            await asyncio.wait_for(old.stop(), 10)
-        try:
-            await self._producer.start()
-        except KafkaError as error:
-            raise DeliveryError(
-                f"restarting the producer to {self.bootstrap}: {error!r}"
-            ) from error
+        async with self._reset_lock:
+            if self._producer is not failed:
+                return
+            with contextlib.suppress(TimeoutError, KafkaError):
+                await asyncio.wait_for(failed.stop(), 10)
+            fresh = self._new_producer()
+            try:
+                await fresh.start()
+            except KafkaError as error:
+                raise DeliveryError(
+                    f"restarting the producer to {self.bootstrap}: {error!r}"
+                ) from error
+            self._producer = fresh
 
     async def start(self) -> None:
         """Connect; raise TransportError if the cluster is unreachable."""
@@ -87,14 +94,16 @@ class Sink:
         record for good. Raises DeliveryError when anything failed that may pass on retry.
         """
         results: list[RecordRejected | None] = [None] * len(messages)
+        producer = self._producer
         try:
-            batches = await self._submit(messages, results)
+            async with self._enqueue:
+                batches = await self._submit(producer, messages, results)
             acks = await asyncio.gather(*(future for _, future in batches), return_exceptions=True)
         except KafkaError as error:
             raise DeliveryError(f"producing to {self.bootstrap}: {error!r}") from error
         failures = [ack for ack in acks if isinstance(ack, BaseException)]
         if failures:
-            await self._reset()
+            await self._reset(producer)
         for (indexes, _), ack in zip(batches, acks, strict=True):
             if isinstance(ack, _PERMANENT):
                 await self._one_by_one(messages, indexes, results)
@@ -105,14 +114,17 @@ class Sink:
         return results
 
     async def _submit(
-        self, messages: Sequence[Message], results: list[RecordRejected | None]
+        self,
+        producer: AIOKafkaProducer,
+        messages: Sequence[Message],
+        results: list[RecordRejected | None],
     ) -> list[tuple[list[int], asyncio.Future[object]]]:
         """Group messages into record batches per partition and hand each to the producer."""
         by_partition: dict[tuple[str, int], list[int]] = {}
         partitions: dict[str, list[int]] = {}
         for index, message in enumerate(messages):
             if message.topic not in partitions:
-                known = await self._producer.partitions_for(message.topic)
+                known = await producer.partitions_for(message.topic)
                 partitions[message.topic] = sorted(known)
             size = len(message.value or b"")
             if size > MAX_REQUEST_SIZE // 2:  # only large values can come near the limit
@@ -129,7 +141,7 @@ class Sink:
             by_partition.setdefault((message.topic, partition), []).append(index)
         submitted = []
         for (topic, partition), indexes in by_partition.items():
-            batch = self._producer.create_batch()
+            batch = producer.create_batch()
             in_batch: list[int] = []
             for index in indexes:
                 message = messages[index]
@@ -142,13 +154,13 @@ class Sink:
                     )
                     is None
                 ):
-                    future = await self._producer.send_batch(batch, topic, partition=partition)
+                    future = await producer.send_batch(batch, topic, partition=partition)
                     submitted.append((in_batch, future))
-                    batch, in_batch = self._producer.create_batch(), []
+                    batch, in_batch = producer.create_batch(), []
                 in_batch.append(index)
             if in_batch:
                 submitted.append(
-                    (in_batch, await self._producer.send_batch(batch, topic, partition=partition))
+                    (in_batch, await producer.send_batch(batch, topic, partition=partition))
                 )
         return submitted
 
@@ -158,16 +170,17 @@ class Sink:
         """Resend a batch refused for size record by record, so only the culprit is rejected."""
         for index in indexes:
             message = messages[index]
+            producer = self._producer
             try:
-                future = await self._producer.send(
+                future = await producer.send(
                     message.topic, message.value, key=message.key, headers=list(message.headers)
                 )
                 await future
             except _PERMANENT as error:
                 results[index] = RecordRejected(f"{message.topic}: {error!r}")
-                await self._reset()
+                await self._reset(producer)
             except KafkaError as error:
-                await self._reset()
+                await self._reset(producer)
                 raise DeliveryError(f"producing to {message.topic}: {error!r}") from error
 
     async def stop(self, timeout_s: float = 10.0) -> None:
