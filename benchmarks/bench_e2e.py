@@ -248,7 +248,7 @@ async def run_one(
     )
 
 
-async def main_async(quick: bool, kinds: tuple[str, ...], rounds: int) -> None:
+async def main_async(quick: bool, kinds: tuple[str, ...], rounds: int, sizes: set[int] | None) -> None:
     """Start the clusters, run every size for both bridges, print and write the results."""
     localkafka.ensure_jars()
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -264,16 +264,17 @@ async def main_async(quick: bool, kinds: tuple[str, ...], rounds: int) -> None:
         plan = [(200, 50_000), (1024, 50_000), (10_240, 10_000)]
         if quick:
             plan = [(size, count // 3) for size, count in plan]
+        plan = [(size, count) for size, count in plan if sizes is None or size in sizes]
         for size, count in plan:
             for round_ in range(rounds):  # bridges interleaved, so drift hits them alike
                 for kind in kinds:
                     row = await run_one(kind, size, count, city, province, work)
                     row["round"] = round_
                     rows.append(row)
-                print(
-                    f"  {kind:12} {size:6} B: {row['records_per_s']:>9,.0f} rec/s  {row['mb_per_s']:6.1f} MB/s  peak RSS {row['peak_rss_mb']:.0f} MB",
-                    flush=True,
-                )
+                    print(
+                        f"  {kind:12} {size:6} B: {row['records_per_s']:>9,.0f} rec/s  {row['mb_per_s']:6.1f} MB/s  peak RSS {row['peak_rss_mb']:.0f} MB",
+                        flush=True,
+                    )
         size, count = 1024, 10_000 if quick else 50_000
         for first, second in (("raw", "raw"), ("node-ingress", "node"), ("mm2", "mm2")):
             if first.split("-")[0] not in kinds:
@@ -328,9 +329,11 @@ def main() -> None:
     parser.add_argument("--bridges", default="raw,node,node-ingress,mm2",
                         help="comma-separated: raw, node, node-ingress, mm2")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=None, help="rounds per size (3; quick: 1)")
+    parser.add_argument("--sizes", default=None, help="comma-separated payload sizes (all: 200,1024,10240)")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
-    asyncio.run(main_async(args.quick, tuple(args.bridges.split(",")), rounds))
+    sizes = {int(size) for size in args.sizes.split(",")} if args.sizes else None
+    asyncio.run(main_async(args.quick, tuple(args.bridges.split(",")), rounds, sizes))
 
 
 if __name__ == "__main__":

@@ -241,7 +241,9 @@ class Link:
         self, records: Sequence[Any], outcomes: Sequence[Outcome], created_ms: Sequence[int]
     ) -> _Pending:
         pending = _Pending([], [], [], [])
+        partitions = self._source.partition_count()
         for record, outcome, created in zip(records, outcomes, created_ms, strict=True):
+            origin = None if partitions is None else (record.partition, partitions)
             if isinstance(outcome, Delivered):
                 base = [h for h in record.headers if h[0] != HOPS]
                 for copy in outcome.copies:
@@ -257,7 +259,7 @@ class Link:
                             )
                             continue
                         headers.append((PROJECTION, ",".join(copy.items).encode()))
-                    pending.messages.append(Message(topic, record.key, value, headers))
+                    pending.messages.append(Message(topic, record.key, value, headers, origin))
                     pending.sinks.append(sink)
                     pending.kinds.append(copy.direction)
                     pending.created_ms.append(created)

@@ -22,6 +22,8 @@ class Published:
     envelope: Envelope
     value: bytes
     key: bytes | None = None
+    partition: int | None = None
+    """None: the producer's key partitioner picks it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,7 @@ async def publish(bootstrap: str, topic: str, records: Sequence[Published]) -> N
         futures = [
             await producer.send(
                 topic, r.value, key=r.key or r.envelope.record_id.encode(),
-                headers=r.envelope.to_headers(),
+                headers=r.envelope.to_headers(), partition=r.partition,
             )
             for r in records
         ]  # fmt: skip

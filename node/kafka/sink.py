@@ -1,8 +1,11 @@
 """A sink: one idempotent producer (acks=all) to one cluster, delivering batches of messages.
 
-Messages are grouped by topic and partition (the producer's default key partitioner) and handed to
-the producer as whole record batches: one future per batch, not per record. A batch the broker
-rejects for size is retried record by record, so only the offending record is rejected.
+Messages are grouped by topic and partition and handed to the producer as whole record batches:
+one future per batch, not per record. A message keeps the partition it was read from when the
+destination topic has as many partitions as its source (as MirrorMaker 2 does; for keyed records
+the key partitioner would pick the same one); otherwise the key picks it, as Kafka's default does.
+A batch the broker rejects for size is retried record by record, so only the offending record is
+rejected.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ class Message:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: Sequence[Header]
+    headers: list[Header]
+    origin: tuple[int, int] | None = None
+    """The source partition and its topic's partition count, if the message was read from one."""
 
 
 class Sink:
@@ -137,7 +142,11 @@ class Sink:
                 )
                 continue
             every = partitions[message.topic]
-            partition = self._partitioner(message.key, every, every)
+            origin = message.origin
+            if origin is not None and origin[1] == len(every):
+                partition = origin[0]
+            else:
+                partition = self._partitioner(message.key, every, every)
             by_partition.setdefault((message.topic, partition), []).append(index)
         submitted = []
         for (topic, partition), indexes in by_partition.items():
@@ -150,7 +159,7 @@ class Sink:
                         key=message.key,
                         value=message.value,
                         timestamp=None,
-                        headers=list(message.headers),
+                        headers=message.headers,
                     )
                     is None
                 ):

@@ -56,6 +56,11 @@ class Source:
             raise TransportError(f"fetching {self.topic}: {error!r}") from error
         return batch
 
+    def partition_count(self) -> int | None:
+        """Partitions of the topic, from the consumer's metadata; None before it is known."""
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        return len(partitions) if partitions else None
+
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
         """Commit the next offsets to read; False if the group rebalanced (records come again)."""
         try:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from node.codec import SchemaSet, packaged_schema_dir
 from node.kafka.client import Published, Received, publish, read_topic
@@ -253,3 +254,42 @@ async def test_a_record_the_destination_rejects_for_size_is_refused_alone(
     assert [r.headers["cx-refusal-reason"] for r in refused] == ["undeliverable"]
     assert refused[0].value == big.value
     assert node.metric("exchange_records_refused_total", link="local", reason="undeliverable") == 1
+
+
+@pytest.mark.parametrize("parent_partitions", [3, 2])
+async def test_a_copy_keeps_its_partition_when_the_partition_counts_match(
+    clusters: dict[str, str], prefix: str, nodes: Any, parent_partitions: int
+) -> None:
+    """Same count: a copy keeps its source partition (even one its key would not pick).
+
+    Different count: the key partitioner picks, as Kafka's default does.
+    """
+    names = TopicNames(prefix)
+    await ensure_topics(clusters["county"], [names.outbox], 3, 1)
+    await ensure_topics(clusters["city"], [names.outbox], parent_partitions, 1)
+    await nodes(
+        node_config(
+            COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix),
+            topics={"partitions": 3},
+        )
+    )  # fmt: skip
+    by_key = DefaultPartitioner()
+    sent = []
+    for seed in range(70, 79):
+        base = record(PERSON, COUNTY, f"region:{CITY}", seed)
+        key = base.envelope.record_id.encode()
+        not_the_key_s = (by_key(key, [0, 1, 2], [0, 1, 2]) + 1) % 3
+        sent.append(Published(base.envelope, base.value, key, partition=not_the_key_s))
+    await publish(clusters["county"], names.outbox, sent)
+
+    got = await read_topic(
+        clusters["city"], names.outbox,
+        until=has_ids(*(p.envelope.record_id for p in sent)), timeout_s=WAIT_S,
+    )  # fmt: skip
+
+    every = list(range(parent_partitions))
+    expected = {
+        p.envelope.record_id: p.partition if parent_partitions == 3 else by_key(p.key, every, every)
+        for p in sent
+    }
+    assert {r.record_id: r.partition for r in got} == expected
