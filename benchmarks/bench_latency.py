@@ -113,7 +113,7 @@ async def run_one(
             "max_ms": max(steady)}  # fmt: skip
 
 
-async def main_async(quick: bool) -> None:
+async def main_async(quick: bool, bridges: tuple[str, ...]) -> None:
     """Start two clusters, measure both bridges, print and write the results."""
     localkafka.ensure_jars()
     work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
@@ -124,12 +124,12 @@ async def main_async(quick: bool) -> None:
     clusters = localkafka.start_clusters(specs, work / "kafka")
     rows = []
     try:
-        for kind in ("node", "mm2"):
+        for kind in bridges:
             rows.append(
                 await run_one(
                     kind,
                     1000,
-                    8 if quick else 20,
+                    6 if quick else 20,
                     clusters[0].bootstrap,
                     clusters[1].bootstrap,
                     work,
@@ -147,7 +147,9 @@ def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    asyncio.run(main_async(parser.parse_args().quick))
+    parser.add_argument("--bridges", default="node,mm2", help="comma-separated: node, mm2")
+    args = parser.parse_args()
+    asyncio.run(main_async(args.quick, tuple(args.bridges.split(","))))
 
 
 if __name__ == "__main__":

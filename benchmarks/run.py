@@ -10,11 +10,14 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from common import RESULTS
 
 HERE = Path(__file__).resolve().parent
+SCRIPTS = ("bench_core.py", "bench_codec.py", "bench_e2e.py", "bench_safety.py", "bench_latency.py")
+"""In this order: bench_safety reads the node's rate from bench_e2e's results."""
 
 
 def plot() -> None:
@@ -64,13 +67,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     extra = ["--quick"] if args.quick else []
-    for script in ("bench_core.py", "bench_codec.py", "bench_e2e.py", "bench_latency.py"):
+    began = time.monotonic()
+    for script in SCRIPTS:
         print(f"\n== {script} {' '.join(extra)}", flush=True)
+        started = time.monotonic()
         result = subprocess.run([sys.executable, str(HERE / script), *extra], cwd=HERE, check=False)
         if result.returncode != 0:
             return result.returncode
+        print(f"== {script}: {time.monotonic() - started:.0f} s", flush=True)
     plot()
-    print(f"\nplots in {RESULTS}")
+    print(f"\nplots in {RESULTS}; {time.monotonic() - began:.0f} s in all")
     return 0
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from node.errors import DeliveryError, RecordRejected, TransportError
@@ -163,14 +164,11 @@ class Sink:
                     )
                     is None
                 ):
-                    future = await producer.send_batch(batch, topic, partition=partition)
-                    submitted.append((in_batch, future))
+                    submitted.append((in_batch, await _send(producer, batch, topic, partition)))
                     batch, in_batch = producer.create_batch(), []
                 in_batch.append(index)
             if in_batch:
-                submitted.append(
-                    (in_batch, await producer.send_batch(batch, topic, partition=partition))
-                )
+                submitted.append((in_batch, await _send(producer, batch, topic, partition)))
         return submitted
 
     async def _one_by_one(
@@ -199,3 +197,12 @@ class Sink:
         """
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._producer.stop(), timeout_s)
+
+
+async def _send(
+    producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int
+) -> asyncio.Future[object]:
+    """Hand a complete batch to the producer closed: nothing more comes, so it need not linger."""
+    batch.close()
+    future: asyncio.Future[object] = await producer.send_batch(batch, topic, partition=partition)
+    return future
