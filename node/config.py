@@ -55,7 +55,7 @@ class FlowConfig:
     retry_backoff_s: float = 1.0
     shutdown_timeout_s: float = 30.0
     validate_ingress: bool = True
-    max_in_flight: int = 2
+    max_in_flight: int = 4
 
 
 @dataclass(frozen=True, slots=True)

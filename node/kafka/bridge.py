@@ -104,7 +104,7 @@ class Link:
         schemas: SchemaSet,
         validate_ingress: bool,
         retry_backoff_s: float,
-        max_in_flight: int = 2,
+        max_in_flight: int = 4,
         clock: Clock = time.time,
     ) -> None:
         self.name = name

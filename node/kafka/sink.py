@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
@@ -29,9 +29,8 @@ MAX_REQUEST_SIZE = 4 * 1024 * 1024
 Header = tuple[str, bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One record to produce."""
+class Message(NamedTuple):
+    """One record to produce (a named tuple: built per copy, it must be cheap to make)."""
 
     topic: str
     key: bytes | None
