@@ -44,6 +44,8 @@ HERE = Path(__file__).resolve().parent
 EXE = Path(sys.executable).with_name("exchange-node")
 PARTITIONS = 3
 _MM2_RUNS = itertools.count(1)
+CHAINS = (("raw", "raw"), ("node", "node"), ("node-ingress", "node"), ("mm2", "mm2"))
+"""Two-hop chains: node+node passes records through (as MM2 does); node-ingress validates first."""
 
 
 def free_port() -> int:
@@ -279,7 +281,7 @@ async def main_async(
                         flush=True,
                     )
         for size, count in plan if not quick else [(1024, 10_000)]:  # quick: two hops at 1 KB
-            for first, second in (("raw", "raw"), ("node-ingress", "node"), ("mm2", "mm2")):
+            for first, second in CHAINS:
                 if first.split("-")[0] not in kinds:
                     continue
                 hops = [(first, county, city), (second, city, province)]

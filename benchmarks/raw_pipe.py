@@ -1,6 +1,6 @@
 """The ceiling of our stack: a raw aiokafka consume → produce pipe with no logic.
 
-Same client settings as the node (idempotent producer, acks=all, linger 5 ms, 256 KiB batches,
+Same client settings as the node (idempotent producer, acks=all, linger 5 ms, 1 MB batches,
 manual commits after every batch is acked). Runs until it has copied ``--count`` records.
 """
 
@@ -21,7 +21,7 @@ async def pipe(source: str, target: str, topic: str, count: int, max_batch: int)
     )  # fmt: skip
     producer = AIOKafkaProducer(
         bootstrap_servers=target, enable_idempotence=True, acks="all", linger_ms=5,
-        max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024,
+        max_batch_size=1_000_000, max_request_size=4 * 1024 * 1024,
     )  # fmt: skip
     await consumer.start()
     await producer.start()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from common import RESULTS
 
@@ -44,21 +45,30 @@ def plot() -> None:
     figure.savefig(RESULTS / "core.png", dpi=120)
 
     e2e = json.loads((RESULTS / "e2e.json").read_text())
-    figure, axes = pyplot.subplots(figsize=(7, 4))
-    sizes = [r["payload_bytes"] for r in e2e["ratios"]]
-    for offset, bridge in enumerate(("raw", "node", "node_ingress", "mm2")):
-        values = [r.get(bridge) or 0 for r in e2e["ratios"]]
-        axes.bar(
-            [i + (offset - 1.5) * 0.2 for i in range(len(sizes))], values, width=0.2, label=bridge
-        )
-    axes.set_xticks(range(len(sizes)), [f"{s} B" for s in sizes])
-    axes.set(
-        ylabel="records/s",
-        title="One hop through real Kafka: node, raw aiokafka pipe, MirrorMaker 2",
-    )
-    axes.legend()
+    figure, (one, two) = pyplot.subplots(1, 2, figsize=(11, 4))
+    bars(one, e2e["ratios"], ("raw", "node", "node_ingress", "mm2"), "One hop (median of rounds)")
+    chains: dict[int, dict[str, Any]] = {}
+    for row in e2e["two_hops"]:
+        chains.setdefault(row["payload_bytes"], {"payload_bytes": row["payload_bytes"]})
+        chains[row["payload_bytes"]][row["bridge"]] = row["records_per_s"]
+    bars(two, list(chains.values()), ("raw+raw", "node+node", "node-ingress+node", "mm2+mm2"),
+         "Two hops, county → city → province")  # fmt: skip
+    figure.suptitle("Through real Kafka: node, raw aiokafka pipe, MirrorMaker 2")
     figure.tight_layout()
     figure.savefig(RESULTS / "e2e.png", dpi=120)
+
+
+def bars(axes: Any, rows: list[dict[str, Any]], series: tuple[str, ...], title: str) -> None:
+    """Grouped bars of records/s: one group per payload size, one bar per series."""
+    sizes = [r["payload_bytes"] for r in rows]
+    width = 0.8 / len(series)
+    for offset, name in enumerate(series):
+        values = [r.get(name) or 0 for r in rows]
+        shift = (offset - (len(series) - 1) / 2) * width
+        axes.bar([i + shift for i in range(len(sizes))], values, width=width, label=name)
+    axes.set_xticks(range(len(sizes)), [f"{s} B" for s in sizes])
+    axes.set(ylabel="records/s", title=title)
+    axes.legend(fontsize=8)
 
 
 def main() -> int:

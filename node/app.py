@@ -77,9 +77,12 @@ async def run_node(
     parent_topics = TopicNames(config.parent.cluster.topic_prefix) if config.parent else None
     await _ensure_topics(config, local_topics, parent_topics)
 
-    local_sink = Sink(config.local.bootstrap, f"{config.node_id}.local")
+    batch_bytes = config.flow.batch_bytes
+    local_sink = Sink(config.local.bootstrap, f"{config.node_id}.local", batch_bytes=batch_bytes)
     parent_sink = (
-        Sink(config.parent.cluster.bootstrap, f"{config.node_id}.parent") if config.parent else None
+        Sink(config.parent.cluster.bootstrap, f"{config.node_id}.parent", batch_bytes=batch_bytes)
+        if config.parent
+        else None
     )
     destinations = Destinations(local_sink, local_topics, parent_sink, parent_topics)
     router = Router(config.topology)

@@ -56,6 +56,8 @@ class FlowConfig:
     shutdown_timeout_s: float = 30.0
     validate_ingress: bool = True
     max_in_flight: int = 4
+    batch_bytes: int = 1_000_000
+    """Largest record batch produced; keep it under the destination topics' max.message.bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,8 +335,12 @@ def _flow(table: _Table | None) -> FlowConfig:
     validate = table.get("validate_ingress", bool, default.validate_ingress)
     in_flight = table.get("max_in_flight", int, default.max_in_flight)
     table.check("max_in_flight", lambda n: 1 <= n <= 16, "1-16 batches", in_flight)
+    batch_bytes = table.get("batch_bytes", int, default.batch_bytes)
+    table.check(
+        "batch_bytes", lambda n: 16_384 <= n <= 16_777_216, "16384-16777216 bytes", batch_bytes
+    )
     table.done()
-    return FlowConfig(max_batch, fetch_timeout, backoff, shutdown, validate, in_flight)
+    return FlowConfig(max_batch, fetch_timeout, backoff, shutdown, validate, in_flight, batch_bytes)
 
 
 def _admin(table: _Table | None) -> AdminConfig:

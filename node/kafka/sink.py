@@ -43,10 +43,13 @@ class Message(NamedTuple):
 class Sink:
     """Produces to one cluster with idempotence on, so retries inside the client never duplicate."""
 
-    def __init__(self, bootstrap: str, client_id: str, *, linger_ms: int = 5) -> None:
+    def __init__(
+        self, bootstrap: str, client_id: str, *, linger_ms: int = 5, batch_bytes: int = 1_000_000
+    ) -> None:
         self.bootstrap = bootstrap
         self._client_id = client_id
         self._linger_ms = linger_ms
+        self._batch_bytes = batch_bytes
         self._producer = self._new_producer()
         self._partitioner = DefaultPartitioner()
         self._enqueue = asyncio.Lock()  # batches of concurrent deliveries queue in call order
@@ -59,7 +62,7 @@ class Sink:
             enable_idempotence=True,
             acks="all",
             linger_ms=self._linger_ms,
-            max_batch_size=256 * 1024,
+            max_batch_size=self._batch_bytes,
             max_request_size=MAX_REQUEST_SIZE,
         )
 

@@ -30,7 +30,7 @@ FULL: dict[str, Any] = {
     "parent": {"bootstrap": "kafka.henan.gov.cn:19092", "region": "410000", "topic_prefix": "henan"},
     "topics": {"create": False, "partitions": 6, "replication_factor": 3},
     "flow": {"max_batch": 500, "fetch_timeout_ms": 50, "retry_backoff_s": 2, "shutdown_timeout_s": 12.5,
-             "validate_ingress": False},
+             "validate_ingress": False, "max_in_flight": 3, "batch_bytes": 500_000},
     "admin": {"host": "0.0.0.0", "port": 9411},
     "log": {"format": "json", "level": "debug"},
     "negative_list": {"resources": ["410100-PSB-00009"], "departments": ["TAX"]},
@@ -74,7 +74,9 @@ def test_a_full_config_loads_into_typed_values() -> None:
     assert config.parent.cluster.bootstrap == "kafka.henan.gov.cn:19092"
     assert config.parent.cluster.topic_prefix == "henan"
     assert config.topics == TopicConfig(create=False, partitions=6, replication_factor=3)
-    assert config.flow == FlowConfig(500, 50, 2.0, 12.5, validate_ingress=False)
+    assert config.flow == FlowConfig(
+        500, 50, 2.0, 12.5, validate_ingress=False, max_in_flight=3, batch_bytes=500_000
+    )
     assert isinstance(config.flow.retry_backoff_s, float)
     assert config.admin == AdminConfig("0.0.0.0", 9411)
     assert config.log == LogConfig("json", "debug")
@@ -175,6 +177,9 @@ def test_parsing_does_not_change_the_document() -> None:
         ("flow.retry_backoff_s", float("nan"), "flow.retry_backoff_s", "seconds <= 300"),
         ("flow.shutdown_timeout_s", float("inf"), "flow.shutdown_timeout_s", "seconds <= 600"),
         ("flow.validate_ingress", "yes", "flow.validate_ingress", "expected bool"),
+        ("flow.max_in_flight", 0, "flow.max_in_flight", "1-16"),
+        ("flow.batch_bytes", 1024, "flow.batch_bytes", "16384-16777216"),
+        ("flow.batch_bytes", 2**24 + 1, "flow.batch_bytes", "16384-16777216"),
         ("flow.max_batchs", 1, "flow.max_batchs", "unknown key"),
         ("admin.port", 70000, "admin.port", "TCP port"),
         ("admin.port", -1, "admin.port", "TCP port"),
