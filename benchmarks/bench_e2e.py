@@ -13,6 +13,9 @@ start-up is not counted. Peak RSS is the bridge process's VmHWM. Same brokers, s
 same run; the figures that matter are the ratios node / raw and node / MM2.
 ``node-ingress`` is the node where records enter the cascade: it checks every envelope and decodes
 every value (the price of ingress validation, against ``node`` which passes bytes through).
+Records are addressed to the national level (``region:000000``), so every node sends them up.
+Two hops: the first node is the county (node-ingress, fresh records) or the city (node, records
+from a county); the second is one level above it.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def records(
     schemas = SchemaSet.load(packaged_schema_dir())
     out = []
     base = sample(
-        schemas, PERSON, "410102", "region:410000", seed=0, created_ms=int(time.time() * 1000)
+        schemas, PERSON, "410102", "region:000000", seed=0, created_ms=int(time.time() * 1000)
     )
     _, datum = schemas.decode(base.value)
     datum["address"] = "x" * max(0, size - len(base.value))
@@ -172,9 +175,18 @@ def mm2_command(work: Path, city: str, province: str, topic: str) -> list[str]:
             "org.apache.kafka.connect.mirror.MirrorMaker", str(properties)]  # fmt: skip
 
 
-def node_config(path: Path, city: str, province: str, prefix: str, *, ingress: bool) -> None:
-    """A node bridging the two clusters: the city, or (ingress) the county where records enter."""
-    region, level = ("410102", "county") if ingress else ("410100", "city")
+ROLES = {
+    "county": ("410102", "410100"),
+    "city": ("410100", "410000"),
+    "province": ("410000", "000000"),
+}
+"""A node's region and its parent's, by level: records enter at the county and pass the others."""
+
+
+def node_config(path: Path, city: str, province: str, prefix: str, *, role: str) -> None:
+    """A node bridging two clusters as ``role``: county (where records enter), city or province."""
+    level = role
+    region, parent = ROLES[role]
     path.write_text(f"""
 [node]
 id = "bench-{prefix}"
@@ -185,7 +197,7 @@ bootstrap = "{city}"
 topic_prefix = "{prefix}"
 [parent]
 bootstrap = "{province}"
-region = "{"410100" if ingress else "410000"}"
+region = "{parent}"
 topic_prefix = "{prefix}"
 [topics]
 partitions = {PARTITIONS}
@@ -198,13 +210,13 @@ level = "warning"
 
 
 def bridge_command(
-    kind: str, source: str, target: str, prefix: str, count: int, work: Path
+    kind: str, source: str, target: str, prefix: str, count: int, work: Path, *, role: str
 ) -> list[str]:
     """The command that runs bridge ``kind`` from ``source`` to ``target`` over ``prefix``.outbox."""
     topic = f"{prefix}.outbox"
     if kind.startswith("node"):
         config = work / f"{prefix}-{kind}-{source.rsplit(':', 1)[1]}.toml"
-        node_config(config, source, target, prefix, ingress=kind == "node-ingress")
+        node_config(config, source, target, prefix, role=role)
         return [str(EXE), "run", "--config", str(config)]
     if kind == "mm2":
         return mm2_command(work, source, target, topic)
@@ -225,11 +237,13 @@ async def run_chain(
     await fill(clusters[0], topic, records(size, count, fresh=fresh))
     processes = []
     logs: list[IO[bytes]] = []
+    levels = iter(("county", "city", "province") if fresh else ("city", "province"))
     try:
         for kind, source, target in hops:
             log = (work / f"{prefix}-{len(logs)}.log").open("wb")
             logs.append(log)
-            command = bridge_command(kind, source, target, prefix, count, work)
+            role = next(levels)  # each node one level above the last
+            command = bridge_command(kind, source, target, prefix, count, work, role=role)
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
         result = await watch(processes[-1], clusters[-1], topic, count, timeout_s=300)
     finally:

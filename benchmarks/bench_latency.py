@@ -86,7 +86,7 @@ async def run_one(
         await ensure_topics(cluster, [topic], PARTITIONS, 1)
     if kind == "node":
         config = work / f"{prefix}.toml"
-        node_config(config, city, province, prefix, ingress=False)
+        node_config(config, city, province, prefix, role="city")
         command = [str(EXE), "run", "--config", str(config)]
     else:
         command = mm2_command(work, city, province, topic)

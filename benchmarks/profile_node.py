@@ -2,7 +2,8 @@
 
 Fills a city outbox with records that pass through (as on every hop after the first), runs the
 node under ``py-spy record`` until they are all copied, then prints the functions with the most
-samples on top of the stack (self time) and in the stack (total time). Needs ``pip install py-spy``.
+samples on top of the stack (self time) and in the stack (total time). py-spy comes with the
+``bench`` extra (``make bench`` installs it).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ async def main_async(size: int, count: int, top: int) -> None:
             await ensure_topics(cluster, [topic], PARTITIONS, 1)
         await fill(city, topic, records(size, count))
         config = work / "node.toml"
-        node_config(config, city, province, prefix, ingress=False)
+        node_config(config, city, province, prefix, role="city")
         stacks = work / "stacks.txt"
         spy = str(Path(sys.executable).with_name("py-spy"))
         profiler = subprocess.Popen([spy, "record", "--format", "raw", "--rate", "250", "-o", str(stacks),
