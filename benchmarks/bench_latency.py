@@ -129,7 +129,7 @@ async def main_async(quick: bool, bridges: tuple[str, ...]) -> None:
                 await run_one(
                     kind,
                     1000,
-                    6 if quick else 20,
+                    4 if quick else 20,
                     clusters[0].bootstrap,
                     clusters[1].bootstrap,
                     work,
