@@ -59,6 +59,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def start_bench_clusters(
+    purpose: str, names: tuple[str, ...]
+) -> tuple[Path, list[localkafka.Cluster]]:
+    """Start one single-node cluster (1 GiB heap) per name on loopback; return the work dir too."""
+    localkafka.ensure_jars()
+    work = Path(tempfile.mkdtemp(prefix=f"{purpose}-"))
+    specs = [localkafka.ClusterSpec(name, free_port(), free_port(), heap_mb=1024) for name in names]
+    return work, localkafka.start_clusters(specs, work / "kafka")
+
+
 def records(
     size: int, count: int, *, fresh: bool = False
 ) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
@@ -270,13 +280,7 @@ async def main_async(
     quick: bool, kinds: tuple[str, ...], rounds: int, sizes: set[int] | None
 ) -> None:
     """Start the clusters, run every size for both bridges, print and write the results."""
-    localkafka.ensure_jars()
-    work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    specs = [
-        localkafka.ClusterSpec(name, free_port(), free_port(), heap_mb=1024)
-        for name in ("county", "city", "province")
-    ]
-    clusters = localkafka.start_clusters(specs, work / "kafka")
+    work, clusters = start_bench_clusters("bench-e2e", ("county", "city", "province"))
     rows = []
     chains = []
     try:

@@ -12,13 +12,19 @@ import argparse
 import asyncio
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from bench_e2e import EXE, PARTITIONS, free_port, mm2_command, node_config, records
+from bench_e2e import (
+    EXE,
+    PARTITIONS,
+    mm2_command,
+    node_config,
+    records,
+    start_bench_clusters,
+)
 from common import table, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
@@ -115,13 +121,7 @@ async def run_one(
 
 async def main_async(quick: bool, bridges: tuple[str, ...]) -> None:
     """Start two clusters, measure both bridges, print and write the results."""
-    localkafka.ensure_jars()
-    work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    specs = [
-        localkafka.ClusterSpec(name, free_port(), free_port(), heap_mb=1024)
-        for name in ("city", "province")
-    ]
-    clusters = localkafka.start_clusters(specs, work / "kafka")
+    work, clusters = start_bench_clusters("bench-latency", ("city", "province"))
     rows = []
     try:
         for kind in bridges:

@@ -15,12 +15,19 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
-from bench_e2e import EXE, PARTITIONS, copied, fill, free_port, node_config, records
+from bench_e2e import (
+    EXE,
+    PARTITIONS,
+    copied,
+    fill,
+    node_config,
+    records,
+    start_bench_clusters,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
 import localkafka  # lives in deploy/local
@@ -58,13 +65,7 @@ def summarise(stacks: Path, top: int) -> None:
 
 async def main_async(size: int, count: int, top: int) -> None:
     """Set up, run the node under py-spy, summarise."""
-    localkafka.ensure_jars()
-    work = Path(tempfile.mkdtemp(prefix="profile-node-"))
-    specs = [
-        localkafka.ClusterSpec(n, free_port(), free_port(), heap_mb=1024)
-        for n in ("city", "province")
-    ]
-    clusters = localkafka.start_clusters(specs, work / "kafka")
+    work, clusters = start_bench_clusters("profile-node", ("city", "province"))
     try:
         city, province = clusters[0].bootstrap, clusters[1].bootstrap
         prefix = f"prof{size}"
