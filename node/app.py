@@ -1,38 +1,40 @@
 """The composition root: the only place that builds objects from configuration.
 
-``run_node`` owns one TaskGroup with every loop. When ``stop`` is set it asks each link to finish
-its batch and commit (soft stop), cancels whatever still runs after ``shutdown_timeout_s`` (hard
-stop), then flushes the producers and closes the admin server.
+``run_node`` owns one TaskGroup in which the supervisor keeps every loop running (each link, the
+grant store, each grant relay). Nothing needs a cluster to start: a loop whose cluster is
+unreachable is down, says why, and retries until it connects. When ``stop`` is set every loop is
+asked to finish and commit (soft stop); whatever still runs near ``shutdown_timeout_s`` is cut
+(hard stop, each one named in the log), then the producers are closed and the admin server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import SchemaSet, packaged_schema_dir
 from node.config import NodeConfig
 from node.core.catalog import Catalog
-from node.core.grants import GrantBook
+from node.core.grants import Grant, GrantBook
 from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
 from node.errors import ConfigError
 from node.grant_desk import GrantDesk
-from node.kafka.bridge import Destinations, Link
-from node.kafka.grants import GrantStore, relays
-from node.kafka.sink import Sink
-from node.kafka.source import Source
-from node.kafka.topics import TopicNames, ensure_topics
+from node.kafka.bridge import Destinations, Link, LinkSettings
+from node.kafka.grants import GrantRelay, GrantStore
+from node.kafka.sink import KafkaSink
+from node.kafka.source import KafkaSource
+from node.kafka.topics import TopicLimits, TopicNames, ensure_topics
 from node.ops.http import admin_app, start_admin
 from node.ops.metrics import Metrics
+from node.supervisor import Health, Loop, LoopState, Supervisor
+from node.transport import Gap
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,140 +62,281 @@ def load_node_catalog(config: NodeConfig, schemas: SchemaSet) -> Catalog:
     return catalog
 
 
-async def run_node(
+async def run_node(  # noqa: PLR0915 - the composition root wires every part here
     config: NodeConfig,
     stop: asyncio.Event,
     *,
     registry: CollectorRegistry | None = None,
     on_running: Callable[[Running], None] | None = None,
 ) -> None:
-    """Run the node until ``stop`` is set; raise if a loop fails for good."""
+    """Run the node until ``stop`` is set; raise only if a loop fails for good (config, bug)."""
     log = structlog.get_logger("node").bind(node=config.node_id, region=config.topology.region)
     schemas = load_schemas(config)
     catalog = load_node_catalog(config, schemas)
     policy = Policy(PolicySnapshot(catalog, config.negative, config.clearance, config.departments))
     registry = registry or CollectorRegistry()
+    flow = config.flow
     local_topics = TopicNames(config.local.topic_prefix)
     parent_topics = TopicNames(config.parent.cluster.topic_prefix) if config.parent else None
-    await _ensure_topics(config, local_topics, parent_topics)
-
-    batch_bytes = config.flow.batch_bytes
-    local_sink = Sink(config.local.bootstrap, f"{config.node_id}.local", batch_bytes=batch_bytes)
-    parent_sink = (
-        Sink(config.parent.cluster.bootstrap, f"{config.node_id}.parent", batch_bytes=batch_bytes)
-        if config.parent
-        else None
-    )
-    destinations = Destinations(local_sink, local_topics, parent_sink, parent_topics)
-    router = Router(config.topology)
+    local_bootstrap = config.local.bootstrap
+    parent_bootstrap = config.parent.cluster.bootstrap if config.parent else None
     link_names = ["local", "parent"] if config.parent else ["local"]
     metrics = Metrics(registry, link_names)
-    flow = config.flow
+    health = Health()
+    health.watch(lambda name, state: _report(metrics, log, link_names, name, state))
+    router = Router(config.topology)
+    provision = _Provisioner(config, local_topics, parent_topics)
+    limits = {local_bootstrap: TopicLimits(local_bootstrap, deadline_s=flow.delivery_timeout_s)}
+    if parent_bootstrap is not None:
+        limits[parent_bootstrap] = TopicLimits(parent_bootstrap, deadline_s=flow.delivery_timeout_s)
+    sinks: list[KafkaSink] = []
 
-    def link(name: str, bootstrap: str, topic: str, arrival: Arrival) -> Link:
-        group = f"exchange-node.{config.node_id}.{name}"
-        source = Source(
-            bootstrap,
-            topic,
-            group,
-            max_batch=flow.max_batch,
-            fetch_timeout_ms=flow.fetch_timeout_ms,
-        )
-        return Link(
-            name, source, arrival, router, policy, destinations, metrics, schemas=schemas,
-            validate_ingress=flow.validate_ingress, retry_backoff_s=flow.retry_backoff_s,
-            max_in_flight=flow.max_in_flight,
+    def sink(bootstrap: str, name: str) -> KafkaSink:
+        made = KafkaSink(
+            bootstrap, f"{config.node_id}.{name}", limits[bootstrap],
+            batch_bytes=flow.batch_bytes, deadline_s=flow.delivery_timeout_s,
+        )  # fmt: skip
+        sinks.append(made)
+        return made
+
+    def source(bootstrap: str, topic: str, name: str, *, max_batch: int) -> KafkaSource:
+        return KafkaSource(
+            bootstrap, topic, f"exchange-node.{config.node_id}.{name}", max_batch=max_batch,
+            fetch_timeout_ms=flow.fetch_timeout_ms, deadline_s=flow.delivery_timeout_s,
+            on_gap=lambda gap: _report_gap(metrics, log, name, gap), resume_at=flow.on_gap,
+            fetch_max_bytes=min(32 * 1024 * 1024, flow.max_in_flight_bytes // 2),
         )  # fmt: skip
 
-    links = [link("local", config.local.bootstrap, local_topics.outbox, Arrival.FROM_BELOW)]
-    if config.parent and parent_topics:
+    settings = LinkSettings(
+        validate_ingress=flow.validate_ingress, retry_backoff_s=flow.retry_backoff_s,
+        max_backoff_s=flow.max_backoff_s, max_in_flight=flow.max_in_flight,
+        max_in_flight_bytes=flow.max_in_flight_bytes, delivery_timeout_s=flow.delivery_timeout_s,
+    )  # fmt: skip
+
+    def link(name: str, topic: str, arrival: Arrival, peer: str) -> Link:
+        up = sink(parent_bootstrap, f"{name}.up") if parent_bootstrap and name == "local" else None
+        destinations = Destinations(sink(local_bootstrap, name), local_topics, up, parent_topics)
+        bootstrap = local_bootstrap if name == "local" else parent_bootstrap
+        assert bootstrap is not None
+        return Link(
+            name, provision.source_for(name, source(bootstrap, topic, name,
+                                                    max_batch=flow.max_batch)),
+            arrival, router, policy, destinations, metrics, health, schemas=schemas,
+            settings=settings, peer=peer,
+        )  # fmt: skip
+
+    loops: list[Loop] = [
+        link("local", local_topics.outbox, Arrival.FROM_BELOW, config.topology.region)
+    ]
+    relays: list[GrantRelay] = []
+    if config.parent and parent_topics and parent_bootstrap:
         down = parent_topics.down(config.topology.region)
-        links.append(link("parent", config.parent.cluster.bootstrap, down, Arrival.FROM_ABOVE))
+        loops.append(link("parent", down, Arrival.FROM_ABOVE, config.parent.region))
+        relays = _relays(config, local_topics, parent_topics, health, sink, source, provision)
 
     def use_grants(book: GrantBook) -> None:
         policy.swap(dataclasses.replace(policy.snapshot, grants=book))
 
     store = GrantStore(
-        config.local.bootstrap, local_topics.grants, use_grants,
+        local_bootstrap, local_topics.grants, use_grants, health,
         max_staleness_s=config.grants.max_staleness_s,
+        relays=[relay for relay in relays if relay.name == "grants-down"],
     )  # fmt: skip
-    loops: list[_Loop] = [*links, store]
-    if config.parent and parent_topics and parent_sink:
-        loops += relays(
-            config.topology, config.local.bootstrap, local_topics.grants,
-            config.parent.cluster.bootstrap, parent_topics.grants, local_sink, parent_sink,
-            f"exchange-node.{config.node_id}",
-        )  # fmt: skip
+    loops += [provision.loop_for("grants", store), *relays]
     desk = GrantDesk(
-        config.topology.region, catalog, config.departments, lambda: store.grants, local_sink,
-        local_topics.grants, default_validity_days=config.grants.default_validity_days,
+        config.topology.region, catalog, config.departments, lambda: store.grants,
+        sink(local_bootstrap, "grant-desk"), local_topics.grants,
+        default_validity_days=config.grants.default_validity_days,
     )  # fmt: skip
 
-    def states() -> dict[str, bool]:
-        return {**{ln.name: ln.started and ln.up for ln in links}, "grants": store.fresh}
-
-    app = admin_app(registry, states, config.node_id, desk)
-    runner: web.AppRunner | None = None
-    sinks = [sink for sink in (local_sink, parent_sink) if sink is not None]
+    app = admin_app(registry, health, config.node_id, desk)
+    runner, port = await start_admin(app, config.admin.host, config.admin.port)
+    stopping = asyncio.Event()
+    supervisor = Supervisor(
+        health, stopping, backoff_s=flow.retry_backoff_s, max_backoff_s=flow.max_backoff_s,
+        log=log,
+    )  # fmt: skip
     try:
-        for sink in sinks:
-            await sink.start()
-        runner, port = await start_admin(app, config.admin.host, config.admin.port)
-        log.info("node_started", admin_port=port, links=link_names, catalog=len(catalog))
+        log.info("node_started", admin_port=port, loops=[loop.name for loop in loops],
+                 catalog=len(catalog))  # fmt: skip
         if on_running is not None:
             on_running(Running(port))
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(loop.run()) for loop in loops]
-            group.create_task(_stop_when_asked(stop, loops, tasks, flow.shutdown_timeout_s, log))
+            tasks = {
+                group.create_task(supervisor.keep_running(loop), name=loop.name): loop
+                for loop in loops
+            }
+            group.create_task(_stop_when_asked(stop, stopping, tasks, flow.shutdown_timeout_s, log))
     finally:
-        for sink in sinks:
-            await sink.stop()
-        if runner is not None:
-            await runner.cleanup()
+        await asyncio.gather(*(made.stop() for made in sinks))
+        await runner.cleanup()
         log.info("node_stopped")
 
 
-class _Loop(Protocol):
-    """A long-running loop the supervisor owns."""
+def _report(
+    metrics: Metrics,
+    log: structlog.typing.FilteringBoundLogger,
+    links: list[str],
+    name: str,
+    state: LoopState,
+) -> None:
+    """Mirror a loop's state in the metrics (the links log their own transitions)."""
+    metrics.loop_up.labels(name).set(1 if state.up else 0)
+    if name in links:
+        metrics.link_up.labels(name).set(1 if state.up else 0)
+    elif not state.up and state.reason != "starting":
+        log.warning("loop_down", loop=name, reason=state.reason)
 
-    def request_stop(self) -> None: ...
 
-    async def run(self) -> None: ...
+def _report_gap(
+    metrics: Metrics, log: structlog.typing.FilteringBoundLogger, link: str, gap: Gap
+) -> None:
+    """Log and count records lost at a source before they were read."""
+    lost = None if gap.last is None else gap.last - gap.first + 1
+    metrics.gaps.labels(link).inc()
+    if lost is not None:
+        metrics.gap_records.labels(link).inc(lost)
+    log.error(
+        "gap_detected", link=link, topic=gap.partition.topic, partition=gap.partition.partition,
+        first_lost=gap.first, last_lost=gap.last, lost=lost, resumed_at=gap.resumed_at,
+        why=gap.why,
+    )  # fmt: skip
+
+
+class _Provisioner:
+    """Creates, where missing and if configured to, the topics each loop needs before it starts.
+
+    Each loop provisions its own cluster's topics when it (re)starts, so a node starts while a
+    cluster is unreachable and provisions once it can.
+    """
+
+    def __init__(self, config: NodeConfig, local: TopicNames, parent: TopicNames | None) -> None:
+        self._config = config
+        self._done: set[tuple[str, str]] = set()
+        region = config.topology.region
+        plain = [local.outbox, local.inbox, local.refused]
+        plain += [local.down(child) for child in config.topology.children]
+        plain += [local.deliver(department.code) for department in config.departments]
+        self._needs: dict[str, list[tuple[str, list[str], bool]]] = {
+            "local": [("local", plain, False)],
+            "grants": [("local", [local.grants], True)],
+        }
+        if parent is not None:
+            self._needs["parent"] = [("parent", [parent.outbox, parent.down(region)], False)]
+            self._needs["grants-up"] = [("parent", [parent.grants], True)]
+            self._needs["grants-down"] = [("parent", [parent.grants], True)]
+
+    async def ensure(self, name: str) -> None:
+        """Create the topics loop ``name`` needs (once); raise TransportError on failure."""
+        config = self._config
+        if not config.topics.create:
+            return
+        for cluster, names, compacted in self._needs.get(name, []):
+            missing = [n for n in names if (cluster, n) not in self._done]
+            if not missing:
+                continue
+            bootstrap = (
+                config.parent.cluster.bootstrap
+                if cluster == "parent" and config.parent
+                else config.local.bootstrap
+            )
+            await ensure_topics(
+                bootstrap, missing, config.topics.partitions, config.topics.replication_factor,
+                {"cleanup.policy": "compact"} if compacted else None,
+            )  # fmt: skip
+            self._done.update((cluster, n) for n in missing)
+
+    def source_for(self, name: str, source: KafkaSource) -> KafkaSource:
+        """Make ``source`` provision loop ``name``'s topics before it connects."""
+        start = source.start
+
+        async def provisioned_start() -> None:
+            await self.ensure(name)
+            await start()
+
+        source.start = provisioned_start  # type: ignore[method-assign]
+        return source
+
+    def loop_for(self, name: str, loop: Loop) -> Loop:
+        """Make ``loop`` provision its topics each time it starts."""
+        return _ProvisionedLoop(loop, lambda: self.ensure(name))
+
+
+class _ProvisionedLoop:
+    """A loop that provisions its topics before each run."""
+
+    def __init__(self, loop: Loop, ensure: Callable[[], Awaitable[None]]) -> None:
+        self.name = loop.name
+        self._loop = loop
+        self._ensure = ensure
+
+    def request_stop(self) -> None:
+        self._loop.request_stop()
+
+    async def run(self) -> None:
+        await self._ensure()
+        await self._loop.run()
+
+
+def _relays(
+    config: NodeConfig,
+    local: TopicNames,
+    parent: TopicNames,
+    health: Health,
+    sink: Callable[[str, str], KafkaSink],
+    source: Callable[..., KafkaSource],
+    provision: _Provisioner,
+) -> list[GrantRelay]:
+    """Build the up and down grant relays of a node that has a parent."""
+    assert config.parent is not None
+    local_bootstrap, parent_bootstrap = config.local.bootstrap, config.parent.cluster.bootstrap
+    topology = config.topology
+    deadline = config.flow.delivery_timeout_s
+    refusals = sink(local_bootstrap, "grant-refusals")
+
+    def mine(grant: Grant) -> bool:
+        return topology.contains(grant.origin)
+
+    up = GrantRelay(
+        "grants-up", provision.source_for("grants-up", source(
+            local_bootstrap, local.grants, "grants-up", max_batch=500)),
+        sink(parent_bootstrap, "grants-up"), parent.grants, mine, refusals, local.refused,
+        health, deadline_s=deadline,
+    )  # fmt: skip
+    down = GrantRelay(
+        "grants-down", provision.source_for("grants-down", source(
+            parent_bootstrap, parent.grants, "grants-down", max_batch=500)),
+        sink(local_bootstrap, "grants-down"), local.grants, lambda grant: not mine(grant),
+        refusals, local.refused, health, deadline_s=deadline,
+    )  # fmt: skip
+    return [up, down]
 
 
 async def _stop_when_asked(
     stop: asyncio.Event,
-    loops: list[_Loop],
-    tasks: list[asyncio.Task[None]],
+    stopping: asyncio.Event,
+    tasks: dict[asyncio.Task[None], Loop],
     deadline_s: float,
     log: structlog.typing.FilteringBoundLogger,
 ) -> None:
-    """Wait for ``stop`` or a loop ending; then soft-stop the loops, hard-stop the late ones."""
+    """Wait for ``stop``; soft-stop every loop, then cut the late ones (named in the log).
+
+    The soft stop gets the deadline less a reserve for closing connections, so the whole stop
+    fits in ``shutdown_timeout_s``.
+    """
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
-    log.info("node_stopping", deadline_s=deadline_s)
-    for loop in loops:
+    soft_s = max(deadline_s * 0.5, deadline_s - CLOSE_RESERVE_S)
+    log.info("node_stopping", deadline_s=deadline_s, soft_stop_s=soft_s)
+    stopping.set()
+    for loop in tasks.values():
         loop.request_stop()
-    _, late = await asyncio.wait(tasks, timeout=deadline_s)
+    _, late = await asyncio.wait(tasks, timeout=soft_s)
     for task in late:
-        log.warning("hard_stop", task=task.get_name())
+        log.warning("hard_stop", loop=tasks[task].name, after_s=soft_s)
         task.cancel()
 
 
-async def _ensure_topics(config: NodeConfig, local: TopicNames, parent: TopicNames | None) -> None:
-    """Create the topics this node reads and writes, where missing (if configured to)."""
-    if not config.topics.create:
-        return
-    settings = (config.topics.partitions, config.topics.replication_factor)
-    names = [local.outbox, local.inbox, local.refused]
-    names += [local.down(child) for child in config.topology.children]
-    names += [local.deliver(department.code) for department in config.departments]
-    await ensure_topics(config.local.bootstrap, names, *settings)
-    compacted = {"cleanup.policy": "compact"}
-    await ensure_topics(config.local.bootstrap, [local.grants], *settings, compacted)
-    if config.parent and parent:
-        await ensure_topics(config.parent.cluster.bootstrap, [parent.grants], *settings, compacted)
-    if config.parent and parent:
-        upstream = [parent.outbox, parent.down(config.topology.region)]
-        await ensure_topics(config.parent.cluster.bootstrap, upstream, *settings)
+CLOSE_RESERVE_S = 6.0
+"""Of the shutdown deadline, what is kept for closing consumers and producers after a hard stop."""

@@ -57,7 +57,16 @@ class FlowConfig:
     validate_ingress: bool = True
     max_in_flight: int = 4
     batch_bytes: int = 1_000_000
-    """Largest record batch produced; keep it under the destination topics' max.message.bytes."""
+    """Largest record batch produced (capped by each destination topic's max.message.bytes)."""
+    delivery_timeout_s: float = 30.0
+    """Deadline of one batch's produce and of one commit; past it the link is down and retries."""
+    max_backoff_s: float = 30.0
+    """Cap of the exponential backoff between retries of a failing loop."""
+    max_in_flight_bytes: int = 64 * 1024 * 1024
+    """Bytes of fetched records a link holds undelivered before it stops fetching."""
+    on_gap: str = "earliest"
+    """After records were lost at the source (retention, recreation): resume at the ``earliest``
+    record still there, or skip to the ``latest``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,8 +348,21 @@ def _flow(table: _Table | None) -> FlowConfig:
     table.check(
         "batch_bytes", lambda n: 16_384 <= n <= 16_777_216, "16384-16777216 bytes", batch_bytes
     )
+    delivery = table.get("delivery_timeout_s", float, default.delivery_timeout_s)
+    table.check("delivery_timeout_s", lambda s: 0 < s <= 3600, "0 < seconds <= 3600", delivery)
+    max_backoff = table.get("max_backoff_s", float, default.max_backoff_s)
+    table.check(
+        "max_backoff_s", lambda s: backoff <= s <= 3600, "retry_backoff_s-3600 seconds", max_backoff
+    )
+    budget = table.get("max_in_flight_bytes", int, default.max_in_flight_bytes)
+    table.check("max_in_flight_bytes", lambda n: 2**20 <= n <= 2**34, "1 MiB-16 GiB", budget)
+    on_gap = table.get("on_gap", str, default.on_gap)
+    table.check("on_gap", lambda v: v in ("earliest", "latest"), "earliest or latest", on_gap)
     table.done()
-    return FlowConfig(max_batch, fetch_timeout, backoff, shutdown, validate, in_flight, batch_bytes)
+    return FlowConfig(
+        max_batch, fetch_timeout, backoff, shutdown, validate, in_flight, batch_bytes,
+        delivery, max_backoff, budget, on_gap,
+    )  # fmt: skip
 
 
 def _admin(table: _Table | None) -> AdminConfig:

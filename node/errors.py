@@ -5,11 +5,13 @@
     ├── SchemaError           an Avro schema file is unusable; start-up stops (not retriable)
     ├── EnvelopeError         a record's headers are missing or malformed (not retriable: refuse it)
     ├── PayloadError          a record's value cannot be decoded (not retriable: refuse it)
-    └── TransportError        Kafka said no
-        ├── DeliveryError     a batch could not be produced; retriable (rewind and try again)
-        └── RecordRejected    the broker rejects one record for good (too large); refuse it
+    └── TransportError        Kafka failed or is unreachable (retriable: back off, try again)
+        ├── DeliveryError     a batch could not be produced in time; retriable (rewind, retry)
+        └── RecordRejected    the destination refuses one record for good (too large); refuse it
 
-aiokafka and fastavro exceptions are translated into these where they enter our code.
+aiokafka and fastavro exceptions are translated into these where they enter our code. The
+supervisor reads ``retriable``: a retriable error backs off and restarts the loop, anything else
+(a configuration error, a bug) stops the node.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ class PayloadError(NodeError):
 
 
 class TransportError(NodeError):
-    """Kafka refused or failed an operation."""
+    """Kafka refused or failed an operation, or could not be reached."""
+
+    retriable = True
 
 
 class DeliveryError(TransportError):
@@ -58,3 +62,5 @@ class DeliveryError(TransportError):
 
 class RecordRejected(TransportError):
     """The destination rejects one record permanently (for example: too large)."""
+
+    retriable = False

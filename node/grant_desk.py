@@ -7,6 +7,7 @@ a new version of the grant to the local grants topic; the store and the relays d
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -16,10 +17,11 @@ from node.core.catalog import Catalog
 from node.core.envelope import Sharing
 from node.core.grants import NEXT_STATUSES, Grant, GrantStatus
 from node.core.policy import Department
-from node.errors import NodeError
-from node.kafka.sink import Message, Sink
+from node.errors import NodeError, TransportError
+from node.transport import Message, RecordSink
 
 DAY_MS = 86_400_000
+WRITE_TIMEOUT_S = 10.0
 
 
 class GrantRefused(NodeError):
@@ -39,7 +41,7 @@ class GrantDesk:
         catalog: Catalog,
         departments: tuple[Department, ...],
         grants: Callable[[], Mapping[str, Grant]],
-        sink: Sink,
+        sink: RecordSink,
         topic: str,
         *,
         default_validity_days: int,
@@ -127,6 +129,12 @@ class GrantDesk:
 
     async def _write(self, grant: Grant) -> None:
         message = Message(self._topic, grant.grant_id.encode(), grant.to_json(), [])
-        [rejected] = await self._sink.deliver([message])
+        try:
+            [rejected] = await asyncio.wait_for(self._sink.deliver([message]), WRITE_TIMEOUT_S)
+        except (TimeoutError, TransportError) as error:
+            await self._sink.reset()
+            raise GrantRefused(
+                503, f"grants topic unreachable, nothing recorded: {error}"
+            ) from error
         if rejected is not None:
             raise GrantRefused(500, f"grants topic rejected the grant: {rejected}")

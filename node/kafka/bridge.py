@@ -1,29 +1,40 @@
-"""A link: one source topic wired through the decision to the sinks, batch by batch.
+"""A link: one source topic wired through the decision to its own sinks, batch by batch.
 
 For each fetched batch: validate fresh records (ingress), route, produce every copy and every
 refusal, wait for all acks, then commit the next offset of each partition. Up to
-``max_in_flight`` batches are delivered at once (the next is decided and queued while the acks of
-the previous are awaited); they are committed strictly in fetch order. A batch that fails to
-deliver is rewound, with every batch after it, and retried after a backoff, so an offset is
-committed only once every copy of every record before it was acked (at-least-once, contiguous per
-partition).
+``max_in_flight`` batches (and at most ``max_in_flight_bytes`` of records) are under way at once;
+they are committed strictly in fetch order.
+
+Failure handling, all inside the link so it keeps going:
+
+- A delivery that fails, or is not acked within ``delivery_timeout_s``, marks the link down with
+  the reason. Every batch after it is abandoned, the link's producers are reset (nothing abandoned
+  is written later), the source is rewound to the first unacked record and the link retries after
+  a backoff. Sinks order writes per destination partition, so a key's records are never
+  overtaken by a later record of the same key.
+- A record its destination rejects for good (too large) is refused as ``undeliverable``; a
+  refusal the refusal topic cannot take is written as a bounded stub (envelope, reason, size,
+  SHA-256 of the value). The rest of the batch goes on; no partition is blocked.
+- Errors of the source (fetch, commit) propagate to the supervisor, which restarts the link.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
 from node.codec import SchemaSet
 from node.core.envelope import (
     CREATED_MS,
+    ENVELOPE_HEADERS,
     GRADE,
     HOPS,
     REFUSAL_MESSAGE,
@@ -38,25 +49,39 @@ from node.core.ingress import check_ingress
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
 from node.core.policy import Policy, PolicyKey
 from node.core.routing import Arrival, RouteKey, Router
-from node.errors import DeliveryError, PayloadError, RecordRejected, TransportError
-from node.kafka.sink import Message, Sink
-from node.kafka.source import Batch, Source
+from node.errors import PayloadError, RecordRejected, TransportError
 from node.kafka.topics import TopicNames
 from node.ops.metrics import Metrics
+from node.supervisor import Backoff, Health
+from node.transport import (
+    Batch,
+    Clock,
+    Header,
+    Message,
+    Partition,
+    Record,
+    RecordSink,
+    RecordSource,
+)
 
-Clock = Callable[[], float]
+REFUSED_COPY = "cx-refused-copy"
+PROJECTION = "cx-projection"
+REFUSED_SIZE = "cx-refused-size"
+REFUSED_SHA256 = "cx-refused-sha256"
+STUB_HEADER_BYTES = 256
+"""A refusal stub keeps each envelope header to this many bytes."""
 
 
 @dataclass(frozen=True, slots=True)
 class Destinations:
-    """Where each direction's copies go: sinks and topic names of both clusters."""
+    """Where each direction's copies go: the link's own sinks and both clusters' topic names."""
 
-    local: Sink
+    local: RecordSink
     local_topics: TopicNames
-    parent: Sink | None
+    parent: RecordSink | None
     parent_topics: TopicNames | None
 
-    def route(self, copy: Copy) -> tuple[Sink, str]:
+    def route(self, copy: Copy) -> tuple[RecordSink, str]:
         """Return the sink and topic for ``copy``."""
         if copy.direction is Direction.LOCAL:
             if copy.department is not None:
@@ -67,6 +92,31 @@ class Destinations:
         if self.parent is None or self.parent_topics is None:
             raise AssertionError("the router sent a record up from the root")
         return self.parent, self.parent_topics.outbox
+
+    def sinks(self) -> list[RecordSink]:
+        """Every sink of the link."""
+        return [self.local] if self.parent is None else [self.local, self.parent]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """How a link paces itself (from ``[flow]``)."""
+
+    validate_ingress: bool = True
+    retry_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    max_in_flight: int = 4
+    max_in_flight_bytes: int = 64 * 1024 * 1024
+    delivery_timeout_s: float = 30.0
+
+
+class _Out(NamedTuple):
+    """One message to produce, with its sink and what it means for metrics."""
+
+    message: Message
+    sink: RecordSink
+    kind: Direction | Reason  # direction of a copy, or the reason of a refusal
+    created_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +129,11 @@ class _Summary:
 
 
 @dataclass(slots=True)
-class _Pending:
-    """Messages of one batch, with what each one means for metrics."""
-
-    messages: list[Message]
-    sinks: list[Sink]
-    kinds: list[Direction | Reason]  # direction of a copy, or the reason of a refusal
-    created_ms: list[int]
+class _InFlight:
+    batch: Batch
+    task: asyncio.Task[_Summary]
+    size: int
+    deadline: float
 
 
 class Link:
@@ -94,35 +142,34 @@ class Link:
     def __init__(
         self,
         name: str,
-        source: Source,
+        source: RecordSource,
         arrival: Arrival,
         router: Router,
         policy: Policy,
         destinations: Destinations,
         metrics: Metrics,
+        health: Health,
         *,
         schemas: SchemaSet,
-        validate_ingress: bool,
-        retry_backoff_s: float,
-        max_in_flight: int = 4,
+        settings: LinkSettings,
+        peer: str,
         clock: Clock = time.time,
     ) -> None:
         self.name = name
-        self.started = False
-        self.up = False
         self._source = source
         self._arrival = arrival
         self._router = router
         self._policy = policy
         self._to = destinations
         self._metrics = metrics
+        self._health = health
         self._schemas = schemas
-        self._validate = validate_ingress and arrival is Arrival.FROM_BELOW
-        self._backoff = retry_backoff_s
-        self._max_in_flight = max_in_flight
+        self._settings = settings
+        self._validate = settings.validate_ingress and arrival is Arrival.FROM_BELOW
+        self._backoff = Backoff(settings.retry_backoff_s, settings.max_backoff_s)
         self._clock = clock
         self._stopping = asyncio.Event()
-        self._log = structlog.get_logger("node.link").bind(link=name, topic=source.topic)
+        self._log = structlog.get_logger("node.link").bind(link=name, topic=source.topic, peer=peer)
         # label children resolved once: .labels() per record costs more than the count itself
         self._records_in = metrics.records_in.labels(name)
         self._routing_seconds = metrics.routing_seconds.labels(name)
@@ -133,56 +180,99 @@ class Link:
         self._record_age = {d: metrics.record_age.labels(d.value) for d in Direction}
 
     def request_stop(self) -> None:
-        """Finish the batch in hand, commit, and return from run()."""
+        """Finish the batches under way, commit, and return from run()."""
         self._stopping.set()
 
     async def run(self) -> None:
-        """Consume, route, deliver and commit until stopped; raise on non-retriable failures."""
+        """Consume, route, deliver and commit until stopped.
+
+        Delivery failures are retried here; source failures raise TransportError (the supervisor
+        restarts the link). Whatever is under way when this returns or raises is abandoned and
+        the sinks reset, so nothing abandoned is written later.
+        """
+        in_flight: deque[_InFlight] = deque()
         await self._source.start()
-        self.started = self.up = True
-        self._metrics.link_up.labels(self.name).set(1)
+        self._health.up(self.name)
         self._log.info("link_started")
-        in_flight: deque[tuple[Batch, asyncio.Task[_Summary]]] = deque()
         try:
             while not self._stopping.is_set():
-                batch = await self._source.fetch()
-                if batch:
-                    in_flight.append((batch, asyncio.ensure_future(self._deliver(batch))))
+                if sum(f.size for f in in_flight) < self._settings.max_in_flight_bytes:
+                    batch = await self._source.fetch()
+                    if batch:
+                        in_flight.append(self._start_delivery(batch))
+                elif in_flight:
+                    await self._settle(in_flight)  # over the byte budget: fetch nothing more
                 while in_flight and (
-                    in_flight[0][1].done() or len(in_flight) >= self._max_in_flight
+                    in_flight[0].task.done() or len(in_flight) >= self._settings.max_in_flight
                 ):
                     await self._settle(in_flight)
             while in_flight:  # soft stop: finish and commit what is under way
                 await self._settle(in_flight)
         finally:
-            for _, task in in_flight:
-                task.cancel()
+            if in_flight:
+                await self._abandon(in_flight)
             await self._source.stop()
             self._log.info("link_stopped")
 
-    async def _settle(self, in_flight: deque[tuple[Batch, asyncio.Task[_Summary]]]) -> None:
+    def _start_delivery(self, batch: Batch) -> _InFlight:
+        size = 0
+        for records in batch.values():
+            for record in records:
+                size += len(record.value or b"") + len(record.key or b"")
+        deadline = time.monotonic() + self._settings.delivery_timeout_s
+        return _InFlight(batch, asyncio.ensure_future(self._deliver(batch)), size, deadline)
+
+    async def _abandon(self, in_flight: deque[_InFlight]) -> None:
+        """Cancel every delivery under way and reset the sinks, so none of it is written later."""
+        tasks = [f.task for f in in_flight]
+        in_flight.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sink in self._to.sinks():
+            await sink.reset()
+
+    async def _settle(self, in_flight: deque[_InFlight]) -> None:
         """Wait for the oldest batch; commit it, or rewind it and every later batch."""
-        batch, task = in_flight.popleft()
+        oldest = in_flight[0]
+        remaining = max(0.0, oldest.deadline - time.monotonic())
         try:
-            summary = await task
-        except DeliveryError as error:
-            later = list(in_flight)
-            in_flight.clear()
-            await asyncio.gather(*(t for _, t in later), return_exceptions=True)
-            first: dict[Any, int] = {}
-            for failed in (batch, *(b for b, _ in later)):  # in fetch order: the first is lowest
-                for tp, records in failed.items():
-                    if records:
-                        first.setdefault(tp, records[0].offset)
-            self._set_up(False)
-            self._metrics.delivery_retries.labels(self.name).inc()
-            self._log.warning("delivery_failed", error=str(error), retry_in_s=self._backoff)
-            self._source.rewind(first)
-            await self._sleep_unless_stopping(self._backoff)
-            return  # the rewound records are fetched again by the loop
-        self._set_up(True)
-        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+            summary = await asyncio.wait_for(asyncio.shield(oldest.task), remaining)
+        except TimeoutError:
+            reason = f"delivery not acked within {self._settings.delivery_timeout_s:g} s"
+        except TransportError as error:
+            reason = str(error)
+        else:
+            in_flight.popleft()
+            await self._commit(oldest.batch, summary)
+            return
+        await self._retry(in_flight, reason)
+
+    async def _retry(self, in_flight: deque[_InFlight], reason: str) -> None:
+        first: dict[Partition, int] = {}
+        for failed in in_flight:  # in fetch order: the first offset seen is the lowest
+            for tp, records in failed.batch.items():
+                if records:
+                    first.setdefault(tp, records[0].offset)
+        await self._abandon(in_flight)
+        delay = self._backoff.next_delay()
+        if self._health.is_up(self.name):
+            self._log.warning("link_down", reason=reason, retry_in_s=round(delay, 2))
+        else:
+            self._log.info("link_retry", reason=reason, retry_in_s=round(delay, 2))
+        self._health.down(self.name, reason)
+        self._metrics.delivery_retries.labels(self.name).inc()
+        self._source.rewind(first)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _commit(self, batch: Batch, summary: _Summary) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         committed = await self._source.commit(offsets)
+        if not self._health.is_up(self.name):
+            self._log.info("link_up")
+            self._health.up(self.name)
+        self._backoff.reset()
         self._log.info(
             "batch",
             records=summary.records,
@@ -192,17 +282,8 @@ class Link:
             committed=committed,
         )
 
-    async def _sleep_unless_stopping(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-    def _set_up(self, up: bool) -> None:
-        if up != self.up:
-            self.up = up
-            self._metrics.link_up.labels(self.name).set(1 if up else 0)
-
     async def _deliver(self, batch: Batch) -> _Summary:
-        """Decide a batch and deliver every copy and refusal; raise DeliveryError to retry it."""
+        """Decide a batch and deliver every copy and refusal; raise TransportError to retry."""
         records = [record for partition_records in batch.values() for record in partition_records]
         began = time.perf_counter()
         outcomes, created = self._decide(records)
@@ -211,18 +292,23 @@ class Link:
 
         rejected = await self._send(pending)
         if rejected:
-            await self._refuse_rejected(pending, rejected)
+            pending = await self._refuse_rejected(pending, rejected)
         self._count(pending, len(records))
-        refused = sum(isinstance(kind, Reason) for kind in pending.kinds)
-        return _Summary(len(records), len(pending.kinds) - refused, refused)
+        refused = sum(isinstance(out.kind, Reason) for out in pending)
+        return _Summary(len(records), len(pending) - refused, refused)
 
-    def _decide(self, records: Sequence[Any]) -> tuple[list[Outcome], list[int]]:
+    def _decide(self, records: Sequence[Record]) -> tuple[list[Outcome], list[int]]:
         """Decide every record of the batch; also return each one's creation time (or -1)."""
         route_keys: list[RouteKey] = []
         policy_keys: list[PolicyKey] = []
         created: list[int] = []
-        for record in records:
-            get = dict(record.headers).get  # one C-level pass; the last value of a name wins
+        doubled: list[int] = []
+        for index, record in enumerate(records):
+            headers = record.headers
+            found = dict(headers)  # one C-level pass; a name written twice keeps its last value
+            if len(found) != len(headers):
+                doubled.append(index)
+            get = found.get
             route_keys.append((get(TARGET), get(HOPS)))
             policy_keys.append((get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT), get(GRADE)))
             created.append(_millis(get(CREATED_MS)))
@@ -235,12 +321,16 @@ class Link:
                     refusal = check_ingress(record.headers, record.value, region, self._schemas)
                     if refusal is not None:
                         outcomes[index] = refusal
+        for index in doubled:
+            refusal = _doubled_envelope_header(records[index].headers)
+            if refusal is not None:
+                outcomes[index] = refusal
         return outcomes, created
 
     def _messages(
-        self, records: Sequence[Any], outcomes: Sequence[Outcome], created_ms: Sequence[int]
-    ) -> _Pending:
-        pending = _Pending([], [], [], [])
+        self, records: Sequence[Record], outcomes: Sequence[Outcome], created_ms: Sequence[int]
+    ) -> list[_Out]:
+        pending: list[_Out] = []
         partitions = self._source.partition_count()
         for record, outcome, created in zip(records, outcomes, created_ms, strict=True):
             origin = None if partitions is None else (record.partition, partitions)
@@ -254,37 +344,32 @@ class Link:
                         try:
                             value = self._schemas.project(record.value or b"", copy.items)
                         except PayloadError as error:
-                            self._add_refusal(
-                                pending, record, Refused(Reason.BAD_PAYLOAD, str(error)), copy
-                            )
+                            refused = Refused(Reason.BAD_PAYLOAD, str(error))
+                            pending.append(self._refusal_of(record, refused, created, copy))
                             continue
                         headers.append((PROJECTION, ",".join(copy.items).encode()))
-                    pending.messages.append(Message(topic, record.key, value, headers, origin))
-                    pending.sinks.append(sink)
-                    pending.kinds.append(copy.direction)
-                    pending.created_ms.append(created)
+                    message = Message(topic, record.key, value, headers, origin)
+                    pending.append(_Out(message, sink, copy.direction, created))
                 for copy, refused in outcome.withheld:
-                    self._add_refusal(pending, record, refused, copy)
+                    pending.append(self._refusal_of(record, refused, created, copy))
             else:
-                self._add_refusal(pending, record, outcome)
+                pending.append(self._refusal_of(record, outcome, created))
         return pending
 
-    def _add_refusal(
-        self, pending: _Pending, record: Any, refused: Refused, copy: Copy | None = None
-    ) -> None:
+    def _refusal_of(
+        self, record: Record, refused: Refused, created: int, copy: Copy | None = None
+    ) -> _Out:
         headers = list(record.headers)
         if copy is not None:
             where = f"{copy.direction.value}:{copy.region}"
             if copy.department is not None:
                 where += f"/{copy.department}"
             headers.append((REFUSED_COPY, where.encode()))
-        pending.messages.append(self._refusal(record.key, record.value, headers, refused))
-        pending.sinks.append(self._to.local)
-        pending.kinds.append(refused.reason)
-        pending.created_ms.append(_millis(dict(record.headers).get(CREATED_MS)))
+        message = self._refusal(record.key, record.value, headers, refused)
+        return _Out(message, self._to.local, refused.reason, created)
 
     def _refusal(
-        self, key: bytes | None, value: bytes | None, headers: Sequence[Any], refused: Refused
+        self, key: bytes | None, value: bytes | None, headers: Sequence[Header], refused: Refused
     ) -> Message:
         region = self._router.topology.region
         extra = [
@@ -294,18 +379,15 @@ class Link:
         ]
         return Message(self._to.local_topics.refused, key, value, [*headers, *extra])
 
-    async def _send(self, pending: _Pending) -> dict[int, RecordRejected]:
+    async def _send(self, pending: Sequence[_Out]) -> dict[int, RecordRejected]:
         """Deliver every message, grouped by sink; return the indexes rejected for good."""
-        by_sink: dict[int, tuple[Sink, list[int]]] = {}
-        for index, sink in enumerate(pending.sinks):
-            by_sink.setdefault(id(sink), (sink, []))[1].append(index)
+        by_sink: dict[int, tuple[RecordSink, list[int]]] = {}
+        for index, out in enumerate(pending):
+            by_sink.setdefault(id(out.sink), (out.sink, []))[1].append(index)
         groups = list(by_sink.values())
-        try:
-            results = await asyncio.gather(
-                *(sink.deliver([pending.messages[i] for i in indexes]) for sink, indexes in groups)
-            )
-        except TransportError as error:
-            raise DeliveryError(str(error)) from error
+        results = await asyncio.gather(
+            *(sink.deliver([pending[i].message for i in indexes]) for sink, indexes in groups)
+        )
         rejected: dict[int, RecordRejected] = {}
         for (_, indexes), outcome in zip(groups, results, strict=True):
             for index, result in zip(indexes, outcome, strict=True):
@@ -314,34 +396,66 @@ class Link:
         return rejected
 
     async def _refuse_rejected(
-        self, pending: _Pending, rejected: dict[int, RecordRejected]
-    ) -> None:
-        """Write every copy the destination rejected for good to the refusal topic."""
-        refusals = []
+        self, pending: list[_Out], rejected: dict[int, RecordRejected]
+    ) -> list[_Out]:
+        """Refuse every message its destination rejected; stub refusals that are too large."""
+        refusals: list[Message] = []
         for index, error in rejected.items():
-            message = pending.messages[index]
+            out = pending[index]
+            if out.message.topic == self._to.local_topics.refused:
+                refusals.append(_stub(out.message, str(error)))  # a refusal itself was too large
+                continue
             refused = Refused(Reason.UNDELIVERABLE, str(error))
+            message = out.message
             refusals.append(self._refusal(message.key, message.value, message.headers, refused))
-            pending.kinds[index] = Reason.UNDELIVERABLE
+            pending[index] = out._replace(kind=Reason.UNDELIVERABLE)
         results = await self._to.local.deliver(refusals)
-        if any(result is not None for result in results):
-            raise DeliveryError("the refusal topic rejected a refused record; not committing")
+        stubs = [_stub(refusals[i], str(r)) for i, r in enumerate(results) if r is not None]
+        if stubs and any(r is not None for r in await self._to.local.deliver(stubs)):
+            raise TransportError(
+                f"{self._to.local_topics.refused} cannot take even a refusal stub; "
+                "raise its max.message.bytes"
+            )
+        return pending
 
-    def _count(self, pending: _Pending, records_in: int) -> None:
+    def _count(self, pending: Sequence[_Out], records_in: int) -> None:
         self._records_in.inc(records_in)
         now_ms = self._clock() * 1000
         counts: dict[Direction | Reason, int] = {}
         ages = self._record_age
-        for kind, created in zip(pending.kinds, pending.created_ms, strict=True):
+        for out in pending:
+            kind = out.kind
             counts[kind] = counts.get(kind, 0) + 1
-            if created >= 0 and kind in ages:
-                ages[kind].observe(max(0.0, now_ms - created) / 1000)  # type: ignore[index]
+            if out.created_ms >= 0 and kind in ages:
+                ages[kind].observe(max(0.0, now_ms - out.created_ms) / 1000)  # type: ignore[index]
         for kind, count in counts.items():
             self._counters[kind].inc(count)
 
 
-REFUSED_COPY = "cx-refused-copy"
-PROJECTION = "cx-projection"
+def _doubled_envelope_header(headers: Sequence[Header]) -> Refused | None:
+    """Refuse a record that carries an envelope header more than once (which one would count?)."""
+    seen: set[str] = set()
+    for name, _ in headers:
+        if name in seen and name in ENVELOPE_HEADERS:
+            return Refused(Reason.BAD_ENVELOPE, f"header {name}: given more than once")
+        seen.add(name)
+    return None
+
+
+def _stub(message: Message, why: str) -> Message:
+    """Make a bounded stand-in for a refusal too large to write: envelope, reason, digest."""
+    value = message.value or b""
+    keep = {*ENVELOPE_HEADERS, REFUSAL_REASON, REFUSED_BY, REFUSED_COPY}
+    headers = [(name, data[:STUB_HEADER_BYTES]) for name, data in message.headers if name in keep]
+    said = b"; ".join(data for name, data in message.headers if name == REFUSAL_MESSAGE)
+    headers += [
+        (REFUSED_SIZE, str(len(value)).encode()),
+        (REFUSED_SHA256, hashlib.sha256(value).hexdigest().encode()),
+        (REFUSAL_MESSAGE, f"stub, the full refusal was too large ({why}); ".encode()[:512]
+         + said[:STUB_HEADER_BYTES]),
+    ]  # fmt: skip
+    key = message.key[:STUB_HEADER_BYTES] if message.key else message.key
+    return Message(message.topic, key, None, headers)
 
 
 def _millis(value: bytes | None) -> int:

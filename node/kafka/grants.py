@@ -17,19 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from node.core.envelope import REFUSAL_MESSAGE, REFUSAL_REASON, REFUSED_BY
 from node.core.grants import Grant, GrantBook, newer
-from node.core.topology import Topology
-from node.errors import TransportError
-from node.kafka.sink import Message, Sink
-from node.kafka.source import Source
+from node.core.outcome import Reason
+from node.errors import RecordRejected, TransportError
+from node.supervisor import Health
+from node.transport import Batch, Clock, Message, RecordSink, RecordSource
 
-Clock = Callable[[], float]
+STUB_BYTES = 64 * 1024
+"""A refused grant event keeps at most this much of its value (events are small JSON)."""
 
 
 class GrantStore:
@@ -40,12 +43,17 @@ class GrantStore:
         bootstrap: str,
         topic: str,
         on_change: Callable[[GrantBook], None],
+        health: Health,
         *,
         max_staleness_s: float,
+        relays: Sequence[GrantRelay] = (),
         clock: Clock = time.time,
         poll_ms: int = 100,
     ) -> None:
+        self.name = "grants"
         self.topic = topic
+        self._health = health
+        self._relays = relays
         self.grants: dict[str, Grant] = {}
         self.started = False
         self.fresh = False
@@ -83,16 +91,35 @@ class GrantStore:
                 now = self._clock()
                 if await self._at_end(consumer, partitions, self._max_staleness_s / 2):
                     caught_up_at = now
-                fresh = caught_up_at is not None and now - caught_up_at <= self._max_staleness_s
+                fresh = self._current(caught_up_at, now)
                 expired = self._next_expiry_ms is not None and now * 1000 >= self._next_expiry_ms
                 if changed or fresh != self.fresh or expired:
                     self.fresh = fresh
                     self._publish(now)
+                    if fresh:
+                        self._health.up(self.name)
+                    else:
+                        self._health.down(self.name, self._why_stale(caught_up_at, now))
         except KafkaError as error:
             raise TransportError(f"reading grants from {self.topic}: {error!r}") from error
         finally:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(consumer.stop(), 10)
+            if self.fresh:  # whoever restarts this loop must confirm it current again
+                self.fresh = False
+                self._publish(self._clock())
+            with contextlib.suppress(TimeoutError, KafkaError):
+                await asyncio.wait_for(consumer.stop(), 5)
+
+    def _current(self, caught_up_at: float | None, now: float) -> bool:
+        """Own topic and every relay confirmed at their end within the staleness bound."""
+        times = [caught_up_at, *(relay.current_at for relay in self._relays)]
+        return all(t is not None and now - t <= self._max_staleness_s for t in times)
+
+    def _why_stale(self, caught_up_at: float | None, now: float) -> str:
+        bound = self._max_staleness_s
+        if caught_up_at is None or now - caught_up_at > bound:
+            return f"{self.topic} not confirmed read to its end within {bound:g} s: failing closed"
+        late = [r.name for r in self._relays if r.current_at is None or now - r.current_at > bound]
+        return f"relay {', '.join(late)} not confirmed current within {bound:g} s: failing closed"
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         for _ in range(50):
@@ -138,70 +165,104 @@ class GrantStore:
 
 
 class GrantRelay:
-    """Copies grant events from one cluster's grants topic to another's, filtered by origin."""
+    """Copies grant events from one cluster's grants topic to another's, filtered by origin.
+
+    Nothing is skipped: an event that cannot be read, or that the destination rejects, is written
+    to the local refusal topic with the reason before its offset is committed. ``current_at``
+    is when the relay last saw itself at the end of its source topic (for the store's bound).
+    """
 
     def __init__(
-        self, source: Source, sink: Sink, topic: str, keep: Callable[[Grant], bool]
+        self,
+        name: str,
+        source: RecordSource,
+        sink: RecordSink,
+        topic: str,
+        keep: Callable[[Grant], bool],
+        refusals: RecordSink,
+        refused_topic: str,
+        health: Health,
+        *,
+        deadline_s: float,
+        clock: Clock = time.time,
     ) -> None:
+        self.name = name
+        self._health = health
+        self.current_at: float | None = None
         self._source = source
         self._sink = sink
         self._topic = topic
         self._keep = keep
+        self._refusals = refusals
+        self._refused_topic = refused_topic
+        self._deadline_s = deadline_s
+        self._clock = clock
         self._stopping = asyncio.Event()
+        self._log = structlog.get_logger("node.grants").bind(relay=name, topic=topic)
 
     def request_stop(self) -> None:
         """Return from run() after the current batch."""
         self._stopping.set()
 
     async def run(self) -> None:
-        """Relay until stopped; commit only what was relayed (or filtered out)."""
+        """Relay until stopped; commit only what was relayed, filtered out or refused.
+
+        Raises TransportError (the supervisor retries) when either cluster fails.
+        """
         await self._source.start()
         try:
             while not self._stopping.is_set():
                 batch = await self._source.fetch()
                 if not batch:
+                    behind = await self._source.lag(self._deadline_s)
+                    self._health.up(self.name)
+                    if behind == 0:
+                        self.current_at = self._clock()
                     continue
-                messages = []
-                for records in batch.values():
-                    for record in records:
-                        try:
-                            grant = Grant.from_json(record.value or b"")
-                        except (ValueError, TypeError):
-                            continue
-                        if self._keep(grant):
-                            messages.append(Message(self._topic, record.key, record.value, []))
-                if messages:
-                    await self._sink.deliver(messages)
-                await self._source.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+                await self._relay(batch)
+                offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+                await self._source.commit(offsets)
         finally:
+            await self._sink.reset()
             await self._source.stop()
 
+    async def _relay(self, batch: Batch) -> None:
+        copies: list[Message] = []
+        refusals: list[Message] = []
+        for records in batch.values():
+            for record in records:
+                try:
+                    grant = Grant.from_json(record.value or b"")
+                except (ValueError, TypeError) as error:
+                    refusals.append(self._refusal(record.key, record.value, f"unreadable: {error}"))
+                    continue
+                if self._keep(grant):
+                    copies.append(Message(self._topic, record.key, record.value, []))
+        if copies:
+            results = await self._timed(self._sink.deliver(copies))
+            for copy, rejected in zip(copies, results, strict=True):
+                if rejected is not None:
+                    refusals.append(self._refusal(copy.key, copy.value, f"rejected: {rejected}"))
+        if refusals:
+            self._log.warning("grant_events_refused", count=len(refusals))
+            results = await self._timed(self._refusals.deliver(refusals))
+            if any(r is not None for r in results):
+                raise TransportError(f"{self._refused_topic} rejected a refused grant event")
 
-def relays(
-    topology: Topology,
-    local_bootstrap: str,
-    local_topic: str,
-    parent_bootstrap: str,
-    parent_topic: str,
-    local_sink: Sink,
-    parent_sink: Sink,
-    group_prefix: str,
-) -> list[GrantRelay]:
-    """Return the up and down relays of a node that has a parent."""
+    async def _timed(
+        self, delivery: Coroutine[Any, Any, list[RecordRejected | None]]
+    ) -> list[RecordRejected | None]:
+        try:
+            return await asyncio.wait_for(delivery, self._deadline_s)
+        except TimeoutError as error:
+            raise TransportError(
+                f"relaying grants to {self._topic}: not acked within {self._deadline_s:g} s"
+            ) from error
 
-    def source(bootstrap: str, topic: str, name: str) -> Source:
-        group = f"{group_prefix}.{name}"
-        return Source(bootstrap, topic, group, max_batch=500, fetch_timeout_ms=100)
-
-    def mine(grant: Grant) -> bool:
-        return topology.contains(grant.origin)
-
-    return [
-        GrantRelay(
-            source(local_bootstrap, local_topic, "grants-up"), parent_sink, parent_topic, mine
-        ),
-        GrantRelay(
-            source(parent_bootstrap, parent_topic, "grants-down"), local_sink, local_topic,
-            lambda grant: not mine(grant),
-        ),
-    ]  # fmt: skip
+    def _refusal(self, key: bytes | None, value: bytes | None, why: str) -> Message:
+        headers = [
+            (REFUSAL_REASON, Reason.BAD_PAYLOAD.value.encode()),
+            (REFUSAL_MESSAGE, f"grant event {why}"[:1000].encode()),
+            (REFUSED_BY, f"{self.name}".encode()),
+        ]
+        return Message(self._refused_topic, key, (value or b"")[:STUB_BYTES], headers)

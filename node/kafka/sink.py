@@ -1,11 +1,19 @@
-"""A sink: one idempotent producer (acks=all) to one cluster, delivering batches of messages.
+"""A sink over aiokafka: one idempotent producer (acks=all) per link, writing whole record batches.
 
-Messages are grouped by topic and partition and handed to the producer as whole record batches:
-one future per batch, not per record. A message keeps the partition it was read from when the
-destination topic has as many partitions as its source (as MirrorMaker 2 does; for keyed records
-the key partitioner would pick the same one); otherwise the key picks it, as Kafka's default does.
-A batch the broker rejects for size is retried record by record, so only the offending record is
-rejected.
+Implements ``node.transport.RecordSink`` and its delivery contract. Messages are grouped by
+destination partition; each partition's share of a call is written batch after batch, behind the
+previous call's share (``PartitionOrder``), so a failed batch is never overtaken by a later one. A
+message keeps the partition it was read from when the destination topic has as many partitions
+as its source (as MirrorMaker 2 does); otherwise the key picks it, as Kafka's default does.
+
+Batches are sized to the destination topic's ``max.message.bytes`` (read once per topic), so the
+broker never refuses a batch for size: a record that does not fit even alone is returned as
+RecordRejected before anything is sent, and the idempotent sequence stays without gaps. If the
+broker refuses for size all the same (the limit was lowered), the limit is read again and the
+delivery fails, to be retried.
+
+``reset`` aborts the producer: aiokafka retries an idempotent batch for ever while the cluster is
+unreachable, so an abandoned producer must never be left to write later.
 """
 
 from __future__ import annotations
@@ -13,198 +21,200 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import NamedTuple
+from functools import partial
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from node.errors import DeliveryError, RecordRejected, TransportError
+from node.errors import DeliveryError, RecordRejected
+from node.kafka.topics import TopicLimits
+from node.transport import Message, PartitionOrder
 
-_PERMANENT = (MessageSizeTooLargeError, RecordTooLargeError)
-MAX_REQUEST_SIZE = 4 * 1024 * 1024
-
-Header = tuple[str, bytes]
-
-
-class Message(NamedTuple):
-    """One record to produce (a named tuple: built per copy, it must be cheap to make)."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[Header]
-    origin: tuple[int, int] | None = None
-    """The source partition and its topic's partition count, if the message was read from one."""
+MAX_REQUEST_SIZE = 16 * 1024 * 1024
+_SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+CLOSE_TIMEOUT_S = 5.0
 
 
-class Sink:
+class KafkaSink:
     """Produces to one cluster with idempotence on, so retries inside the client never duplicate."""
 
     def __init__(
-        self, bootstrap: str, client_id: str, *, linger_ms: int = 5, batch_bytes: int = 1_000_000
+        self,
+        bootstrap: str,
+        client_id: str,
+        limits: TopicLimits,
+        *,
+        batch_bytes: int = 1_000_000,
+        deadline_s: float = 30.0,
+        linger_ms: int = 5,
     ) -> None:
         self.bootstrap = bootstrap
         self._client_id = client_id
-        self._linger_ms = linger_ms
+        self._limits = limits
         self._batch_bytes = batch_bytes
-        self._producer = self._new_producer()
+        self._deadline_s = deadline_s
+        self._linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
-        self._enqueue = asyncio.Lock()  # batches of concurrent deliveries queue in call order
-        self._reset_lock = asyncio.Lock()
+        self._order = PartitionOrder()
+        self._enqueue = asyncio.Lock()  # one call's writes are queued before the next call's
 
-    def _new_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            client_id=self._client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=self._linger_ms,
-            max_batch_size=self._batch_bytes,
-            max_request_size=MAX_REQUEST_SIZE,
-        )
-
-    async def _reset(self, failed: AIOKafkaProducer) -> None:
-        """Replace ``failed`` after a rejected batch, unless another delivery already did.
-
-        A batch the broker refuses leaves a gap in the idempotent sequence of its partition, and
-        every later batch then fails with OutOfOrderSequenceNumber; a new producer (a new producer
-        id) starts the sequences afresh. Concurrent deliveries that saw the same failure replace
-        it once (a lock and an identity check).
-        """
-        async with self._reset_lock:
-            if self._producer is not failed:
-                return
-            with contextlib.suppress(TimeoutError, KafkaError):
-                await asyncio.wait_for(failed.stop(), 10)
-            fresh = self._new_producer()
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                client_id=self._client_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=self._linger_ms,
+                max_batch_size=self._batch_bytes,
+                max_request_size=MAX_REQUEST_SIZE,
+                request_timeout_ms=int(self._deadline_s * 1000),
+            )
             try:
-                await fresh.start()
-            except KafkaError as error:
-                raise DeliveryError(
-                    f"restarting the producer to {self.bootstrap}: {error!r}"
-                ) from error
-            self._producer = fresh
-
-    async def start(self) -> None:
-        """Connect; raise TransportError if the cluster is unreachable."""
-        try:
-            await self._producer.start()
-        except KafkaError as error:
-            raise TransportError(f"producer to {self.bootstrap}: {error!r}") from error
+                await asyncio.wait_for(producer.start(), self._deadline_s)
+            except (KafkaError, TimeoutError) as error:
+                await _abort(producer)
+                raise DeliveryError(f"connecting to {self.bootstrap}: {error!r}") from error
+            self._producer = producer
+        return self._producer
 
     async def deliver(self, messages: Sequence[Message]) -> list[RecordRejected | None]:
-        """Produce ``messages`` and wait for every ack.
+        """Produce ``messages`` and wait for every ack (no deadline here: the caller sets one).
 
-        Returns, per message, None when acked or RecordRejected when the broker refuses that
-        record for good. Raises DeliveryError when anything failed that may pass on retry.
+        Returns, per message, None when acked or RecordRejected when it cannot fit its topic.
+        Raises DeliveryError when anything failed that may pass on retry.
         """
         results: list[RecordRejected | None] = [None] * len(messages)
-        producer = self._producer
-        try:
-            async with self._enqueue:
-                batches = await self._submit(producer, messages, results)
-            acks = await asyncio.gather(*(future for _, future in batches), return_exceptions=True)
-        except KafkaError as error:
-            raise DeliveryError(f"producing to {self.bootstrap}: {error!r}") from error
-        failures = [ack for ack in acks if isinstance(ack, BaseException)]
-        if failures:
-            await self._reset(producer)
-        for (indexes, _), ack in zip(batches, acks, strict=True):
-            if isinstance(ack, _PERMANENT):
-                await self._one_by_one(messages, indexes, results)
-            elif isinstance(ack, KafkaError):
-                raise DeliveryError(f"producing to {messages[indexes[0]].topic}: {ack!r}") from ack
-            elif isinstance(ack, BaseException):
-                raise ack
+        async with self._enqueue:
+            producer = await self._started()
+            try:
+                groups = await self._by_partition(producer, messages)
+                limits = {topic: await self._limits.max_message_bytes(topic) for topic, _ in groups}
+            except KafkaError as error:
+                raise DeliveryError(f"metadata of {self.bootstrap}: {error!r}") from error
+            writes = [
+                self._order.write(
+                    (topic, partition),
+                    partial(
+                        self._write,
+                        producer,
+                        topic,
+                        partition,
+                        messages,
+                        indexes,
+                        limits[topic],
+                        results,
+                    ),
+                )
+                for (topic, partition), indexes in groups.items()
+            ]
+        outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, asyncio.CancelledError):
+                raise DeliveryError(f"delivery to {self.bootstrap} was abandoned")
+            if isinstance(outcome, BaseException):
+                raise outcome
         return results
 
-    async def _submit(
-        self,
-        producer: AIOKafkaProducer,
-        messages: Sequence[Message],
-        results: list[RecordRejected | None],
-    ) -> list[tuple[list[int], asyncio.Future[object]]]:
-        """Group messages into record batches per partition and hand each to the producer."""
-        by_partition: dict[tuple[str, int], list[int]] = {}
+    async def _by_partition(
+        self, producer: AIOKafkaProducer, messages: Sequence[Message]
+    ) -> dict[tuple[str, int], list[int]]:
+        """Pick each message's destination partition; group message indexes by it."""
+        groups: dict[tuple[str, int], list[int]] = {}
         partitions: dict[str, list[int]] = {}
         for index, message in enumerate(messages):
-            if message.topic not in partitions:
-                known = await producer.partitions_for(message.topic)
-                partitions[message.topic] = sorted(known)
-            size = len(message.value or b"")
-            if size > MAX_REQUEST_SIZE // 2:  # only large values can come near the limit
-                size = DefaultRecordBatchBuilder.estimate_size_in_bytes(
-                    message.key, message.value, message.headers
+            every = partitions.get(message.topic)
+            if every is None:
+                every = partitions[message.topic] = sorted(
+                    await asyncio.wait_for(producer.partitions_for(message.topic), self._deadline_s)
                 )
-            if size > MAX_REQUEST_SIZE:
-                results[index] = RecordRejected(
-                    f"{message.topic}: record of {size} bytes too large"
-                )
-                continue
-            every = partitions[message.topic]
             origin = message.origin
             if origin is not None and origin[1] == len(every):
                 partition = origin[0]
             else:
                 partition = self._partitioner(message.key, every, every)
-            by_partition.setdefault((message.topic, partition), []).append(index)
-        submitted = []
-        for (topic, partition), indexes in by_partition.items():
-            batch = producer.create_batch()
-            in_batch: list[int] = []
-            for index in indexes:
-                message = messages[index]
-                while (
-                    batch.append(
-                        key=message.key,
-                        value=message.value,
-                        timestamp=None,
-                        headers=message.headers,
-                    )
-                    is None
-                ):
-                    submitted.append((in_batch, await _send(producer, batch, topic, partition)))
-                    batch, in_batch = producer.create_batch(), []
-                in_batch.append(index)
-            if in_batch:
-                submitted.append((in_batch, await _send(producer, batch, topic, partition)))
-        return submitted
+            groups.setdefault((message.topic, partition), []).append(index)
+        return groups
 
-    async def _one_by_one(
-        self, messages: Sequence[Message], indexes: list[int], results: list[RecordRejected | None]
+    async def _write(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        partition: int,
+        messages: Sequence[Message],
+        indexes: list[int],
+        limit: int,
+        results: list[RecordRejected | None],
     ) -> None:
-        """Resend a batch refused for size record by record, so only the culprit is rejected."""
+        """Write one partition's messages batch after batch, each acked before the next."""
+        size = min(self._batch_bytes, limit)
+        batch, count = BatchBuilder(size, 0), 0
         for index in indexes:
             message = messages[index]
-            producer = self._producer
-            try:
-                future = await producer.send(
-                    message.topic, message.value, key=message.key, headers=list(message.headers)
+            if batch.append(key=message.key, value=message.value, timestamp=None,
+                            headers=message.headers) is None:  # fmt: skip
+                await self._send(producer, batch, topic, partition)
+                batch = BatchBuilder(size, 0)
+                batch.append(key=message.key, value=message.value, timestamp=None,
+                             headers=message.headers)  # fmt: skip
+                count = 0
+            count += 1
+            if count == 1 and batch.size() > limit:  # alone, and still too large for its topic
+                results[index] = RecordRejected(
+                    f"{topic}: a record of {batch.size()} bytes exceeds its max.message.bytes "
+                    f"of {limit}"
                 )
-                await future
-            except _PERMANENT as error:
-                results[index] = RecordRejected(f"{message.topic}: {error!r}")
-                await self._reset(producer)
-            except KafkaError as error:
-                await self._reset(producer)
-                raise DeliveryError(f"producing to {message.topic}: {error!r}") from error
+                batch, count = BatchBuilder(size, 0), 0
+        if count:
+            await self._send(producer, batch, topic, partition)
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        """Flush what is buffered and close; give up after ``timeout_s`` (cluster unreachable).
+    async def _send(
+        self, producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int
+    ) -> None:
+        batch.close()  # complete: it need not linger for more
+        try:
+            future = await producer.send_batch(batch, topic, partition=partition)
+            await future
+        except _SIZE_ERRORS as error:
+            self._limits.forget(topic)
+            raise DeliveryError(
+                f"{topic}[{partition}] refused a batch for size: {error!r}"
+            ) from error
+        except KafkaError as error:
+            raise DeliveryError(f"producing to {topic}[{partition}]: {error!r}") from error
 
-        Nothing is lost by giving up: unacked records were never committed at their source.
+    async def reset(self) -> None:
+        """Abandon every unacked write and abort the producer; the next call starts a new one."""
+        await self._order.abandon()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _abort(producer)
+
+    async def stop(self) -> None:
+        """Flush what is buffered and close; abort if that takes longer than a few seconds.
+
+        Nothing is lost by aborting: unacked records were never committed at their source.
         """
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._producer.stop(), timeout_s)
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(producer.stop()), CLOSE_TIMEOUT_S)
+        except (TimeoutError, KafkaError):
+            await _abort(producer)
 
 
-async def _send(
-    producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int
-) -> asyncio.Future[object]:
-    """Hand a complete batch to the producer closed: nothing more comes, so it need not linger."""
-    batch.close()
-    future: asyncio.Future[object] = await producer.send_batch(batch, topic, partition=partition)
-    return future
+async def _abort(producer: AIOKafkaProducer) -> None:
+    """Stop a producer at once, dropping what it still holds (aiokafka has no public abort)."""
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    if task is not None:
+        task.cancel()  # stop() then skips the flush that would wait for an unreachable cluster
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        accumulator.fail_all(KafkaError("producer aborted"))  # no batch left waiting for ever
+    with contextlib.suppress(TimeoutError, KafkaError, asyncio.CancelledError):
+        await asyncio.wait_for(producer.stop(), CLOSE_TIMEOUT_S)

@@ -1,83 +1,240 @@
-"""A source: one consumer group reading one topic, with manual, explicit commits."""
+"""A source over aiokafka: one consumer group reading one topic, with explicit commits.
+
+Implements ``node.transport.RecordSource``. Every aiokafka error is translated to TransportError
+here. Three things a plain consumer hides are made visible:
+
+- A commit has a deadline; past it TransportError is raised (the link goes down and retries).
+- While no records come, the cluster is probed every ``probe_s`` (end offsets, with the same
+  deadline), so an unreachable cluster is reported instead of looking like an idle topic.
+- Records lost before they were read (retention removed them, or the topic was recreated) are
+  reported as a ``Gap`` with the exact lost offset range; the source then resumes at the earliest
+  or the latest offset, as configured. It never silently restarts from the beginning.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
 
 from node.errors import TransportError
+from node.transport import Batch, Gap, Partition
 
-Batch = Mapping[TopicPartition, Sequence[Any]]
-"""Fetched records by partition, in offset order (aiokafka ConsumerRecord objects)."""
+CLOSE_TIMEOUT_S = 5.0
 
 
-class Source:
+class KafkaSource:
     """Reads ``topic`` as consumer ``group``; auto-commit off; a new group starts earliest."""
 
     def __init__(
-        self, bootstrap: str, topic: str, group: str, *, max_batch: int, fetch_timeout_ms: int
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        *,
+        max_batch: int,
+        fetch_timeout_ms: int,
+        deadline_s: float = 30.0,
+        probe_s: float = 5.0,
+        on_gap: Callable[[Gap], None] = lambda gap: None,
+        resume_at: str = "earliest",
+        fetch_max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.topic = topic
         self.bootstrap = bootstrap
+        self._group = group
         self._max_batch = max_batch
         self._fetch_timeout_ms = fetch_timeout_ms
-        self._consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            client_id=group,
+        self._deadline_s = deadline_s
+        self._probe_s = probe_s
+        self._on_gap = on_gap
+        self._resume_at = resume_at
+        self._fetch_max_bytes = fetch_max_bytes
+        self._consumer: AIOKafkaConsumer | None = None
+        self._last_heard = time.monotonic()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=self._group,
+            client_id=self._group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_bytes=32 * 1024 * 1024,
+            auto_offset_reset="none",  # a missing position is handled here, never silently
+            max_partition_fetch_bytes=min(4 * 1024 * 1024, self._fetch_max_bytes),
+            fetch_max_bytes=self._fetch_max_bytes,
+            request_timeout_ms=int(max(self._deadline_s, 5.0) * 1000) + 5000,
         )
+
+    @property
+    def _running(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise TransportError(f"consumer of {self.topic} is not started")
+        return self._consumer
 
     async def start(self) -> None:
         """Connect and join the group; raise TransportError if the cluster is unreachable."""
+        consumer = self._new_consumer()
         try:
-            await self._consumer.start()
-        except KafkaError as error:
+            await asyncio.wait_for(consumer.start(), self._deadline_s)
+        except (KafkaError, TimeoutError) as error:
+            await _close(consumer)
             raise TransportError(
                 f"consumer of {self.topic} on {self.bootstrap}: {error!r}"
             ) from error
+        self._consumer = consumer
+        self._last_heard = time.monotonic()
 
     async def fetch(self) -> Batch:
-        """Wait up to the fetch timeout for the next records; empty if none came."""
+        """Wait up to the fetch timeout for records; empty if none came.
+
+        Raises TransportError when the cluster has not answered a probe within the deadline.
+        """
+        consumer = self._running
         try:
-            batch: Batch = await self._consumer.getmany(
+            fetched = await consumer.getmany(
                 timeout_ms=self._fetch_timeout_ms, max_records=self._max_batch
             )
+        except NoOffsetForPartitionError as error:
+            await self._start_fresh(consumer, error)
+            return {}
+        except OffsetOutOfRangeError as error:
+            await self._report_gaps(consumer, error.args[0] if error.args else {})
+            return {}
         except KafkaError as error:
             raise TransportError(f"fetching {self.topic}: {error!r}") from error
-        return batch
+        if fetched:
+            self._last_heard = time.monotonic()
+            return {Partition(tp.topic, tp.partition): records for tp, records in fetched.items()}
+        if time.monotonic() - self._last_heard >= self._probe_s:
+            await self._probe(consumer)
+        return {}
+
+    async def _probe(self, consumer: AIOKafkaConsumer) -> None:
+        """Ask for end offsets within the deadline: proof that the cluster answers."""
+        partitions = consumer.partitions_for_topic(self.topic) or {0}
+        try:
+            await asyncio.wait_for(
+                consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions]),
+                self._deadline_s,
+            )
+        except TimeoutError as error:
+            raise TransportError(
+                f"{self.bootstrap} did not answer within {self._deadline_s:g} s"
+            ) from error
+        except KafkaError as error:
+            raise TransportError(f"probing {self.topic} on {self.bootstrap}: {error!r}") from error
+        self._last_heard = time.monotonic()
+
+    async def _start_fresh(self, consumer: AIOKafkaConsumer, error: Exception) -> None:
+        """Start a partition with no committed offset (a new group) at its beginning."""
+        partitions = [p for p in error.args if isinstance(p, TopicPartition)]
+        partitions = partitions or list(consumer.assignment())
+        try:
+            await consumer.seek_to_beginning(*partitions)
+        except KafkaError as failure:
+            raise TransportError(f"seeking {self.topic}: {failure!r}") from failure
+
+    async def _report_gaps(self, consumer: AIOKafkaConsumer, lost: Mapping[object, int]) -> None:
+        """Report each out-of-range position as a Gap, then resume as configured."""
+        partitions = [tp for tp in lost if isinstance(tp, TopicPartition)]
+        try:
+            firsts = await asyncio.wait_for(
+                consumer.beginning_offsets(partitions), self._deadline_s
+            )
+            ends = await asyncio.wait_for(consumer.end_offsets(partitions), self._deadline_s)
+        except (TimeoutError, KafkaError) as error:
+            raise TransportError(f"reading offsets of {self.topic}: {error!r}") from error
+        for tp in partitions:
+            position, first, end = lost[tp], firsts[tp], ends[tp]
+            resume = first if self._resume_at == "earliest" else end
+            if position < first:
+                gap = Gap(Partition(tp.topic, tp.partition), position, first - 1, resume,
+                          "retention removed them before they were forwarded")  # fmt: skip
+            else:
+                gap = Gap(Partition(tp.topic, tp.partition), end, None, resume,
+                          f"the topic ends at {end} but the position was {position}: "
+                          "it was recreated or truncated")  # fmt: skip
+            self._on_gap(gap)
+            consumer.seek(tp, resume)
 
     def partition_count(self) -> int | None:
         """Partitions of the topic, from the consumer's metadata; None before it is known."""
+        if self._consumer is None:
+            return None
         partitions = self._consumer.partitions_for_topic(self.topic)
         return len(partitions) if partitions else None
 
-    async def commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
-        """Commit the next offsets to read; False if the group rebalanced (records come again)."""
+    async def commit(self, offsets: Mapping[Partition, int]) -> bool:
+        """Commit the next offsets to read; False if the group rebalanced (records come again).
+
+        Raises TransportError when the commit fails or takes longer than the deadline.
+        """
+        commit = {TopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()}
         try:
-            await self._consumer.commit(dict(offsets))
+            await asyncio.wait_for(self._running.commit(commit), self._deadline_s)
         except CommitFailedError:
             return False
+        except TimeoutError as error:
+            raise TransportError(
+                f"committing {self.topic}: no answer within {self._deadline_s:g} s"
+            ) from error
         except KafkaError as error:
             raise TransportError(f"committing {self.topic}: {error!r}") from error
         return True
 
-    def rewind(self, offsets: Mapping[TopicPartition, int]) -> None:
+    def rewind(self, offsets: Mapping[Partition, int]) -> None:
         """Fetch again from ``offsets`` (after a failed delivery)."""
-        for partition, offset in offsets.items():
-            if partition in self._consumer.assignment():
-                self._consumer.seek(partition, offset)
+        consumer = self._running
+        assigned = consumer.assignment()
+        for tp, offset in offsets.items():
+            partition = TopicPartition(tp.topic, tp.partition)
+            if partition in assigned:
+                consumer.seek(partition, offset)
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        """Leave the group and close connections; give up after ``timeout_s``."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._consumer.stop(), timeout_s)
+    async def lag(self, timeout_s: float) -> int | None:
+        """Count the records between the positions and the ends of the assigned partitions.
+
+        None while a position is not known yet. Raises TransportError when the cluster does not
+        answer within ``timeout_s``.
+        """
+        consumer = self._running
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return 0
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(assigned), timeout_s)
+        except TimeoutError as error:
+            raise TransportError(
+                f"{self.bootstrap} did not answer within {timeout_s:g} s"
+            ) from error
+        except KafkaError as error:
+            raise TransportError(f"end offsets of {self.topic}: {error!r}") from error
+        self._last_heard = time.monotonic()
+        lag = 0
+        for tp in assigned:
+            try:  # position() waits while the position is unknown (a group just joined)
+                lag += max(0, ends[tp] - await asyncio.wait_for(consumer.position(tp), 0.5))
+            except (TimeoutError, KafkaError):
+                return None
+        return lag
+
+    async def stop(self) -> None:
+        """Leave the group and close connections; give up after a few seconds."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await _close(consumer)
+
+
+async def _close(consumer: AIOKafkaConsumer) -> None:
+    with contextlib.suppress(TimeoutError, KafkaError):
+        await asyncio.wait_for(consumer.stop(), CLOSE_TIMEOUT_S)

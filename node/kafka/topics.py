@@ -15,10 +15,13 @@ On each cluster, under the node's topic prefix (default ``cascade``):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from node.errors import TransportError
@@ -99,3 +102,49 @@ def _errors(response: object) -> list[tuple[str, int, str | None]]:
         if code:
             errors.append((name, code, message))
     return errors
+
+
+class TopicLimits:
+    """Each topic's ``max.message.bytes`` on one cluster, read once and kept until forgotten."""
+
+    def __init__(self, bootstrap: str, *, deadline_s: float = 30.0) -> None:
+        self._bootstrap = bootstrap
+        self._deadline_s = deadline_s
+        self._known: dict[str, int] = {}
+
+    async def max_message_bytes(self, topic: str) -> int:
+        """Return the largest record batch ``topic`` accepts; raise TransportError if unknown."""
+        known = self._known.get(topic)
+        if known is None:
+            known = self._known[topic] = await self._describe(topic)
+        return known
+
+    def forget(self, topic: str) -> None:
+        """Read the limit again next time (the broker refused a batch the limit allowed)."""
+        self._known.pop(topic, None)
+
+    async def _describe(self, topic: str) -> int:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap, client_id="exchange-node-limits"
+        )
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
+        try:
+            await asyncio.wait_for(admin.start(), self._deadline_s)
+            responses = await asyncio.wait_for(admin.describe_configs([resource]), self._deadline_s)
+        except (KafkaError, TimeoutError) as error:
+            raise TransportError(
+                f"reading max.message.bytes of {topic} on {self._bootstrap}: {error!r}"
+            ) from error
+        finally:
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(admin.close(), 5)
+        for response in responses:
+            for code, message, _, name, entries in response.resources:
+                if name != topic:
+                    continue
+                if code:
+                    raise TransportError(f"describing {topic}: {message or code}")
+                for key, value, *_ in entries:
+                    if key == "max.message.bytes":
+                        return int(value)
+        raise TransportError(f"{self._bootstrap} did not say max.message.bytes of {topic}")

@@ -1,4 +1,8 @@
-"""The admin HTTP server: ``/metrics``, ``/healthz`` and the grants API.
+"""The admin HTTP server: ``/metrics``, ``/livez``, ``/readyz`` (and ``/healthz``), the grants API.
+
+``/livez`` answers 200 while the process serves requests: an orchestrator must not restart a node
+that is only waiting for its parent. ``/readyz`` answers 200 when every loop is up, else 503; both
+carry every loop's state and reason as JSON. ``/healthz`` is ``/readyz`` under its older name.
 
 Grants API (JSON in and out; errors are ``{"error": "..."}`` with a 4xx status):
 
@@ -13,7 +17,7 @@ Grants API (JSON in and out; errors are ``{"error": "..."}`` with a 4xx status):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,14 +25,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from node.core.grants import Grant, GrantStatus
 from node.grant_desk import GrantDesk, GrantRefused
-
-LinkStates = Callable[[], Mapping[str, bool]]
-"""Returns, per link, whether it is started and currently delivering."""
+from node.supervisor import Health
 
 
 def admin_app(
     registry: CollectorRegistry,
-    link_states: LinkStates,
+    health: Health,
     node_id: str,
     desk: GrantDesk | None = None,
 ) -> web.Application:
@@ -38,16 +40,25 @@ def admin_app(
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def healthz(_: web.Request) -> web.Response:
-        states = dict(link_states())
-        healthy = bool(states) and all(states.values())
-        return web.json_response(
-            {"node": node_id, "healthy": healthy, "links": states}, status=200 if healthy else 503
-        )
+    def states() -> dict[str, Any]:
+        return {
+            name: {"up": s.up, "reason": s.reason or None, "since": s.since, "retries": s.retries}
+            for name, s in health.snapshot().items()
+        }
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready = health.ready
+        body = {"node": node_id, "ready": ready, "healthy": ready, "loops": states()}
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def livez(_: web.Request) -> web.Response:
+        return web.json_response({"node": node_id, "live": True, "loops": states()})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/healthz", readyz)
+    app.router.add_get("/livez", livez)
     if desk is not None:
         _add_grant_routes(app, desk)
     return app

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from node.core.outcome import Direction, Reason
 
+LOOPS = ("local", "parent", "grants", "grants-up", "grants-down")
+"""Every loop name the supervisor may run (the ``loop`` label's fixed set)."""
 _ROUTING_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 _AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -19,7 +21,9 @@ _AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 class Metrics:
     """The node's metrics; every label combination is created up front so dashboards see zeros."""
 
-    def __init__(self, registry: CollectorRegistry, links: Iterable[str]) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, links: Iterable[str], loops: Iterable[str] = LOOPS
+    ) -> None:
         self.registry = registry
         self.records_in = Counter(
             "exchange_records_in", "Records read from a link's source topic.", ["link"],
@@ -49,7 +53,24 @@ class Metrics:
             "exchange_link_up", "1 while a link reads and delivers, 0 while it is failing.",
             ["link"], registry=registry,
         )  # fmt: skip
+        self.loop_up = Gauge(
+            "exchange_loop_up", "1 while a supervised loop works, 0 while it fails or starts.",
+            ["loop"], registry=registry,
+        )  # fmt: skip
+        self.gaps = Counter(
+            "exchange_source_gaps", "Times records were lost at a source before being read.",
+            ["link"], registry=registry,
+        )  # fmt: skip
+        self.gap_records = Counter(
+            "exchange_source_gap_records",
+            "Records lost at a source before being read (retention), where the range is known.",
+            ["link"], registry=registry,
+        )  # fmt: skip
+        for loop in loops:
+            self.loop_up.labels(loop).set(0)
         for link in links:
+            self.gaps.labels(link)
+            self.gap_records.labels(link)
             self.records_in.labels(link)
             self.delivery_retries.labels(link)
             self.routing_seconds.labels(link)
