@@ -25,15 +25,7 @@ from node.core.catalog import (
 )  # fmt: skip
 from node.core.envelope import MAX_GRADE, MIN_GRADE, Sharing
 from node.core.topology import is_region_code
-from node.errors import NodeError
-
-
-class CatalogError(NodeError):
-    """The catalog has problems; ``problems`` lists every one."""
-
-    def __init__(self, problems: list[CatalogProblem]) -> None:
-        super().__init__(f"{len(problems)} catalog problem(s); first: {problems[0]}")
-        self.problems = problems
+from node.errors import CatalogError
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,10 @@ import structlog
 
 from node import grants_cli
 from node.app import load_node_catalog, load_schemas, run_node
-from node.catalog_files import CatalogError, packaged_catalog_dir, read_catalog
+from node.catalog_files import packaged_catalog_dir, read_catalog
 from node.codec import SchemaSet, packaged_schema_dir
 from node.config import load_config
-from node.errors import ConfigError, NodeError, SchemaError
+from node.errors import CatalogError, ConfigError, NodeError, SchemaError
 from node.ops.logs import configure_logging
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2

@@ -3,6 +3,8 @@
     NodeError
     ├── ConfigError           bad configuration; start-up stops (not retriable)
     ├── SchemaError           an Avro schema file is unusable; start-up stops (not retriable)
+    ├── CatalogError          the resource catalog has problems; start-up stops (not retriable)
+    ├── GrantRefused          a grant operation cannot be done (an answer to the caller)
     ├── EnvelopeError         a record's headers are missing or malformed (not retriable: refuse it)
     ├── PayloadError          a record's value cannot be decoded (not retriable: refuse it)
     └── TransportError        Kafka failed or is unreachable (retriable: back off, try again)
@@ -15,6 +17,9 @@ supervisor reads ``retriable``: a retriable error backs off and restarts the loo
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
 
 
 class NodeError(Exception):
@@ -34,6 +39,32 @@ class ConfigError(NodeError):
 
 class SchemaError(NodeError):
     """An Avro schema file cannot be parsed or clashes with another."""
+
+
+class CatalogError(NodeError):
+    """The catalog has problems; ``problems`` lists every one (each says file, code, field)."""
+
+    def __init__(self, problems: Sequence[object]) -> None:
+        super().__init__(f"{len(problems)} catalog problem(s); first: {problems[0]}")
+        self.problems = list(problems)
+
+
+class GrantProblem(StrEnum):
+    """Why a grant operation was refused (the admin API maps each to an HTTP status)."""
+
+    BAD_REQUEST = "bad_request"
+    NOT_HERE = "not_here"  # decide at the provider's node
+    UNKNOWN = "unknown"  # resource, consumer or grant
+    CONFLICT = "conflict"  # the grant is in the wrong state
+    UNAVAILABLE = "unavailable"  # the grants topic cannot be written now
+
+
+class GrantRefused(NodeError):
+    """A grant operation cannot be done; ``problem`` says which kind of refusal it is."""
+
+    def __init__(self, problem: GrantProblem, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 class EnvelopeError(NodeError):

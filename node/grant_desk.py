@@ -17,19 +17,11 @@ from node.core.catalog import Catalog
 from node.core.envelope import Sharing
 from node.core.grants import NEXT_STATUSES, Grant, GrantStatus
 from node.core.policy import Department
-from node.errors import NodeError, TransportError
+from node.errors import GrantProblem, GrantRefused, TransportError
 from node.transport import Message, RecordSink
 
 DAY_MS = 86_400_000
 WRITE_TIMEOUT_S = 10.0
-
-
-class GrantRefused(NodeError):
-    """A grant operation cannot be done; ``status`` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class GrantDesk:
@@ -65,7 +57,7 @@ class GrantDesk:
         """Return one grant; 404 if unknown."""
         grant = self._grants().get(grant_id)
         if grant is None:
-            raise GrantRefused(404, f"unknown grant {grant_id!r}")
+            raise GrantRefused(GrantProblem.UNKNOWN, f"unknown grant {grant_id!r}")
         return grant
 
     async def request(
@@ -74,21 +66,25 @@ class GrantDesk:
         """Record a department's request for a conditional resource."""
         entry = self._catalog.get(resource)
         if entry is None:
-            raise GrantRefused(404, f"unknown resource {resource!r}")
+            raise GrantRefused(GrantProblem.UNKNOWN, f"unknown resource {resource!r}")
         if entry.sharing is not Sharing.CONDITIONAL:
             raise GrantRefused(
-                400, f"{resource} is {entry.sharing.value}: only conditional resources are granted"
+                GrantProblem.BAD_REQUEST,
+                f"{resource} is {entry.sharing.value}: only conditional resources are granted",
             )
         if consumer_dept not in self._departments:
             known = ", ".join(sorted(self._departments)) or "none configured"
             raise GrantRefused(
-                404,
+                GrantProblem.UNKNOWN,
                 f"unknown consumer department {consumer_dept!r} at {self.region} (known: {known})",
             )
         catalogued = [item.name for item in entry.items]
         unknown = sorted(set(items or ()) - set(catalogued))
         if unknown:
-            raise GrantRefused(400, f"{resource} has no information items {', '.join(unknown)}")
+            raise GrantRefused(
+                GrantProblem.BAD_REQUEST,
+                f"{resource} has no information items {', '.join(unknown)}",
+            )
         chosen = tuple(i for i in catalogued if i in set(items or ())) if items else ()
         grant = Grant(
             grant_id=str(uuid.uuid4()), resource=resource, consumer_dept=consumer_dept,
@@ -107,11 +103,13 @@ class GrantDesk:
         source = entry.source_region if entry else "?"
         if source != self.region:
             raise GrantRefused(
-                403, f"{grant.resource} is provided by {source}: decide there, not at {self.region}"
+                GrantProblem.NOT_HERE,
+                f"{grant.resource} is provided by {source}: decide there, not at {self.region}",
             )
         if status not in NEXT_STATUSES[grant.status]:
             raise GrantRefused(
-                409, f"grant {grant_id} is {grant.status.value}; it cannot become {status.value}"
+                GrantProblem.CONFLICT,
+                f"grant {grant_id} is {grant.status.value}; it cannot become {status.value}",
             )
         now = self._now_ms()
         expires = grant.expires_ms
@@ -134,7 +132,9 @@ class GrantDesk:
         except (TimeoutError, TransportError) as error:
             await self._sink.reset()
             raise GrantRefused(
-                503, f"grants topic unreachable, nothing recorded: {error}"
+                GrantProblem.UNAVAILABLE, f"grants topic unreachable, nothing recorded: {error}"
             ) from error
         if rejected is not None:
-            raise GrantRefused(500, f"grants topic rejected the grant: {rejected}")
+            raise GrantRefused(
+                GrantProblem.UNAVAILABLE, f"grants topic rejected the grant: {rejected}"
+            )

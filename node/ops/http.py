@@ -24,7 +24,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from node.core.grants import Grant, GrantStatus
-from node.grant_desk import GrantDesk, GrantRefused
+from node.errors import GrantProblem, GrantRefused
+from node.grant_desk import GrantDesk
 from node.supervisor import Health
 
 
@@ -64,6 +65,10 @@ def admin_app(
     return app
 
 
+_STATUS = {
+    GrantProblem.BAD_REQUEST: 400, GrantProblem.NOT_HERE: 403, GrantProblem.UNKNOWN: 404,
+    GrantProblem.CONFLICT: 409, GrantProblem.UNAVAILABLE: 503,
+}  # fmt: skip
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -78,7 +83,7 @@ def _errors_as_json(handler: Callable[[web.Request], Awaitable[Any]]) -> Handler
         try:
             result = await handler(request)
         except GrantRefused as refusal:
-            return web.json_response({"error": str(refusal)}, status=refusal.status)
+            return web.json_response({"error": str(refusal)}, status=_STATUS[refusal.problem])
         status = 201 if request.method == "POST" and request.path == "/grants" else 200
         return web.json_response(result, status=status)
 
@@ -91,9 +96,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
-        raise GrantRefused(400, "body is not valid JSON") from None
+        raise GrantRefused(GrantProblem.BAD_REQUEST, "body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise GrantRefused(400, "body must be a JSON object")
+        raise GrantRefused(GrantProblem.BAD_REQUEST, "body must be a JSON object")
     return body
 
 
@@ -101,10 +106,10 @@ def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = Fals
     value = body.get(name)
     if value is None:
         if required:
-            raise GrantRefused(400, f"field {name!r} is required")
+            raise GrantRefused(GrantProblem.BAD_REQUEST, f"field {name!r} is required")
         return None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise GrantRefused(400, f"field {name!r} must be a {kind.__name__}")
+        raise GrantRefused(GrantProblem.BAD_REQUEST, f"field {name!r} must be a {kind.__name__}")
     return value
 
 
@@ -119,7 +124,9 @@ def _add_grant_routes(app: web.Application, desk: GrantDesk) -> None:
         body = await _body(request)
         items = _field(body, "items", list)
         if items is not None and not all(isinstance(i, str) for i in items):
-            raise GrantRefused(400, "field 'items' must be a list of item names")
+            raise GrantRefused(
+                GrantProblem.BAD_REQUEST, "field 'items' must be a list of item names"
+            )
         grant = await desk.request(
             _field(body, "resource", str, required=True),
             _field(body, "consumer_dept", str, required=True),

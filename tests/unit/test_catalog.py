@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from node.catalog_files import CatalogError, load_catalog, packaged_catalog_dir, read_catalog
+from node.catalog_files import load_catalog, packaged_catalog_dir, read_catalog
 from node.cli import main
 from node.codec import SchemaSet, packaged_schema_dir
 from node.core.outcome import Copy, Delivered, Direction
 from node.core.policy import Policy, PolicySnapshot
+from node.errors import CatalogError
 
 SCHEMAS = SchemaSet.load(packaged_schema_dir())
 PERSON = "cn.gov.exchange.population.Person"
