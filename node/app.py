@@ -132,7 +132,9 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     if config.parent and parent_topics and parent_bootstrap:
         down = parent_topics.down(config.topology.region)
         loops.append(link("parent", down, Arrival.FROM_ABOVE, config.parent.region))
-        relays = _relays(config, local_topics, parent_topics, health, sink, source, provision)
+        relays = _relays(
+            config, local_topics, parent_topics, health, metrics, sink, source, provision
+        )
 
     def use_grants(book: GrantBook) -> None:
         policy.swap(dataclasses.replace(policy.snapshot, grants=book))
@@ -283,6 +285,7 @@ def _relays(
     local: TopicNames,
     parent: TopicNames,
     health: Health,
+    metrics: Metrics,
     sink: Callable[[str, str], KafkaSink],
     source: Callable[..., KafkaSource],
     provision: _Provisioner,
@@ -301,13 +304,14 @@ def _relays(
         "grants-up", provision.source_for("grants-up", source(
             local_bootstrap, local.grants, "grants-up", max_batch=500)),
         sink(parent_bootstrap, "grants-up"), parent.grants, mine, refusals, local.refused,
-        health, deadline_s=deadline,
+        health, deadline_s=deadline, on_lag=metrics.relay_lag.labels("grants-up").set,
     )  # fmt: skip
     down = GrantRelay(
         "grants-down", provision.source_for("grants-down", source(
             parent_bootstrap, parent.grants, "grants-down", max_batch=500)),
         sink(local_bootstrap, "grants-down"), local.grants, lambda grant: not mine(grant),
         refusals, local.refused, health, deadline_s=deadline,
+        on_lag=metrics.relay_lag.labels("grants-down").set,
     )  # fmt: skip
     return [up, down]
 

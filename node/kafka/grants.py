@@ -184,10 +184,12 @@ class GrantRelay:
         health: Health,
         *,
         deadline_s: float,
+        on_lag: Callable[[int], None] = lambda behind: None,
         clock: Clock = time.time,
     ) -> None:
         self.name = name
         self._health = health
+        self._on_lag = on_lag
         self.current_at: float | None = None
         self._source = source
         self._sink = sink
@@ -216,6 +218,8 @@ class GrantRelay:
                 if not batch:
                     behind = await self._source.lag(self._deadline_s)
                     self._health.up(self.name)
+                    if behind is not None:
+                        self._on_lag(behind)
                     if behind == 0:
                         self.current_at = self._clock()
                     continue

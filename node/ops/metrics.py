@@ -66,6 +66,10 @@ class Metrics:
             "Records lost at a source before being read (retention), where the range is known.",
             ["link"], registry=registry,
         )  # fmt: skip
+        self.relay_lag = Gauge(
+            "exchange_grants_relay_lag", "Grant events a relay has yet to copy (at its last look).",
+            ["relay"], registry=registry,
+        )  # fmt: skip
         for loop in loops:
             self.loop_up.labels(loop).set(0)
         for link in links:
