@@ -295,6 +295,7 @@ def _relays(
     local_bootstrap, parent_bootstrap = config.local.bootstrap, config.parent.cluster.bootstrap
     topology = config.topology
     deadline = config.flow.delivery_timeout_s
+    every = config.grants.max_staleness_s / 5
     refusals = sink(local_bootstrap, "grant-refusals")
 
     def mine(grant: Grant) -> bool:
@@ -305,13 +306,14 @@ def _relays(
             local_bootstrap, local.grants, "grants-up", max_batch=500)),
         sink(parent_bootstrap, "grants-up"), parent.grants, mine, refusals, local.refused,
         health, deadline_s=deadline, on_lag=metrics.relay_lag.labels("grants-up").set,
+        check_every_s=every,
     )  # fmt: skip
     down = GrantRelay(
         "grants-down", provision.source_for("grants-down", source(
             parent_bootstrap, parent.grants, "grants-down", max_batch=500)),
         sink(local_bootstrap, "grants-down"), local.grants, lambda grant: not mine(grant),
         refusals, local.refused, health, deadline_s=deadline,
-        on_lag=metrics.relay_lag.labels("grants-down").set,
+        on_lag=metrics.relay_lag.labels("grants-down").set, check_every_s=every,
     )  # fmt: skip
     return [up, down]
 

@@ -109,9 +109,9 @@ class RecordSource(Protocol):
         """Fetch again from ``offsets``."""
 
     async def lag(self, timeout_s: float) -> int | None:
-        """Count the records between the positions and the ends of the assigned partitions.
+        """Count the records of the topic the group has not committed yet.
 
-        None while a position is unknown; TransportError when the cluster does not answer.
+        None while unknown; TransportError when the cluster does not answer in ``timeout_s``.
         """
 
     async def stop(self) -> None:

@@ -63,6 +63,8 @@ class GrantStore:
         self._clock = clock
         self._poll_ms = poll_ms
         self._next_expiry_ms: int | None = None
+        self._caught_up_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
         self._log = structlog.get_logger("node.grants").bind(topic=topic)
 
@@ -83,36 +85,49 @@ class GrantStore:
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             self.started = True
-            caught_up_at: float | None = None
+            self._caught_up_at = None
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=self._poll_ms)
                 applied = [self._apply(r.value) for records in batch.values() for r in records]
                 changed = any(applied)  # every record applied first: any() would stop early
-                now = self._clock()
+                asked_at = self._clock()  # current as of the question, not of the answer
                 if await self._at_end(consumer, partitions, self._max_staleness_s / 2):
-                    caught_up_at = now
-                fresh = self._current(caught_up_at, now)
-                expired = self._next_expiry_ms is not None and now * 1000 >= self._next_expiry_ms
-                if changed or fresh != self.fresh or expired:
-                    self.fresh = fresh
-                    self._publish(now)
-                    if fresh:
-                        self._health.up(self.name)
-                    else:
-                        self._health.down(self.name, self._why_stale(caught_up_at, now))
+                    self._caught_up_at = asked_at
+                self._refresh(changed=changed)
         except KafkaError as error:
             raise TransportError(f"reading grants from {self.topic}: {error!r}") from error
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             if self.fresh:  # whoever restarts this loop must confirm it current again
                 self.fresh = False
                 self._publish(self._clock())
             with contextlib.suppress(TimeoutError, KafkaError):
                 await asyncio.wait_for(consumer.stop(), 5)
 
-    def _current(self, caught_up_at: float | None, now: float) -> bool:
-        """Own topic and every relay confirmed at their end within the staleness bound."""
-        times = [caught_up_at, *(relay.current_at for relay in self._relays)]
-        return all(t is not None and now - t <= self._max_staleness_s for t in times)
+    def _refresh(self, *, changed: bool = False) -> None:
+        """Publish a new book if grants, freshness or an expiry changed; arm the staleness timer.
+
+        The timer fails closed at the exact bound even while the loop waits on a slow broker.
+        """
+        now = self._clock()
+        times = [self._caught_up_at, *(relay.current_at for relay in self._relays)]
+        oldest = None if None in times else min(t for t in times if t is not None)
+        fresh = oldest is not None and now - oldest <= self._max_staleness_s
+        expired = self._next_expiry_ms is not None and now * 1000 >= self._next_expiry_ms
+        if changed or fresh != self.fresh or expired:
+            self.fresh = fresh
+            self._publish(now)
+            if fresh:
+                self._health.up(self.name)
+            else:
+                self._health.down(self.name, self._why_stale(self._caught_up_at, now))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if fresh and oldest is not None:
+            delay = oldest + self._max_staleness_s - now
+            self._timer = asyncio.get_running_loop().call_later(delay + 0.001, self._refresh)
 
     def _why_stale(self, caught_up_at: float | None, now: float) -> str:
         bound = self._max_staleness_s
@@ -169,7 +184,9 @@ class GrantRelay:
 
     Nothing is skipped: an event that cannot be read, or that the destination rejects, is written
     to the local refusal topic with the reason before its offset is committed. ``current_at``
-    is when the relay last saw itself at the end of its source topic (for the store's bound).
+    is when the relay last saw its group's committed offsets at the end of its source topic (for
+    the store's bound): measured by the group, so a member that owns no partition, or a stalled
+    one, does not count as current.
     """
 
     def __init__(
@@ -185,11 +202,14 @@ class GrantRelay:
         *,
         deadline_s: float,
         on_lag: Callable[[int], None] = lambda behind: None,
+        check_every_s: float = 1.0,
         clock: Clock = time.time,
     ) -> None:
         self.name = name
         self._health = health
         self._on_lag = on_lag
+        self._check_every_s = check_every_s
+        self._checked_at = 0.0
         self.current_at: float | None = None
         self._source = source
         self._sink = sink
@@ -216,12 +236,16 @@ class GrantRelay:
             while not self._stopping.is_set():
                 batch = await self._source.fetch()
                 if not batch:
+                    if time.monotonic() - self._checked_at < self._check_every_s:
+                        continue
+                    self._checked_at = time.monotonic()
+                    asked_at = self._clock()  # current as of the question, not of the answer
                     behind = await self._source.lag(self._deadline_s)
                     self._health.up(self.name)
                     if behind is not None:
                         self._on_lag(behind)
                     if behind == 0:
-                        self.current_at = self._clock()
+                        self.current_at = asked_at
                     continue
                 await self._relay(batch)
                 offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}

@@ -202,30 +202,37 @@ class KafkaSource:
                 consumer.seek(partition, offset)
 
     async def lag(self, timeout_s: float) -> int | None:
-        """Count the records between the positions and the ends of the assigned partitions.
+        """Count the records of the topic that the group has not committed yet.
 
-        None while a position is not known yet. Raises TransportError when the cluster does not
-        answer within ``timeout_s``.
+        Measured from the group's committed offsets, not this member's positions, so it also
+        holds when another member of the group owns the partitions. None before the topic's
+        partitions are known; TransportError when the cluster does not answer within
+        ``timeout_s``.
         """
         consumer = self._running
-        assigned = list(consumer.assignment())
-        if not assigned:
-            return 0
+        known = consumer.partitions_for_topic(self.topic)
+        if not known:
+            return None
+        partitions = [TopicPartition(self.topic, p) for p in sorted(known)]
+
+        async def behind() -> int:
+            ends = await consumer.end_offsets(partitions)
+            firsts = await consumer.beginning_offsets(partitions)
+            total = 0
+            for tp in partitions:
+                committed = await consumer.committed(tp)
+                total += max(0, ends[tp] - (firsts[tp] if committed is None else committed))
+            return total
+
         try:
-            ends = await asyncio.wait_for(consumer.end_offsets(assigned), timeout_s)
+            lag = await asyncio.wait_for(behind(), timeout_s)
         except TimeoutError as error:
             raise TransportError(
                 f"{self.bootstrap} did not answer within {timeout_s:g} s"
             ) from error
         except KafkaError as error:
-            raise TransportError(f"end offsets of {self.topic}: {error!r}") from error
+            raise TransportError(f"offsets of {self.topic}: {error!r}") from error
         self._last_heard = time.monotonic()
-        lag = 0
-        for tp in assigned:
-            try:  # position() waits while the position is unknown (a group just joined)
-                lag += max(0, ends[tp] - await asyncio.wait_for(consumer.position(tp), 0.5))
-            except (TimeoutError, KafkaError):
-                return None
         return lag
 
     async def stop(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaConsumer
 from fastavro import schemaless_reader
 
 from node.codec import HEADER_SIZE, SchemaSet, packaged_schema_dir
@@ -216,3 +217,80 @@ async def test_grants_cli_reports_unknown_resource_and_grant(
     stdout, _ = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0
     assert stdout.decode().strip() == "[]"
+
+
+async def test_a_revocation_while_the_relay_to_the_county_is_stalled_is_honoured_in_bound(
+    clusters: dict[str, str], prefix: str, nodes: Any, tmp_path: Path
+) -> None:
+    """A revocation the stalled relay never brings down is still honoured at the county in bound.
+
+    A rogue member of the relay's group holds its partition, so the county cannot confirm the
+    relay current and fails closed within 5 s.
+    """
+    (tmp_path / "catalog.toml").write_text(
+        entry(ASKED, sharing='"conditional"', source='{ department = "PSB", region = "410100" }'),
+        encoding="utf-8",
+    )
+    catalog = {"catalog_dir": str(tmp_path)}
+    city = await nodes(
+        node_config(CITY, "city", clusters["city"], prefix, children=(COUNTY,), node=catalog)
+    )
+    county = await nodes(
+        node_config(
+            COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix),
+            node=catalog, grants={"max_staleness_s": MAX_STALENESS_S},
+            departments=[{"code": "HRSS", "clearance": 3, "subscribe": [ASKED]}],
+        )
+    )  # fmt: skip
+    names = TopicNames(prefix)
+    code, asked = await call(
+        county, "POST", "/grants", {"resource": ASKED, "consumer_dept": "HRSS"}
+    )
+    assert code == 201
+    grant_id = asked["grant_id"]
+    await until_grant(city, grant_id, "requested")
+    assert (await call(city, "POST", f"/grants/{grant_id}/approve", {}))[0] == 200
+    await until_grant(county, grant_id, "approved")
+    before = from_city(1)
+    await produce(clusters["city"], names.outbox, [before])
+    got = await read_topic(
+        clusters["county"], names.deliver("HRSS"), until=lambda rs: len(rs) >= 1, timeout_s=60
+    )
+    assert [r.record_id for r in got] == [before.envelope.record_id]
+
+    rogue = AIOKafkaConsumer(
+        names.grants, bootstrap_servers=clusters["city"], client_id="a-rogue",
+        group_id=f"exchange-node.{county.config.node_id}.grants-down", enable_auto_commit=False,
+    )  # fmt: skip
+    await rogue.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not rogue.assignment() and time.monotonic() < deadline:
+            await rogue.getmany(timeout_ms=200)
+        assert rogue.assignment(), "the rogue member never took the relay's partition"
+        assert (await call(city, "POST", f"/grants/{grant_id}/revoke", {}))[0] == 200
+        revoked_at_ms = time.time() * 1000  # written and acked at the city
+        stream = []
+        for seed in range(200, 240):  # 8 s of records, one every 200 ms
+            record = from_city(seed)
+            stream.append(record)
+            await produce(clusters["city"], names.outbox, [record])
+            await asyncio.sleep(0.2)
+        late = {
+            p.envelope.record_id
+            for p in stream
+            if p.envelope.created_ms > revoked_at_ms + MAX_STALENESS_S * 1000
+        }
+        refused = await read_topic(
+            clusters["county"], names.refused,
+            until=lambda rs: late <= {r.record_id for r in rs}, timeout_s=60,
+        )  # fmt: skip
+        _, known = await call(county, "GET", f"/grants/{grant_id}")
+    finally:
+        await rogue.stop()
+
+    assert known["status"] == "approved", "the revocation reached the county: nothing was stalled"
+    assert late
+    reasons = {r.headers["cx-refusal-reason"] for r in refused if r.record_id in late}
+    assert late <= {r.record_id for r in refused}
+    assert reasons == {"no_grant"}

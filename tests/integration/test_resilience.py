@@ -52,8 +52,7 @@ async def get_json(port: int, path: str) -> tuple[int, Any]:
 async def test_a_too_large_record_among_many_batches_is_refused_and_the_rest_keep_order(
     clusters: dict[str, str], prefix: str, nodes: Any
 ) -> None:
-    """One record over the parent's limit, inside a run of batches, is refused; the rest arrive
-    once each, in order."""
+    """One record over the parent's limit inside a run of batches is refused; the rest keep order."""
     names = TopicNames(prefix)
     await ensure_topics(clusters["city"], [names.outbox], 1, 1, {"max.message.bytes": "50000"})
     node = await nodes(
@@ -85,8 +84,7 @@ async def test_a_too_large_record_among_many_batches_is_refused_and_the_rest_kee
 async def test_a_refusal_too_large_for_the_refusal_topic_is_written_as_a_stub(
     clusters: dict[str, str], prefix: str, nodes: Any
 ) -> None:
-    """An undecodable 40 KB value whose refusal the refusal topic cannot take leaves a stub with
-    its size and SHA-256, and the records after it still go through."""
+    """A refusal too large for the refusal topic leaves a stub with size and SHA-256; others go on."""
     names = TopicNames(prefix)
     await ensure_topics(clusters["county"], [names.refused], 1, 1, {"max.message.bytes": "20000"})
     await nodes(
@@ -118,8 +116,7 @@ async def test_a_refusal_too_large_for_the_refusal_topic_is_written_as_a_stub(
 async def test_a_node_starts_and_delivers_locally_while_its_parent_is_unreachable(
     clusters: dict[str, str], prefix: str
 ) -> None:
-    """With no parent cluster listening, the node is live, not ready (naming the parent link),
-    delivers what stays local, and stops within its shutdown deadline."""
+    """With no parent listening: live, not ready (naming the parent), local delivery, timely stop."""
     names = TopicNames(prefix)
     nowhere = f"127.0.0.1:{free_port()}"
     config = node_config(
@@ -160,8 +157,7 @@ async def test_a_node_starts_and_delivers_locally_while_its_parent_is_unreachabl
 async def test_records_lost_to_retention_are_reported_with_their_offsets(
     clusters: dict[str, str], prefix: str, nodes: Any
 ) -> None:
-    """Records deleted at the source before the node read them are reported as a gap with the
-    exact range, counted, and the node goes on from the earliest record left."""
+    """Records deleted before the node read them are reported as a gap with the exact range."""
     names = TopicNames(prefix)
     config = node_config(
         COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix)
