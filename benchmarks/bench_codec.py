@@ -8,7 +8,7 @@ import time
 
 from common import table, write
 
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import load_schemas, packaged_schema_dir
 from node.samples import BUILDERS
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     seconds = 0.3 if args.quick else 1.5
-    schemas = SchemaSet.load(packaged_schema_dir())
+    schemas = load_schemas(packaged_schema_dir())
     rows = []
     for name, build in BUILDERS.items():
         datum = build(random.Random(3), "410102")

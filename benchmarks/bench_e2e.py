@@ -39,7 +39,7 @@ from common import table, write
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
 import localkafka  # lives in deploy/local
 
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import load_schemas, packaged_schema_dir
 from node.core.envelope import HOPS
 from node.kafka.topics import ensure_topics
 from node.samples import PERSON, sample
@@ -76,7 +76,7 @@ def records(
 
     Fresh records have an empty hop path, so the node validates them (decodes every value).
     """
-    schemas = SchemaSet.load(packaged_schema_dir())
+    schemas = load_schemas(packaged_schema_dir())
     out = []
     base = sample(
         schemas, PERSON, "410102", "region:000000", seed=0, created_ms=int(time.time() * 1000)

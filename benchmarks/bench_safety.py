@@ -27,7 +27,7 @@ from bench_core import rate
 from common import RESULTS, table, write
 
 from node.catalog_files import load_catalog, packaged_catalog_dir
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import SchemaSet, load_schemas, packaged_schema_dir
 from node.core.catalog import Catalog
 from node.core.envelope import GRADE, HOPS, RESOURCE, SOURCE_DEPT, SOURCE_REGION, TARGET, Sharing
 from node.core.grants import Grant, GrantBook, GrantStatus
@@ -78,7 +78,7 @@ def batch(
 
 def measure(seconds: float, size: int) -> list[dict[str, float | str]]:
     """Records/s and microseconds per record of each step."""
-    schemas = SchemaSet.load(packaged_schema_dir())
+    schemas = load_schemas(packaged_schema_dir())
     now_ms = int(time.time() * 1000)
     records = batch(schemas, size, now_ms)
     topology = Topology(CITY, "city", "410000", (COUNTY, "410103"))

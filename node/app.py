@@ -18,7 +18,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from node.catalog_files import load_catalog, packaged_catalog_dir
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import SchemaSet, load_schemas, packaged_schema_dir
 from node.config import NodeConfig
 from node.core.catalog import Catalog
 from node.core.grants import Grant, GrantBook
@@ -44,22 +44,27 @@ class Running:
     admin_port: int
 
 
-def load_schemas(config: NodeConfig) -> SchemaSet:
-    """Parse the resource schemas once (raises SchemaError)."""
-    return SchemaSet.load(config.schema_dir or packaged_schema_dir())
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What a node reads once at start-up besides its config: the schemas and the catalog."""
+
+    schemas: SchemaSet
+    catalog: Catalog
 
 
-def load_node_catalog(config: NodeConfig, schemas: SchemaSet) -> Catalog:
-    """Read and check the catalog, and the departments' subscriptions against it.
+def load_reference(config: NodeConfig) -> Reference:
+    """Parse the schemas and read and check the catalog and the subscriptions against it.
 
-    Raises CatalogError for catalog problems, ConfigError for an unknown subscription.
+    Raises SchemaError, CatalogError for catalog problems, ConfigError for an unknown
+    subscription.
     """
+    schemas = load_schemas(config.schema_dir or packaged_schema_dir())
     catalog = load_catalog(config.catalog_dir or packaged_catalog_dir(), schemas)
     for index, department in enumerate(config.departments):
         for code in sorted(department.subscriptions):
             if catalog.get(code) is None:
                 raise ConfigError(f"departments[{index}].subscribe", f"unknown resource {code!r}")
-    return catalog
+    return Reference(schemas, catalog)
 
 
 async def run_node(  # noqa: PLR0915 - the composition root wires every part here
@@ -68,11 +73,15 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     *,
     registry: CollectorRegistry | None = None,
     on_running: Callable[[Running], None] | None = None,
+    reference: Reference | None = None,
 ) -> None:
-    """Run the node until ``stop`` is set; raise only if a loop fails for good (config, bug)."""
+    """Run the node until ``stop`` is set; raise only if a loop fails for good (config, bug).
+
+    ``reference`` is loaded from the config when not given.
+    """
     log = structlog.get_logger("node").bind(node=config.node_id, region=config.topology.region)
-    schemas = load_schemas(config)
-    catalog = load_node_catalog(config, schemas)
+    reference = reference or load_reference(config)
+    schemas, catalog = reference.schemas, reference.catalog
     policy = Policy(PolicySnapshot(catalog, config.negative, config.clearance, config.departments))
     registry = registry or CollectorRegistry()
     flow = config.flow

@@ -22,9 +22,9 @@ from pathlib import Path
 import structlog
 
 from node import grants_cli
-from node.app import load_node_catalog, load_schemas, run_node
+from node.app import load_reference, run_node
 from node.catalog_files import packaged_catalog_dir, read_catalog
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import load_schemas, packaged_schema_dir
 from node.config import load_config
 from node.errors import CatalogError, ConfigError, NodeError, SchemaError
 from node.ops.logs import configure_logging
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = load_config(args.config)
-        load_node_catalog(config, load_schemas(config))
+        reference = load_reference(config)
     except (ConfigError, SchemaError, CatalogError) as error:
         print(f"exchange-node: invalid configuration: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await run_node(config, stop)
+        await run_node(config, stop, reference=reference)
 
     try:
         asyncio.run(serve())
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def check_catalog(catalog_dir: Path | None, schema_dir: Path | None) -> int:
     """Print every catalog problem; return 0 if there is none, else 2."""
     try:
-        schemas = SchemaSet.load(schema_dir or packaged_schema_dir())
+        schemas = load_schemas(schema_dir or packaged_schema_dir())
     except SchemaError as error:
         print(f"exchange-node: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import localkafka
 
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import SchemaSet, load_schemas, packaged_schema_dir
 from node.kafka.client import Published, Received, publish, read_topic
 from node.samples import LEGAL_ENTITY, LICENCE, PERSON, sample
 
@@ -197,7 +197,7 @@ def main() -> int:
         with running_nodes(logs) as processes:
             wait_healthy(processes, logs)
             print(f"4 nodes healthy; logs in {logs}")
-            schemas = SchemaSet.load(packaged_schema_dir())
+            schemas = load_schemas(packaged_schema_dir())
             results = asyncio.run(exchange(schemas))
             ok = report(results)
             counters()

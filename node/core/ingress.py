@@ -6,7 +6,7 @@ envelope and decode the value; every later hop passes the bytes through untouche
 
 from __future__ import annotations
 
-from node.codec import SchemaSet
+from node.core.avro import SchemaSet
 from node.core.envelope import Envelope, Headers
 from node.core.outcome import Reason, Refused
 from node.errors import EnvelopeError, PayloadError

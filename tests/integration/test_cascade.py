@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import load_schemas, packaged_schema_dir
 from node.kafka.client import Published, Received, publish, read_topic
 from node.kafka.topics import TopicNames, ensure_topics
 from node.samples import LEGAL_ENTITY, LICENCE, PERSON, sample
@@ -22,7 +22,7 @@ from tests.integration.conftest import RunningNode, node_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-SCHEMAS = SchemaSet.load(packaged_schema_dir())
+SCHEMAS = load_schemas(packaged_schema_dir())
 WAIT_S = 60.0
 PROVINCE, CITY, COUNTY, SIBLING = "410000", "410100", "410102", "410103"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import load_schemas, packaged_schema_dir
 from node.kafka.client import publish, read_topic
 from node.kafka.topics import TopicNames
 from node.samples import PERSON, sample
@@ -81,7 +81,7 @@ async def test_run_serves_health_and_metrics_and_stops_cleanly_on_sigterm(
             await asyncio.sleep(0.2)
         assert status == 200, (tmp_path / "node.log").read_text()
 
-        schemas = SchemaSet.load(packaged_schema_dir())
+        schemas = load_schemas(packaged_schema_dir())
         published = sample(
             schemas, PERSON, "410102", "region:410100", seed=7, created_ms=int(time.time() * 1000)
         )

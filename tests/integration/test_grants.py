@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from fastavro import schemaless_reader
 
-from node.codec import HEADER_SIZE, SchemaSet, packaged_schema_dir
+from node.codec import HEADER_SIZE, load_schemas, packaged_schema_dir
 from node.kafka.client import Published, read_topic
 from node.kafka.client import publish as produce
 from node.kafka.topics import TopicNames
@@ -30,7 +30,7 @@ from tests.unit.test_catalog import entry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-SCHEMAS = SchemaSet.load(packaged_schema_dir())
+SCHEMAS = load_schemas(packaged_schema_dir())
 CITY, COUNTY = "410100", "410102"
 ASKED = "410100-PSB-00001"
 MAX_STALENESS_S = 5.0

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import load_schemas, packaged_schema_dir
 from node.kafka.client import Published, read_topic
 from node.kafka.client import publish as produce
 from node.kafka.topics import TopicNames
@@ -22,7 +22,7 @@ from tests.unit.test_catalog import entry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-SCHEMAS = SchemaSet.load(packaged_schema_dir())
+SCHEMAS = load_schemas(packaged_schema_dir())
 COUNTY, CITY = "410102", "410100"
 OPEN, SECRET, ASK, TOP, BANNED = (f"410102-PSB-0000{n}" for n in range(1, 6))
 CATALOG = "".join(

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from prometheus_client import CollectorRegistry
 
 from node.app import Running, run_node
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import load_schemas, packaged_schema_dir
 from node.kafka.client import Published, read_topic
 from node.kafka.client import publish as produce
 from node.kafka.topics import TopicNames, ensure_topics
@@ -26,7 +26,7 @@ from tests.integration.conftest import READY_TIMEOUT_S, free_port, node_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-SCHEMAS = SchemaSet.load(packaged_schema_dir())
+SCHEMAS = load_schemas(packaged_schema_dir())
 WAIT_S = 60.0
 CITY, COUNTY = "410100", "410102"
 

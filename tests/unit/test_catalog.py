@@ -8,12 +8,12 @@ import pytest
 
 from node.catalog_files import load_catalog, packaged_catalog_dir, read_catalog
 from node.cli import main
-from node.codec import SchemaSet, packaged_schema_dir
+from node.codec import load_schemas, packaged_schema_dir
 from node.core.outcome import Copy, Delivered, Direction
 from node.core.policy import Policy, PolicySnapshot
 from node.errors import CatalogError
 
-SCHEMAS = SchemaSet.load(packaged_schema_dir())
+SCHEMAS = load_schemas(packaged_schema_dir())
 PERSON = "cn.gov.exchange.population.Person"
 PERSON_ITEMS = """items = [
   { name = "id_number", type = "string", required = true },
@@ -139,7 +139,7 @@ def test_a_chongqing_sized_catalog_loads_and_every_record_is_decided(tmp_path: P
     catalog_dir.mkdir()
     (schema_dir / "w15.avsc").write_text(wide_schema("W15", 15))
     (schema_dir / "w14.avsc").write_text(wide_schema("W14", 14))
-    schemas = SchemaSet.load(schema_dir)
+    schemas = load_schemas(schema_dir)
     count, wide = 3640, 2293  # 2293 x 15 + 1347 x 14 = 53,253 items
     with (catalog_dir / "chongqing.toml").open("w", encoding="utf-8") as out:
         for n in range(count):

@@ -17,12 +17,12 @@ from fastavro.schema import to_parsing_canonical_form
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.codec import HEADER_SIZE, MAGIC, SchemaSet, packaged_schema_dir
+from node.codec import HEADER_SIZE, MAGIC, SchemaSet, load_schemas, packaged_schema_dir
 from node.errors import NodeError, PayloadError, SchemaError
 from node.samples import LEGAL_ENTITY, LICENCE, PERSON
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "resources"
-SCHEMAS = SchemaSet.load(SCHEMA_DIR)
+SCHEMAS = load_schemas(SCHEMA_DIR)
 UTC = dt.UTC
 
 RECORDS: list[tuple[str, dict[str, Any]]] = [
@@ -97,7 +97,7 @@ def test_the_three_base_resource_schemas_load_with_distinct_fingerprints() -> No
 
 def test_packaged_schemas_are_the_source_trees() -> None:
     """The schema folder the node ships holds the same three schemas."""
-    packaged = SchemaSet.load(packaged_schema_dir())
+    packaged = load_schemas(packaged_schema_dir())
     assert {n: s.fingerprint for n, s in packaged.by_name.items()} == {
         n: s.fingerprint for n, s in SCHEMAS.by_name.items()
     }
@@ -120,14 +120,14 @@ def test_the_fingerprint_of_null_is_the_reference_value() -> None:
 def test_a_missing_schema_folder_is_refused(tmp_path: Path) -> None:
     """A folder that does not exist stops start-up, naming it."""
     with pytest.raises(SchemaError, match="does not exist"):
-        SchemaSet.load(tmp_path / "absent")
+        load_schemas(tmp_path / "absent")
 
 
 def test_a_schema_folder_without_schemas_is_refused(tmp_path: Path) -> None:
     """A folder with no ``*.avsc`` file stops start-up."""
     (tmp_path / "README.txt").write_text("no schemas here")
     with pytest.raises(SchemaError, match=r"no \*\.avsc"):
-        SchemaSet.load(tmp_path)
+        load_schemas(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_an_unusable_schema_file_is_named(tmp_path: Path, text: str) -> None:
     """Invalid JSON, an incomplete record or an unknown type each stop start-up naming the file."""
     (tmp_path / "bad.avsc").write_text(text, encoding="utf-8")
     with pytest.raises(SchemaError, match=r"bad\.avsc"):
-        SchemaSet.load(tmp_path)
+        load_schemas(tmp_path)
 
 
 def test_a_schema_defined_twice_is_refused(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_a_schema_defined_twice_is_refused(tmp_path: Path) -> None:
     shutil.copy(SCHEMA_DIR / "person.avsc", tmp_path / "a.avsc")
     shutil.copy(SCHEMA_DIR / "person.avsc", tmp_path / "b.avsc")
     with pytest.raises(SchemaError, match=r"b\.avsc.*defined twice"):
-        SchemaSet.load(tmp_path)
+        load_schemas(tmp_path)
 
 
 # ---- round trips and framing ---------------------------------------------------------------
