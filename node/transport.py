@@ -8,7 +8,9 @@ delivery-contract suite runs against both.
 The delivery contract of a sink, which the link's ordering relies on:
 
 - ``deliver`` returns, per message, None (acked) or RecordRejected (refused for good: too large
-  for its topic); anything that may pass on retry raises DeliveryError.
+  for its topic); anything that may pass on retry raises DeliveryError. Given ``substitute``, a
+  message too large for its topic is replaced in place by ``substitute(message, rejection)`` (a
+  bounded stand-in), so order holds; it is rejected only if even the stand-in does not fit.
 - Deliveries are ordered per destination partition: a message of a later ``deliver`` call is
   never written before every earlier call's messages for the same partition were acked, and when
   an earlier call failed for that partition, the later one fails too without writing it.
@@ -88,6 +90,10 @@ class Gap:
     why: str
 
 
+Substitute = Callable[[Message, RecordRejected], Message]
+"""Makes a bounded stand-in for a message too large for its topic."""
+
+
 class RecordSource(Protocol):
     """Reads one topic as a consumer group, committing explicitly."""
 
@@ -121,7 +127,9 @@ class RecordSource(Protocol):
 class RecordSink(Protocol):
     """Produces to one cluster under the delivery contract in this module's docstring."""
 
-    async def deliver(self, messages: Sequence[Message]) -> list[RecordRejected | None]:
+    async def deliver(
+        self, messages: Sequence[Message], substitute: Substitute | None = None
+    ) -> list[RecordRejected | None]:
         """Write ``messages``; return per message None or RecordRejected; DeliveryError."""
 
     async def reset(self) -> None:

@@ -41,7 +41,8 @@ class Copy:
     """One copy of a record to produce: its direction, the node it is for, its new hop path.
 
     A local copy for a department names it; ``items`` limits the value to those information
-    items (a projection); None passes the value through byte for byte.
+    items (a projection), and ``value`` then holds the projected value once the decision made it;
+    None passes the value through byte for byte.
     """
 
     direction: Direction
@@ -49,14 +50,19 @@ class Copy:
     hops: bytes
     department: str | None = None
     items: tuple[str, ...] | None = None
+    value: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """The record goes out as ``copies`` (at least one); ``withheld`` copies are refused each."""
+    """The record goes out as ``copies`` (at least one); ``withheld`` copies are refused each.
+
+    ``projects`` says that some copy is still to be projected (``items`` set, ``value`` not).
+    """
 
     copies: tuple[Copy, ...]
     withheld: tuple[tuple[Copy, Refused], ...] = ()
+    projects: bool = False
 
 
 @dataclass(frozen=True, slots=True)

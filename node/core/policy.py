@@ -141,7 +141,8 @@ class Policy:
             )
         if not withheld and tuple(kept) == routed.copies:
             return routed
-        return Delivered(tuple(kept), tuple(withheld))
+        projects = any(copy.items is not None for copy in kept)
+        return Delivered(tuple(kept), tuple(withheld), projects)
 
     def _check_record(self, key: PolicyKey) -> Refused | tuple[Resource, int]:
         """Apply the whole-record rules; return the refusal, or the resource and effective grade."""

@@ -32,24 +32,18 @@ from typing import Any, NamedTuple
 import structlog
 
 from node.codec import SchemaSet
+from node.core.decision import Decider
 from node.core.envelope import (
-    CREATED_MS,
     ENVELOPE_HEADERS,
-    GRADE,
     HOPS,
     REFUSAL_MESSAGE,
     REFUSAL_REASON,
     REFUSED_BY,
-    RESOURCE,
-    SOURCE_DEPT,
-    SOURCE_REGION,
-    TARGET,
 )  # fmt: skip
-from node.core.ingress import check_ingress
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
-from node.core.policy import Policy, PolicyKey
-from node.core.routing import Arrival, RouteKey, Router
-from node.errors import PayloadError, RecordRejected, TransportError
+from node.core.policy import Policy
+from node.core.routing import Arrival, Router
+from node.errors import RecordRejected, TransportError
 from node.kafka.topics import TopicNames
 from node.ops.metrics import Metrics
 from node.supervisor import Backoff, Health
@@ -157,18 +151,18 @@ class Link:
     ) -> None:
         self.name = name
         self._source = source
-        self._arrival = arrival
         self._router = router
-        self._policy = policy
         self._to = destinations
         self._metrics = metrics
         self._health = health
-        self._schemas = schemas
         self._settings = settings
-        self._validate = settings.validate_ingress and arrival is Arrival.FROM_BELOW
+        self._decider = Decider(
+            router, policy, arrival, schemas, validate_ingress=settings.validate_ingress
+        )
         self._backoff = Backoff(settings.retry_backoff_s, settings.max_backoff_s)
         self._clock = clock
         self._stopping = asyncio.Event()
+        self._last_turn: asyncio.Future[None] | None = None  # the latest batch's refusal turn
         self._log = structlog.get_logger("node.link").bind(link=name, topic=source.topic, peer=peer)
         # label children resolved once: .labels() per record costs more than the count itself
         self._records_in = metrics.records_in.labels(name)
@@ -203,7 +197,9 @@ class Link:
                 elif in_flight:
                     await self._settle(in_flight)  # over the byte budget: fetch nothing more
                 while in_flight and (
-                    in_flight[0].task.done() or len(in_flight) >= self._settings.max_in_flight
+                    in_flight[0].task.done()
+                    or len(in_flight) >= self._settings.max_in_flight
+                    or time.monotonic() >= in_flight[0].deadline
                 ):
                     await self._settle(in_flight)
             while in_flight:  # soft stop: finish and commit what is under way
@@ -220,12 +216,16 @@ class Link:
             for record in records:
                 size += len(record.value or b"") + len(record.key or b"")
         deadline = time.monotonic() + self._settings.delivery_timeout_s
-        return _InFlight(batch, asyncio.ensure_future(self._deliver(batch)), size, deadline)
+        turn = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._deliver(batch, self._last_turn, turn))
+        self._last_turn = turn
+        return _InFlight(batch, task, size, deadline)
 
     async def _abandon(self, in_flight: deque[_InFlight]) -> None:
         """Cancel every delivery under way and reset the sinks, so none of it is written later."""
         tasks = [f.task for f in in_flight]
         in_flight.clear()
+        self._last_turn = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -282,50 +282,47 @@ class Link:
             committed=committed,
         )
 
-    async def _deliver(self, batch: Batch) -> _Summary:
-        """Decide a batch and deliver every copy and refusal; raise TransportError to retry."""
-        records = [record for partition_records in batch.values() for record in partition_records]
-        began = time.perf_counter()
-        outcomes, created = self._decide(records)
-        pending = self._messages(records, outcomes, created)
-        self._routing_seconds.observe(time.perf_counter() - began)
+    async def _deliver(
+        self, batch: Batch, after: asyncio.Future[None] | None, turn: asyncio.Future[None]
+    ) -> _Summary:
+        """Decide a batch and deliver every copy, then every refusal; raise TransportError.
 
-        rejected = await self._send(pending)
-        if rejected:
-            pending = await self._refuse_rejected(pending, rejected)
-        self._count(pending, len(records))
-        refused = sum(isinstance(out.kind, Reason) for out in pending)
-        return _Summary(len(records), len(pending) - refused, refused)
+        Refusals are written in one call, in source order, once the copies' rejections are
+        known, and only after the previous batch's refusals (``after``), so the refusal topic
+        keeps the order of the source; ``turn`` tells the next batch it may write its own.
+        """
+        try:
+            records = [record for part in batch.values() for record in part]
+            began = time.perf_counter()
+            outcomes, created = self._decider.decide(records)
+            pending = self._messages(records, outcomes, created)
+            self._routing_seconds.observe(time.perf_counter() - began)
 
-    def _decide(self, records: Sequence[Record]) -> tuple[list[Outcome], list[int]]:
-        """Decide every record of the batch; also return each one's creation time (or -1)."""
-        route_keys: list[RouteKey] = []
-        policy_keys: list[PolicyKey] = []
-        created: list[int] = []
-        doubled: list[int] = []
-        for index, record in enumerate(records):
-            headers = record.headers
-            found = dict(headers)  # one C-level pass; a name written twice keeps its last value
-            if len(found) != len(headers):
-                doubled.append(index)
-            get = found.get
-            route_keys.append((get(TARGET), get(HOPS)))
-            policy_keys.append((get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT), get(GRADE)))
-            created.append(_millis(get(CREATED_MS)))
-        routed = self._router.route_batch(route_keys, self._arrival)
-        outcomes = self._policy.apply_batch(policy_keys, routed)
-        if self._validate:
-            region = self._router.topology.region
-            for index, (record, (_, hops)) in enumerate(zip(records, route_keys, strict=True)):
-                if not hops:
-                    refusal = check_ingress(record.headers, record.value, region, self._schemas)
-                    if refusal is not None:
-                        outcomes[index] = refusal
-        for index in doubled:
-            refusal = _doubled_envelope_header(records[index].headers)
-            if refusal is not None:
-                outcomes[index] = refusal
-        return outcomes, created
+            copies = [index for index, out in enumerate(pending) if isinstance(out.kind, Direction)]
+            rejected = await self._send([pending[index] for index in copies])
+            for position, error in rejected.items():
+                out = pending[copies[position]]
+                refused = Refused(Reason.UNDELIVERABLE, str(error))
+                message = out.message
+                refusal = self._refusal(message.key, message.value, message.headers, refused)
+                pending[copies[position]] = _Out(refusal, self._to.local, refused.reason,
+                                                 out.created_ms)  # fmt: skip
+            if after is not None:
+                await asyncio.shield(after)
+            refusals = [out.message for out in pending if isinstance(out.kind, Reason)]
+            if refusals:
+                results = await self._to.local.deliver(refusals, substitute=_stub)
+                if any(result is not None for result in results):
+                    raise TransportError(
+                        f"{self._to.local_topics.refused} cannot take even a refusal stub; "
+                        "raise its max.message.bytes"
+                    )
+            self._count(pending, len(records))
+            refused_count = len(refusals)
+            return _Summary(len(records), len(pending) - refused_count, refused_count)
+        finally:
+            if not turn.done():
+                turn.set_result(None)
 
     def _messages(
         self, records: Sequence[Record], outcomes: Sequence[Outcome], created_ms: Sequence[int]
@@ -341,12 +338,7 @@ class Link:
                     headers = [*base, (HOPS, copy.hops)]
                     value = record.value
                     if copy.items is not None:
-                        try:
-                            value = self._schemas.project(record.value or b"", copy.items)
-                        except PayloadError as error:
-                            refused = Refused(Reason.BAD_PAYLOAD, str(error))
-                            pending.append(self._refusal_of(record, refused, created, copy))
-                            continue
+                        value = copy.value
                         headers.append((PROJECTION, ",".join(copy.items).encode()))
                     message = Message(topic, record.key, value, headers, origin)
                     pending.append(_Out(message, sink, copy.direction, created))
@@ -395,29 +387,6 @@ class Link:
                     rejected[index] = result
         return rejected
 
-    async def _refuse_rejected(
-        self, pending: list[_Out], rejected: dict[int, RecordRejected]
-    ) -> list[_Out]:
-        """Refuse every message its destination rejected; stub refusals that are too large."""
-        refusals: list[Message] = []
-        for index, error in rejected.items():
-            out = pending[index]
-            if out.message.topic == self._to.local_topics.refused:
-                refusals.append(_stub(out.message, str(error)))  # a refusal itself was too large
-                continue
-            refused = Refused(Reason.UNDELIVERABLE, str(error))
-            message = out.message
-            refusals.append(self._refusal(message.key, message.value, message.headers, refused))
-            pending[index] = out._replace(kind=Reason.UNDELIVERABLE)
-        results = await self._to.local.deliver(refusals)
-        stubs = [_stub(refusals[i], str(r)) for i, r in enumerate(results) if r is not None]
-        if stubs and any(r is not None for r in await self._to.local.deliver(stubs)):
-            raise TransportError(
-                f"{self._to.local_topics.refused} cannot take even a refusal stub; "
-                "raise its max.message.bytes"
-            )
-        return pending
-
     def _count(self, pending: Sequence[_Out], records_in: int) -> None:
         self._records_in.inc(records_in)
         now_ms = self._clock() * 1000
@@ -432,17 +401,7 @@ class Link:
             self._counters[kind].inc(count)
 
 
-def _doubled_envelope_header(headers: Sequence[Header]) -> Refused | None:
-    """Refuse a record that carries an envelope header more than once (which one would count?)."""
-    seen: set[str] = set()
-    for name, _ in headers:
-        if name in seen and name in ENVELOPE_HEADERS:
-            return Refused(Reason.BAD_ENVELOPE, f"header {name}: given more than once")
-        seen.add(name)
-    return None
-
-
-def _stub(message: Message, why: str) -> Message:
+def _stub(message: Message, rejected: RecordRejected) -> Message:
     """Make a bounded stand-in for a refusal too large to write: envelope, reason, digest."""
     value = message.value or b""
     keep = {*ENVELOPE_HEADERS, REFUSAL_REASON, REFUSED_BY, REFUSED_COPY}
@@ -451,18 +410,8 @@ def _stub(message: Message, why: str) -> Message:
     headers += [
         (REFUSED_SIZE, str(len(value)).encode()),
         (REFUSED_SHA256, hashlib.sha256(value).hexdigest().encode()),
-        (REFUSAL_MESSAGE, f"stub, the full refusal was too large ({why}); ".encode()[:512]
+        (REFUSAL_MESSAGE, f"stub, the full refusal was too large ({rejected}); ".encode()[:512]
          + said[:STUB_HEADER_BYTES]),
     ]  # fmt: skip
     key = message.key[:STUB_HEADER_BYTES] if message.key else message.key
     return Message(message.topic, key, None, headers)
-
-
-def _millis(value: bytes | None) -> int:
-    """Parse a ``cx-created-ms`` value; -1 if absent or malformed."""
-    if value is None:
-        return -1
-    try:
-        return int(value)
-    except ValueError:
-        return -1

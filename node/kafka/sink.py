@@ -30,7 +30,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from node.errors import DeliveryError, RecordRejected
 from node.kafka.topics import TopicLimits
-from node.transport import Message, PartitionOrder
+from node.transport import Message, PartitionOrder, Substitute
 
 MAX_REQUEST_SIZE = 16 * 1024 * 1024
 _SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
@@ -81,11 +81,14 @@ class KafkaSink:
             self._producer = producer
         return self._producer
 
-    async def deliver(self, messages: Sequence[Message]) -> list[RecordRejected | None]:
+    async def deliver(
+        self, messages: Sequence[Message], substitute: Substitute | None = None
+    ) -> list[RecordRejected | None]:
         """Produce ``messages`` and wait for every ack (no deadline here: the caller sets one).
 
-        Returns, per message, None when acked or RecordRejected when it cannot fit its topic.
-        Raises DeliveryError when anything failed that may pass on retry.
+        Returns, per message, None when acked or RecordRejected when it cannot fit its topic
+        (with ``substitute``: when even its stand-in cannot). Raises DeliveryError when anything
+        failed that may pass on retry.
         """
         results: list[RecordRejected | None] = [None] * len(messages)
         async with self._enqueue:
@@ -107,6 +110,7 @@ class KafkaSink:
                         indexes,
                         limits[topic],
                         results,
+                        substitute,
                     ),
                 )
                 for (topic, partition), indexes in groups.items()
@@ -148,26 +152,37 @@ class KafkaSink:
         indexes: list[int],
         limit: int,
         results: list[RecordRejected | None],
+        substitute: Substitute | None,
     ) -> None:
         """Write one partition's messages batch after batch, each acked before the next."""
         size = min(self._batch_bytes, limit)
         batch, count = BatchBuilder(size, 0), 0
-        for index in indexes:
-            message = messages[index]
+
+        async def add(message: Message) -> None:
+            nonlocal batch, count
             if batch.append(key=message.key, value=message.value, timestamp=None,
                             headers=message.headers) is None:  # fmt: skip
                 await self._send(producer, batch, topic, partition)
-                batch = BatchBuilder(size, 0)
+                batch, count = BatchBuilder(size, 0), 0
                 batch.append(key=message.key, value=message.value, timestamp=None,
                              headers=message.headers)  # fmt: skip
-                count = 0
             count += 1
+
+        for index in indexes:
+            await add(messages[index])
             if count == 1 and batch.size() > limit:  # alone, and still too large for its topic
-                results[index] = RecordRejected(
+                rejected = RecordRejected(
                     f"{topic}: a record of {batch.size()} bytes exceeds its max.message.bytes "
                     f"of {limit}"
                 )
                 batch, count = BatchBuilder(size, 0), 0
+                if substitute is None:
+                    results[index] = rejected
+                    continue
+                await add(substitute(messages[index], rejected))
+                if batch.size() > limit:
+                    results[index] = RecordRejected(f"{rejected}; so is its stand-in")
+                    batch, count = BatchBuilder(size, 0), 0
         if count:
             await self._send(producer, batch, topic, partition)
 

@@ -1,0 +1,134 @@
+"""The whole decision over a batch: routing, the sharing rules, ingress checks and projection.
+
+Returns, per record, an outcome that carries everything the shell needs to act: where each copy
+goes and with which bytes (a projected value is made here), or why the record or a copy is
+refused. The shell only produces what it is told. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from node.core.avro import SchemaSet
+from node.core.envelope import (
+    CREATED_MS,
+    ENVELOPE_HEADERS,
+    GRADE,
+    HOPS,
+    RESOURCE,
+    SOURCE_DEPT,
+    SOURCE_REGION,
+    TARGET,
+    Headers,
+)  # fmt: skip
+from node.core.ingress import check_ingress
+from node.core.outcome import Copy, Delivered, Outcome, Reason, Refused
+from node.core.policy import Policy, PolicyKey
+from node.core.routing import Arrival, RouteKey, Router
+from node.errors import PayloadError
+
+
+class Seen(Protocol):
+    """What the decision reads of a record: its headers and its value."""
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]:
+        """Headers in the order they were written."""
+
+    @property
+    def value(self) -> bytes | None:
+        """The value bytes."""
+
+
+class Decider:
+    """Decides batches that arrive from one side of one node."""
+
+    def __init__(
+        self,
+        router: Router,
+        policy: Policy,
+        arrival: Arrival,
+        schemas: SchemaSet,
+        *,
+        validate_ingress: bool,
+    ) -> None:
+        self._router = router
+        self._policy = policy
+        self._arrival = arrival
+        self._schemas = schemas
+        self._validate = validate_ingress and arrival is Arrival.FROM_BELOW
+
+    def decide(self, records: Sequence[Seen]) -> tuple[list[Outcome], list[int]]:
+        """Return each record's outcome and its creation time in ms (-1 if absent or bad)."""
+        route_keys: list[RouteKey] = []
+        policy_keys: list[PolicyKey] = []
+        created: list[int] = []
+        doubled: list[int] = []
+        for index, record in enumerate(records):
+            headers = record.headers
+            found = dict(headers)  # one C-level pass; a name written twice keeps its last value
+            if len(found) != len(headers):
+                doubled.append(index)
+            get = found.get
+            route_keys.append((get(TARGET), get(HOPS)))
+            policy_keys.append((get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT), get(GRADE)))
+            created.append(millis(get(CREATED_MS)))
+        routed = self._router.route_batch(route_keys, self._arrival)
+        outcomes = self._policy.apply_batch(policy_keys, routed)
+        if self._validate:
+            region = self._router.topology.region
+            for index, (record, (_, hops)) in enumerate(zip(records, route_keys, strict=True)):
+                if not hops:
+                    refusal = check_ingress(record.headers, record.value, region, self._schemas)
+                    if refusal is not None:
+                        outcomes[index] = refusal
+        for index in doubled:
+            refusal = doubled_envelope_header(records[index].headers)
+            if refusal is not None:
+                outcomes[index] = refusal
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, Delivered) and outcome.projects:
+                outcomes[index] = self._project(records[index].value, outcome)
+        return outcomes, created
+
+    def _project(self, value: bytes | None, outcome: Delivered) -> Outcome:
+        """Make each projected copy's value; a value that cannot be projected refuses that copy."""
+        copies: list[Copy] = []
+        withheld = list(outcome.withheld)
+        for copy in outcome.copies:
+            if copy.items is None:
+                copies.append(copy)
+                continue
+            try:
+                projected = self._schemas.project(value or b"", copy.items)
+            except PayloadError as error:
+                withheld.append((copy, Refused(Reason.BAD_PAYLOAD, str(error))))
+                continue
+            copies.append(Copy(copy.direction, copy.region, copy.hops, copy.department,
+                               copy.items, projected))  # fmt: skip
+        if not copies:
+            if len(withheld) == 1:
+                return withheld[0][1]
+            return Refused(withheld[0][1].reason, "; ".join(r.message for _, r in withheld))
+        return Delivered(tuple(copies), tuple(withheld))
+
+
+def doubled_envelope_header(headers: Headers) -> Refused | None:
+    """Refuse a record that carries an envelope header more than once (which one would count?)."""
+    seen: set[str] = set()
+    for name, _ in headers:
+        if name in seen and name in ENVELOPE_HEADERS:
+            return Refused(Reason.BAD_ENVELOPE, f"header {name}: given more than once")
+        seen.add(name)
+    return None
+
+
+def millis(value: bytes | None) -> int:
+    """Parse a ``cx-created-ms`` value; -1 if absent or malformed."""
+    if value is None:
+        return -1
+    try:
+        return int(value)
+    except ValueError:
+        return -1
