@@ -131,7 +131,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
             name, provision.source_for(name, source(bootstrap, topic, name,
                                                     max_batch=flow.max_batch)),
             arrival, router, policy, destinations, metrics, health, schemas=schemas,
-            settings=settings, peer=peer,
+            settings=settings, peer=peer, log=log,
         )  # fmt: skip
 
     loops: list[Loop] = [
@@ -142,7 +142,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         down = parent_topics.down(config.topology.region)
         loops.append(link("parent", down, Arrival.FROM_ABOVE, config.parent.region))
         relays = _relays(
-            config, local_topics, parent_topics, health, metrics, sink, source, provision
+            config, local_topics, parent_topics, health, metrics, sink, source, provision, log
         )
 
     def use_grants(book: GrantBook) -> None:
@@ -151,7 +151,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     store = GrantStore(
         local_bootstrap, local_topics.grants, use_grants, health,
         max_staleness_s=config.grants.max_staleness_s,
-        relays=[relay for relay in relays if relay.name == "grants-down"],
+        relays=[relay for relay in relays if relay.name == "grants-down"], log=log,
     )  # fmt: skip
     loops += [provision.loop_for("grants", store), *relays]
     desk = GrantDesk(
@@ -298,6 +298,7 @@ def _relays(
     sink: Callable[[str, str], KafkaSink],
     source: Callable[..., KafkaSource],
     provision: _Provisioner,
+    log: structlog.typing.FilteringBoundLogger,
 ) -> list[GrantRelay]:
     """Build the up and down grant relays of a node that has a parent."""
     assert config.parent is not None
@@ -314,14 +315,14 @@ def _relays(
         "grants-up", provision.source_for("grants-up", source(
             local_bootstrap, local.grants, "grants-up", max_batch=500)),
         sink(parent_bootstrap, "grants-up"), parent.grants, mine, refusals, local.refused,
-        health, deadline_s=deadline, on_lag=metrics.relay_lag.labels("grants-up").set,
+        health, deadline_s=deadline, log=log, on_lag=metrics.relay_lag.labels("grants-up").set,
         check_every_s=every,
     )  # fmt: skip
     down = GrantRelay(
         "grants-down", provision.source_for("grants-down", source(
             parent_bootstrap, parent.grants, "grants-down", max_batch=500)),
         sink(local_bootstrap, "grants-down"), local.grants, lambda grant: not mine(grant),
-        refusals, local.refused, health, deadline_s=deadline,
+        refusals, local.refused, health, deadline_s=deadline, log=log,
         on_lag=metrics.relay_lag.labels("grants-down").set, check_every_s=every,
     )  # fmt: skip
     return [up, down]

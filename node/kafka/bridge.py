@@ -147,6 +147,7 @@ class Link:
         schemas: SchemaSet,
         settings: LinkSettings,
         peer: str,
+        log: structlog.typing.FilteringBoundLogger,
         clock: Clock = time.time,
     ) -> None:
         self.name = name
@@ -163,7 +164,7 @@ class Link:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._last_turn: asyncio.Future[None] | None = None  # the latest batch's refusal turn
-        self._log = structlog.get_logger("node.link").bind(link=name, topic=source.topic, peer=peer)
+        self._log = log.bind(link=name, topic=source.topic, peer=peer)
         # label children resolved once: .labels() per record costs more than the count itself
         self._records_in = metrics.records_in.labels(name)
         self._routing_seconds = metrics.routing_seconds.labels(name)

@@ -47,6 +47,7 @@ class GrantStore:
         *,
         max_staleness_s: float,
         relays: Sequence[GrantRelay] = (),
+        log: structlog.typing.FilteringBoundLogger,
         clock: Clock = time.time,
         poll_ms: int = 100,
     ) -> None:
@@ -66,7 +67,7 @@ class GrantStore:
         self._caught_up_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
-        self._log = structlog.get_logger("node.grants").bind(topic=topic)
+        self._log = log.bind(topic=topic)
 
     def request_stop(self) -> None:
         """Return from run() after the current poll."""
@@ -201,6 +202,7 @@ class GrantRelay:
         health: Health,
         *,
         deadline_s: float,
+        log: structlog.typing.FilteringBoundLogger,
         on_lag: Callable[[int], None] = lambda behind: None,
         check_every_s: float = 1.0,
         clock: Clock = time.time,
@@ -220,7 +222,7 @@ class GrantRelay:
         self._deadline_s = deadline_s
         self._clock = clock
         self._stopping = asyncio.Event()
-        self._log = structlog.get_logger("node.grants").bind(relay=name, topic=topic)
+        self._log = log.bind(relay=name, topic=topic)
 
     def request_stop(self) -> None:
         """Return from run() after the current batch."""

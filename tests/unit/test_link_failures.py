@@ -207,7 +207,7 @@ class Rigs:
         link = Link(
             "local", source, Arrival.FROM_BELOW, Router(Topology(CITY, "city", PROVINCE, ())),
             Policy(PolicySnapshot(CATALOG)), destinations, Metrics(registry, ["local"]), health,
-            schemas=SCHEMAS, settings=settings, peer=CITY,
+            schemas=SCHEMAS, settings=settings, peer=CITY, log=structlog.get_logger("test"),
         )  # fmt: skip
         rig = Rig(local, parent, source, health, registry, link)
         self.made.append(rig)
