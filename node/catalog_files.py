@@ -1,44 +1,22 @@
-"""Reading catalog files and checking them against the Avro schemas.
+"""Reading catalog files (TOML, ``schemas/catalog/*.toml``) and checking them with the core.
 
-Catalog files are TOML (``schemas/catalog/*.toml``), one ``[[resource]]`` table per entry. Every
-problem is reported with its file, resource code and field; a catalog with any problem is unusable
-and the node refuses to start on it.
+A file that cannot be read or parsed is a problem like any other: every one is reported with its
+file, and a catalog with any problem is unusable.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from node.codec import SchemaSet
-from node.core.catalog import (
-    ITEM_TYPES,
-    Catalog,
-    InformationItem,
-    Openness,
-    Resource,
-    UpdateCycle,
-)  # fmt: skip
-from node.core.envelope import MAX_GRADE, MIN_GRADE, Sharing
-from node.core.topology import is_region_code
+from node.core.avro import SchemaSet
+from node.core.catalog import Catalog
+from node.core.catalog_check import CatalogProblem, check_documents
 from node.errors import CatalogError
 
-
-@dataclass(frozen=True, slots=True)
-class CatalogProblem:
-    """One thing wrong in a catalog file."""
-
-    file: str
-    code: str
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.code} {self.field}: {self.message}"
+__all__ = ["CatalogProblem", "load_catalog", "packaged_catalog_dir", "read_catalog"]
 
 
 def packaged_catalog_dir() -> Path:
@@ -58,155 +36,14 @@ def load_catalog(directory: Path, schemas: SchemaSet) -> Catalog:
 def read_catalog(directory: Path, schemas: SchemaSet) -> tuple[Catalog, list[CatalogProblem]]:
     """Read and check the catalog; return what was usable and every problem found."""
     problems: list[CatalogProblem] = []
-    entries: dict[str, Resource] = {}
+    documents: dict[str, Any] = {}
     files = sorted(directory.glob("*.toml")) if directory.is_dir() else []
     if not files:
         problems.append(CatalogProblem(str(directory), "-", "-", "no *.toml catalog files"))
     for path in files:
         try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
+            documents[str(path)] = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             problems.append(CatalogProblem(str(path), "-", "-", f"unreadable: {error}"))
-            continue
-        for index, table in enumerate(document.get("resource", [])):
-            reader = _EntryReader(str(path), index, table)
-            entry = reader.resource()
-            problems.extend(reader.problems)
-            if entry is None:
-                continue
-            if entry.code in entries:
-                problems.append(CatalogProblem(str(path), entry.code, "code", "duplicate code"))
-                continue
-            schema_problems = list(_check_against_schema(entry, schemas))
-            problems.extend(CatalogProblem(str(path), entry.code, f, m) for f, m in schema_problems)
-            entries[entry.code] = entry
-    return Catalog(entries), problems
-
-
-class _EntryReader:
-    """Reads one ``[[resource]]`` table, collecting problems instead of stopping at the first."""
-
-    def __init__(self, file: str, index: int, table: Any) -> None:
-        self.file = file
-        self.table = table if isinstance(table, dict) else {}
-        code = self.table.get("code")
-        self.code = code if isinstance(code, str) and code else f"resource[{index}]"
-        self.problems: list[CatalogProblem] = []
-
-    def problem(self, field: str, message: str) -> None:
-        self.problems.append(CatalogProblem(self.file, self.code, field, message))
-
-    def text(
-        self, field: str, *, required: bool = True, table: dict[str, Any] | None = None
-    ) -> str:
-        value = (self.table if table is None else table).get(field, "" if not required else None)
-        if not isinstance(value, str) or (required and not value):
-            self.problem(field, f"expected a non-empty string, got {value!r}")
-            return ""
-        return value
-
-    def choice(self, field: str, kind: type[Any], default: str | None = None) -> Any:
-        value = self.table.get(field, default)
-        try:
-            return kind(value)
-        except ValueError:
-            allowed = ", ".join(member.value for member in kind)
-            self.problem(field, f"{value!r} is not one of {allowed}")
-            return None
-
-    def resource(self) -> Resource | None:
-        code = self.text("code")
-        source = self.table.get("source")
-        if not isinstance(source, dict):
-            self.problem("source", "expected { department = ..., region = ... }")
-            source = {}
-        department = self.text("department", table=source)
-        region = self.text("region", table=source)
-        if region and not is_region_code(region):
-            self.problem("source.region", f"{region!r} is not a six-digit region code")
-        sharing = self.choice("sharing", Sharing)
-        legal_basis = self.text("legal_basis", required=False)
-        if sharing is Sharing.NOT_SHARED and not legal_basis.strip():
-            self.problem("legal_basis", "a not-shared resource must cite its legal basis")
-        grade = self.table.get("grade")
-        if (
-            not isinstance(grade, int)
-            or isinstance(grade, bool)
-            or not MIN_GRADE <= grade <= MAX_GRADE
-        ):
-            self.problem("grade", f"expected an integer {MIN_GRADE}-{MAX_GRADE}, got {grade!r}")
-        entry = Resource(
-            code=code, name=self.text("name"), schema=self.text("schema"),
-            source_dept=department, source_region=region, sharing=sharing,
-            legal_basis=legal_basis, openness=self.choice("openness", Openness, "closed"),
-            grade=grade if isinstance(grade, int) else 0,
-            update_cycle=self.choice("update_cycle", UpdateCycle), items=self.items(),
-        )  # fmt: skip
-        return None if self.problems else entry
-
-    def items(self) -> tuple[InformationItem, ...]:
-        raw = self.table.get("items")
-        if not isinstance(raw, list) or not raw:
-            self.problem("items", "expected a non-empty array of { name, type, required }")
-            return ()
-        items = []
-        for index, item in enumerate(raw):
-            where = f"items[{index}]"
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                self.problem(where, "expected { name = ..., type = ..., required = ... }")
-                continue
-            kind, required = item.get("type"), item.get("required", True)
-            if kind not in ITEM_TYPES:
-                self.problem(
-                    f"items.{item['name']}", f"type {kind!r} is not one of {', '.join(ITEM_TYPES)}"
-                )
-            if not isinstance(required, bool):
-                self.problem(
-                    f"items.{item['name']}", f"required must be true or false, got {required!r}"
-                )
-            items.append(InformationItem(item["name"], str(kind), bool(required)))
-        names = [item.name for item in items]
-        for name in {n for n in names if names.count(n) > 1}:
-            self.problem(f"items.{name}", "listed twice")
-        return tuple(items)
-
-
-def _check_against_schema(entry: Resource, schemas: SchemaSet) -> Iterator[tuple[str, str]]:
-    """Yield (field, problem) for every disagreement between the entry and its Avro schema."""
-    schema = schemas.by_name.get(entry.schema)
-    if schema is None:
-        yield "schema", f"unknown schema {entry.schema!r}"
-        return
-    fields = {field["name"]: avro_item_type(field["type"]) for field in schema.parsed["fields"]}
-    for item in entry.items:
-        if item.name not in fields:
-            yield f"items.{item.name}", f"not a field of {entry.schema}"
-            continue
-        kind, nullable = fields[item.name]
-        if kind != item.type:
-            yield f"items.{item.name}", f"type {item.type} in the catalog, {kind} in {entry.schema}"
-        elif item.required and nullable:
-            yield f"items.{item.name}", f"required in the catalog but nullable in {entry.schema}"
-    listed = {item.name for item in entry.items}
-    for name in fields.keys() - listed:
-        yield f"items.{name}", f"field of {entry.schema} missing from the catalog"
-
-
-def avro_item_type(avro: Any) -> tuple[str, bool]:
-    """Map an Avro field type to (catalog item type, nullable)."""
-    if isinstance(avro, list):
-        branches = [branch for branch in avro if branch != "null"]
-        kind, _ = avro_item_type(branches[0]) if len(branches) == 1 else ("union", False)
-        return kind, len(branches) < len(avro)
-    if isinstance(avro, dict):
-        logical = avro.get("logicalType")
-        if logical == "date":
-            return "date", False
-        if logical in ("timestamp-millis", "timestamp-micros"):
-            return "timestamp", False
-        return (
-            avro_item_type(avro["type"])
-            if avro["type"] not in ("enum", "record", "array", "map", "fixed")
-            else (avro["type"], False)
-        )
-    return str(avro), False
+    catalog, found = check_documents(documents, schemas)
+    return catalog, problems + found
