@@ -24,7 +24,7 @@ from node.core.catalog import Catalog
 from node.core.grants import Grant, GrantBook
 from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
-from node.errors import ConfigError
+from node.errors import ConfigError, NodeError
 from node.grant_desk import GrantDesk
 from node.kafka.bridge import Destinations, Link, LinkSettings
 from node.kafka.grants import GrantRelay, GrantStore
@@ -178,6 +178,8 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
                 for loop in loops
             }
             group.create_task(_stop_when_asked(stop, stopping, tasks, flow.shutdown_timeout_s, log))
+        if not stop.is_set():  # a loop ended although nobody asked: never exit as if all was well
+            raise NodeError("a loop ended without being asked to stop (see loop_ended)")
     finally:
         await asyncio.gather(*(made.stop() for made in sinks))
         await runner.cleanup()
@@ -343,6 +345,10 @@ async def _stop_when_asked(
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
+    for task, loop in tasks.items():
+        if task.done():
+            error = "cancelled" if task.cancelled() else repr(task.exception())
+            log.error("loop_ended", loop=loop.name, error=error)
     soft_s = max(deadline_s * 0.5, deadline_s - CLOSE_RESERVE_S)
     log.info("node_stopping", deadline_s=deadline_s, soft_stop_s=soft_s)
     stopping.set()

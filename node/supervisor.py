@@ -153,6 +153,11 @@ class Supervisor:
                 if not error.retriable:
                     raise
                 reason = str(error) or type(error).__name__
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the node is cutting this loop (hard stop)
+                reason = "a client operation was cancelled from inside the client library"
             else:
                 if self._stopping.is_set():
                     return

@@ -15,7 +15,6 @@ through its origin's ancestors and descends only into subtrees without its origi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from node.core.envelope import REFUSAL_MESSAGE, REFUSAL_REASON, REFUSED_BY
 from node.core.grants import Grant, GrantBook, newer
 from node.core.outcome import Reason
 from node.errors import RecordRejected, TransportError
+from node.kafka.closing import close_quietly
 from node.supervisor import Health
 from node.transport import Batch, Clock, Message, RecordSink, RecordSource
 
@@ -103,8 +103,7 @@ class GrantStore:
             if self.fresh:  # whoever restarts this loop must confirm it current again
                 self.fresh = False
                 self._publish(self._clock())
-            with contextlib.suppress(TimeoutError, KafkaError):
-                await asyncio.wait_for(consumer.stop(), 5)
+            await close_quietly(consumer.stop())
 
     def _refresh(self, *, changed: bool = False) -> None:
         """Publish a new book if grants, freshness or an expiry changed; arm the staleness timer.

@@ -19,7 +19,6 @@ unreachable, so an abandoned producer must never be left to write later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from functools import partial
 
@@ -29,6 +28,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from node.errors import DeliveryError, RecordRejected
+from node.kafka.closing import close_quietly, own_cancellation
 from node.kafka.topics import TopicLimits
 from node.transport import Message, PartitionOrder, Substitute
 
@@ -220,16 +220,17 @@ class KafkaSink:
             await asyncio.wait_for(asyncio.shield(producer.stop()), CLOSE_TIMEOUT_S)
         except (TimeoutError, KafkaError):
             await _abort(producer)
+        except asyncio.CancelledError:
+            if own_cancellation():
+                raise
+            await _abort(producer)
 
 
 async def _abort(producer: AIOKafkaProducer) -> None:
     """Stop a producer at once, dropping what it still holds (aiokafka has no public abort)."""
     sender = getattr(producer, "_sender", None)
     task = getattr(sender, "sender_task", None)
-    if task is not None:
-        task.cancel()  # stop() then skips the flush that would wait for an unreachable cluster
-    accumulator = getattr(producer, "_message_accumulator", None)
-    if accumulator is not None:
-        accumulator.fail_all(KafkaError("producer aborted"))  # no batch left waiting for ever
-    with contextlib.suppress(TimeoutError, KafkaError, asyncio.CancelledError):
-        await asyncio.wait_for(producer.stop(), CLOSE_TIMEOUT_S)
+    if task is not None and not task.done():
+        task.cancel()  # no flush: it would wait for an unreachable cluster, and write late
+        await close_quietly(asyncio.wait([task]), CLOSE_TIMEOUT_S)
+    await close_quietly(producer.client.close(), CLOSE_TIMEOUT_S)

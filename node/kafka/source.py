@@ -14,7 +14,6 @@ here. Three things a plain consumer hides are made visible:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 
@@ -27,6 +26,7 @@ from aiokafka.errors import (
 )
 
 from node.errors import TransportError
+from node.kafka.closing import close_quietly
 from node.transport import Batch, Gap, Partition
 
 CLOSE_TIMEOUT_S = 5.0
@@ -243,5 +243,4 @@ class KafkaSource:
 
 
 async def _close(consumer: AIOKafkaConsumer) -> None:
-    with contextlib.suppress(TimeoutError, KafkaError):
-        await asyncio.wait_for(consumer.stop(), CLOSE_TIMEOUT_S)
+    await close_quietly(consumer.stop(), CLOSE_TIMEOUT_S)

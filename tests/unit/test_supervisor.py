@@ -153,6 +153,32 @@ async def test_retriable_failure_marks_the_loop_down_and_restarts_it() -> None:
     await asyncio.wait_for(running, WAIT_S)
 
 
+async def test_a_cancellation_escaping_the_client_is_retried_not_taken_for_a_stop() -> None:
+    """A CancelledError raised inside the loop (aiokafka lets some escape) restarts the loop."""
+    watched = Watched()
+    stopping = asyncio.Event()
+    loop = ScriptedLoop(watched.health, asyncio.CancelledError())
+    running = asyncio.ensure_future(supervisor(watched.health, stopping).keep_running(loop))
+
+    await watched.wait(lambda: watched.health.is_up("local"))
+    assert loop.runs == 2
+    assert "cancelled from inside the client" in watched.transitions[1][1]
+    stopping.set()
+    loop.request_stop()
+    await asyncio.wait_for(running, WAIT_S)
+
+
+async def test_cancelling_the_supervised_task_still_stops_it() -> None:
+    """A real cancellation of the supervisor's task (a hard stop) is not swallowed."""
+    watched = Watched()
+    loop = ScriptedLoop(watched.health)
+    running = asyncio.ensure_future(supervisor(watched.health, asyncio.Event()).keep_running(loop))
+    await watched.wait(lambda: watched.health.is_up("local"))
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, WAIT_S)
+
+
 async def test_restarts_back_off_exponentially() -> None:
     """Between restarts the supervisor waits base, twice base, ... up to the cap."""
     watched = Watched()
