@@ -192,6 +192,7 @@ class KafkaSink:
         batch.close()  # complete: it need not linger for more
         try:
             future = await producer.send_batch(batch, topic, partition=partition)
+            future.add_done_callback(_retrieved)  # an abandoned batch's failure is not an error
             await future
         except _SIZE_ERRORS as error:
             self._limits.forget(topic)
@@ -230,7 +231,15 @@ async def _abort(producer: AIOKafkaProducer) -> None:
     """Stop a producer at once, dropping what it still holds (aiokafka has no public abort)."""
     sender = getattr(producer, "_sender", None)
     task = getattr(sender, "sender_task", None)
-    if task is not None and not task.done():
-        task.cancel()  # no flush: it would wait for an unreachable cluster, and write late
-        await close_quietly(asyncio.wait([task]), CLOSE_TIMEOUT_S)
-    await close_quietly(producer.client.close(), CLOSE_TIMEOUT_S)
+    if task is not None:
+        task.cancel()  # stop() then skips the flush that would wait for an unreachable cluster
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        accumulator.fail_all(KafkaError("producer aborted"))  # nothing left to flush, or to write
+    await close_quietly(producer.stop(), CLOSE_TIMEOUT_S)
+
+
+def _retrieved(future: asyncio.Future[object]) -> None:
+    """Mark a batch's outcome as seen, so abandoning it logs nothing."""
+    if not future.cancelled():
+        future.exception()
