@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
@@ -30,6 +31,7 @@ from node.kafka.closing import close_quietly
 from node.transport import Batch, Gap, Partition
 
 CLOSE_TIMEOUT_S = 5.0
+T = TypeVar("T")
 
 
 class KafkaSource:
@@ -122,18 +124,21 @@ class KafkaSource:
     async def _probe(self, consumer: AIOKafkaConsumer) -> None:
         """Ask for end offsets within the deadline: proof that the cluster answers."""
         partitions = consumer.partitions_for_topic(self.topic) or {0}
+        ends = consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
+        await self._answered(ends, self._deadline_s, "probing")
+
+    async def _answered(self, asking: Awaitable[T], timeout_s: float, doing: str) -> T:
+        """Await a question to the cluster within ``timeout_s``; TransportError if unanswered."""
         try:
-            await asyncio.wait_for(
-                consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions]),
-                self._deadline_s,
-            )
+            answer = await asyncio.wait_for(asking, timeout_s)
         except TimeoutError as error:
             raise TransportError(
-                f"{self.bootstrap} did not answer within {self._deadline_s:g} s"
+                f"{doing} {self.topic}: {self.bootstrap} did not answer within {timeout_s:g} s"
             ) from error
         except KafkaError as error:
-            raise TransportError(f"probing {self.topic} on {self.bootstrap}: {error!r}") from error
+            raise TransportError(f"{doing} {self.topic} on {self.bootstrap}: {error!r}") from error
         self._last_heard = time.monotonic()
+        return answer
 
     async def _start_fresh(self, consumer: AIOKafkaConsumer, error: Exception) -> None:
         """Start a partition with no committed offset (a new group) at its beginning."""
@@ -147,13 +152,11 @@ class KafkaSource:
     async def _report_gaps(self, consumer: AIOKafkaConsumer, lost: Mapping[object, int]) -> None:
         """Report each out-of-range position as a Gap, then resume as configured."""
         partitions = [tp for tp in lost if isinstance(tp, TopicPartition)]
-        try:
-            firsts = await asyncio.wait_for(
-                consumer.beginning_offsets(partitions), self._deadline_s
-            )
-            ends = await asyncio.wait_for(consumer.end_offsets(partitions), self._deadline_s)
-        except (TimeoutError, KafkaError) as error:
-            raise TransportError(f"reading offsets of {self.topic}: {error!r}") from error
+        reading = "reading offsets of"
+        firsts = await self._answered(
+            consumer.beginning_offsets(partitions), self._deadline_s, reading
+        )
+        ends = await self._answered(consumer.end_offsets(partitions), self._deadline_s, reading)
         for tp in partitions:
             position, first, end = lost[tp], firsts[tp], ends[tp]
             resume = first if self._resume_at == "earliest" else end
@@ -224,16 +227,7 @@ class KafkaSource:
                 total += max(0, ends[tp] - (firsts[tp] if committed is None else committed))
             return total
 
-        try:
-            lag = await asyncio.wait_for(behind(), timeout_s)
-        except TimeoutError as error:
-            raise TransportError(
-                f"{self.bootstrap} did not answer within {timeout_s:g} s"
-            ) from error
-        except KafkaError as error:
-            raise TransportError(f"offsets of {self.topic}: {error!r}") from error
-        self._last_heard = time.monotonic()
-        return lag
+        return await self._answered(behind(), timeout_s, "measuring the lag of")
 
     async def stop(self) -> None:
         """Leave the group and close connections; give up after a few seconds."""

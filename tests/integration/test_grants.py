@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from fastavro import schemaless_reader
 
 from node.codec import HEADER_SIZE, load_schemas, packaged_schema_dir
+from node.config import NodeConfig
 from node.kafka.client import Published, read_topic
 from node.kafka.client import publish as produce
 from node.kafka.topics import TopicNames
@@ -62,10 +63,10 @@ def from_city(seed: int) -> Published:
     )  # fmt: skip
 
 
-async def test_grant_flows_through_the_cascade_and_revocation_takes_effect_in_bound(
+async def provider_city(
     clusters: dict[str, str], prefix: str, nodes: Any, tmp_path: Path
-) -> None:
-    """Request, approval, projected delivery, restart, and a revocation honoured within 5 s."""
+) -> tuple[RunningNode, NodeConfig]:
+    """Start the city that provides ``ASK`` (conditional); return it and the county's config."""
     (tmp_path / "catalog.toml").write_text(
         entry(ASKED, sharing='"conditional"', source='{ department = "PSB", region = "410100" }'),
         encoding="utf-8",
@@ -79,6 +80,14 @@ async def test_grant_flows_through_the_cascade_and_revocation_takes_effect_in_bo
         node=catalog, grants={"max_staleness_s": MAX_STALENESS_S},
         departments=[{"code": "HRSS", "clearance": 3, "subscribe": [ASKED]}],
     )  # fmt: skip
+    return city, county_config
+
+
+async def test_grant_flows_through_the_cascade_and_revocation_takes_effect_in_bound(
+    clusters: dict[str, str], prefix: str, nodes: Any, tmp_path: Path
+) -> None:
+    """Request, approval, projected delivery, restart, and a revocation honoured within 5 s."""
+    city, county_config = await provider_city(clusters, prefix, nodes, tmp_path)
     county = await nodes(county_config)
     deliver = TopicNames(prefix).deliver("HRSS")
 
@@ -227,21 +236,8 @@ async def test_a_revocation_while_the_relay_to_the_county_is_stalled_is_honoured
     A rogue member of the relay's group holds its partition, so the county cannot confirm the
     relay current and fails closed within 5 s.
     """
-    (tmp_path / "catalog.toml").write_text(
-        entry(ASKED, sharing='"conditional"', source='{ department = "PSB", region = "410100" }'),
-        encoding="utf-8",
-    )
-    catalog = {"catalog_dir": str(tmp_path)}
-    city = await nodes(
-        node_config(CITY, "city", clusters["city"], prefix, children=(COUNTY,), node=catalog)
-    )
-    county = await nodes(
-        node_config(
-            COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix),
-            node=catalog, grants={"max_staleness_s": MAX_STALENESS_S},
-            departments=[{"code": "HRSS", "clearance": 3, "subscribe": [ASKED]}],
-        )
-    )  # fmt: skip
+    city, county_config = await provider_city(clusters, prefix, nodes, tmp_path)
+    county = await nodes(county_config)
     names = TopicNames(prefix)
     code, asked = await call(
         county, "POST", "/grants", {"resource": ASKED, "consumer_dept": "HRSS"}
