@@ -78,9 +78,12 @@ class Decider:
         outcomes = self._policy.apply_batch(policy_keys, routed)
         if self._validate:
             region = self._router.topology.region
+            catalog = self._policy.snapshot.catalog
             for index, (record, (_, hops)) in enumerate(zip(records, route_keys, strict=True)):
                 if not hops:
-                    refusal = check_ingress(record.headers, record.value, region, self._schemas)
+                    refusal = check_ingress(
+                        record.headers, record.value, region, self._schemas, catalog
+                    )
                     if refusal is not None:
                         outcomes[index] = refusal
         for index in doubled:

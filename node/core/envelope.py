@@ -15,7 +15,7 @@ cx-grade          classification grade, 1 (public) … 4 (most sensitive)
 cx-sharing        ``unconditional`` · ``conditional`` · ``not_shared``
 cx-created-ms     creation time, milliseconds since the Unix epoch
 cx-hops           the hop path, comma separated ``REGION`` + mark: ``^`` sent up, ``v`` sent down,
-                  ``.`` delivered there; empty on a freshly published record
+                  ``.`` delivered there; present and empty on a freshly published record
 ================  =====================================================================
 """
 
@@ -201,7 +201,7 @@ class Envelope:
             grade=int(grade_text),
             sharing=sharing,
             created_ms=int(created_text),
-            hops=parse_hops(text.get(HOPS, "")),
+            hops=parse_hops(required(HOPS)),
         )
 
 

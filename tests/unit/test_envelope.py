@@ -177,10 +177,13 @@ def test_any_valid_envelope_round_trips_through_headers(envelope: Envelope) -> N
     assert Envelope.from_headers(envelope.to_headers()) == envelope
 
 
-def test_a_freshly_published_record_may_omit_the_hop_header() -> None:
-    """Without ``cx-hops`` the envelope has no hops."""
-    headers = [(k, v) for k, v in ENVELOPE.to_headers() if k != HOPS]
-    assert Envelope.from_headers(headers).hops == ()
+def test_a_freshly_published_record_carries_an_empty_hop_header() -> None:
+    """An empty ``cx-hops`` is a fresh record; a missing one is a bad envelope like any other."""
+    fresh = [(k, b"" if k == HOPS else v) for k, v in ENVELOPE.to_headers()]
+    assert Envelope.from_headers(fresh).hops == ()
+    with pytest.raises(EnvelopeError) as caught:
+        Envelope.from_headers([(k, v) for k, v in fresh if k != HOPS])
+    assert (caught.value.header, str(caught.value)) == (HOPS, "header cx-hops: missing")
 
 
 def test_other_headers_are_ignored_and_the_last_value_wins() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
+from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import MAGIC, load_schemas
 from node.core.envelope import GRADE, SOURCE_REGION, TARGET, Envelope, Sharing, Target, TargetKind
 from node.core.ingress import check_ingress
@@ -125,3 +126,14 @@ def test_a_date_beyond_the_calendar_is_a_bad_payload_not_a_crash() -> None:
     refusal = check_ingress(HEADERS, value, "410102", SCHEMAS)
     assert refusal is not None
     assert refusal.reason is Reason.BAD_PAYLOAD
+
+
+def test_a_value_of_another_resources_schema_is_refused_against_the_catalog() -> None:
+    """A valid legal-entity datum sent as a person resource is ``bad_payload``, naming both."""
+    catalog = load_catalog(packaged_catalog_dir(), SCHEMAS)
+    entity = sample(SCHEMAS, LEGAL_ENTITY, "410102", "region:410000", seed=5, created_ms=0)
+    assert check_ingress(HEADERS, PUBLISHED.value, "410102", SCHEMAS, catalog) is None
+    refusal = check_ingress(HEADERS, entity.value, "410102", SCHEMAS, catalog)
+    assert refusal is not None
+    assert refusal.reason is Reason.BAD_PAYLOAD
+    assert f"value is a {LEGAL_ENTITY}, but {PUBLISHED.envelope.resource}" in refusal.message
