@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup jars test test-unit lint demo bench bench-quick clean
+.PHONY: setup jars test test-unit lint faults demo bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ test-unit: setup
 
 test: lint jars
 	$(VENV)/bin/pytest
+
+faults: jars
+	FAULTS_FULL=1 $(VENV)/bin/pytest tests/faults -m faults
 
 demo: jars
 	$(PY) deploy/local/demo.py

@@ -6,10 +6,13 @@ benchmarks) it offers ``ensure_jars``, ``start_clusters`` and ``stop_clusters``;
     python deploy/local/localkafka.py jars
     python deploy/local/localkafka.py up --names province,city,county --base-port 19092 --dir DIR
     python deploy/local/localkafka.py status --dir DIR
+    python deploy/local/localkafka.py stop NAME --dir DIR     # one cluster; data dir and ports kept
+    python deploy/local/localkafka.py start NAME --dir DIR    # start it again where it left off
     python deploy/local/localkafka.py down --dir DIR
 
 Cluster i of ``up`` listens on base-port + 10000*i (its controller on the next port). Brokers are
-stopped by the process ids recorded at start, never by name.
+stopped by the process ids recorded at start, never by name. ``stop_cluster``, ``restart_cluster``
+and ``broker_pid`` take one cluster down and up again, for fault drills.
 """
 
 from __future__ import annotations
@@ -411,6 +414,40 @@ def stop_clusters(clusters: Sequence[Cluster], timeout: float = 30.0) -> None:
                 time.sleep(0.05)
 
 
+def broker_pid(cluster: Cluster) -> int | None:
+    """Return the process id of ``cluster``'s broker while it runs; None once it has stopped."""
+    return cluster.pid if _alive(cluster.pid) and _is_broker(cluster.pid) else None
+
+
+def stop_cluster(cluster: Cluster, timeout: float = 30.0) -> None:
+    """Stop one broker (SIGTERM, SIGKILL after ``timeout``), keeping its data dir and ports."""
+    stop_clusters([cluster], timeout)
+
+
+def restart_cluster(cluster: Cluster, timeout: float = 90.0) -> Cluster:
+    """Start a stopped cluster again on its own data dir and ports; wait until it answers.
+
+    Returns the cluster with its new broker pid (topics, offsets and groups are as they were left).
+    Raises LocalKafkaError if its broker still runs, a port is taken, or it is not ready within
+    ``timeout`` seconds (after stopping what it started; the message has the log tail).
+    """
+    running = broker_pid(cluster)
+    if running is not None:
+        raise LocalKafkaError(
+            f"broker {cluster.spec.name} still runs (pid {running}); stop it first"
+        )
+    java = check_java()
+    libs = ensure_jars()
+    _check_ports([cluster.spec])
+    restarted = _start_one(java, libs, cluster.spec, cluster.data_dir)
+    try:
+        _wait_ready(restarted, time.monotonic() + timeout, timeout)
+    except BaseException:
+        stop_clusters([restarted])
+        raise
+    return restarted
+
+
 def stop_processes(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
     """SIGTERM every process we started (by its Popen), wait, SIGKILL any still running after."""
     for process in processes:
@@ -463,8 +500,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--heap-mb", type=int, default=512)
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
     status = commands.add_parser("status", help="tell whether each recorded broker answers")
+    stop = commands.add_parser("stop", help="stop one recorded cluster, keeping its data and ports")
+    start = commands.add_parser("start", help="start one stopped cluster again")
+    for command in (stop, start):
+        command.add_argument("name", help="cluster name, as given to up --names")
+        command.add_argument("--timeout", type=float, default=90.0, help="seconds to wait")
     down = commands.add_parser("down", help="stop the recorded brokers")
-    for command in (up, status, down):
+    for command in (up, status, stop, start, down):
         command.add_argument("--dir", type=Path, default=Path(".local/kafka"))
     return parser
 
@@ -496,6 +538,24 @@ def _status(directory: Path) -> int:
     return 0 if healthy else 1
 
 
+def _stop_or_start(directory: Path, name: str, start: bool, timeout: float) -> int:
+    """Stop or restart the recorded cluster ``name``; record its new pid."""
+    clusters = _load_state(directory)
+    index = next((i for i, c in enumerate(clusters) if c.spec.name == name), None)
+    if index is None:
+        known = ", ".join(c.spec.name for c in clusters)
+        raise LocalKafkaError(f"no cluster {name!r} recorded in {directory} (known: {known})")
+    cluster = clusters[index]
+    if start:
+        clusters[index] = restart_cluster(cluster, timeout)
+        print(f"{name} {cluster.bootstrap} pid {clusters[index].pid} ready")
+    else:
+        stop_cluster(cluster, timeout)
+        print(f"{name} {cluster.bootstrap} stopped; data kept in {cluster.data_dir}")
+    _save_state(directory, clusters)
+    return 0
+
+
 def _down(directory: Path) -> int:
     clusters = _load_state(directory)
     for cluster in clusters:
@@ -517,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _up(args.dir, args.names, args.base_port, args.heap_mb, args.timeout)
         if args.command == "status":
             return _status(args.dir)
+        if args.command in ("stop", "start"):
+            return _stop_or_start(args.dir, args.name, args.command == "start", args.timeout)
         return _down(args.dir)
     except LocalKafkaError as error:
         print(f"localkafka: {error}", file=sys.stderr)
