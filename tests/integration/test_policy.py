@@ -6,6 +6,7 @@ the marker reaches the city every earlier record has been decided.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,14 @@ async def test_each_rule_allows_or_refuses_with_its_reason(
         next(p for p, why in expected_refusals.items() if why == "grade").envelope.record_id
     ]
     assert grade.headers["cx-refusal-message"] == f"grade 4 exceeds clearance 3 of up {CITY}"
-    assert node.metric("exchange_records_refused_total", link="local", reason="negative_list") == 2
-    assert node.metric("exchange_records_refused_total", link="local", reason="not_shared") == 2
-    assert node.metric("exchange_records_out_total", link="local", direction="up") == 3
+    # counted once the batch is settled, which may be a moment after the records are readable
+    counts = (
+        ("exchange_records_refused_total", {"reason": "negative_list"}, 2),
+        ("exchange_records_refused_total", {"reason": "not_shared"}, 2),
+        ("exchange_records_out_total", {"direction": "up"}, 3),
+    )
+    for _ in range(200):  # at most 10 s
+        if all(node.metric(name, link="local", **labels) == want for name, labels, want in counts):
+            break
+        await asyncio.sleep(0.05)
+    assert [node.metric(name, link="local", **labels) for name, labels, _ in counts] == [2, 2, 3]
