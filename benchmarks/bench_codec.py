@@ -7,9 +7,9 @@ import random
 import time
 
 from common import table, write
+from sample_records import BUILDERS
 
 from node.codec import load_schemas, packaged_schema_dir
-from node.samples import BUILDERS
 
 
 def per_second(step: object, count: int, seconds: float) -> float:

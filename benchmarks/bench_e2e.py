@@ -38,11 +38,11 @@ from common import table, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
 import localkafka  # lives in deploy/local
+from sample_records import PERSON, sample
 
 from node.codec import load_schemas, packaged_schema_dir
 from node.core.envelope import HOPS
 from node.kafka.topics import ensure_topics
-from node.samples import PERSON, sample
 
 HERE = Path(__file__).resolve().parent
 EXE = Path(sys.executable).with_name("exchange-node")

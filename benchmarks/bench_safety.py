@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from bench_core import rate
 from common import RESULTS, table, write
+from sample_records import BUILDERS, sample
 
 from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import SchemaSet, load_schemas, packaged_schema_dir
@@ -35,7 +36,6 @@ from node.core.ingress import check_ingress
 from node.core.policy import Clearance, Department, NegativeList, Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
 from node.core.topology import Topology
-from node.samples import BUILDERS, sample
 
 CITY, COUNTY = "410100", "410102"
 CONDITIONAL = "410102-PSB-00001"

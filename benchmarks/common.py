@@ -1,4 +1,8 @@
-"""Shared helpers for the benchmarks: machine facts, result files, tables."""
+"""Shared helpers for the benchmarks: machine facts, result files, tables.
+
+Importing it also puts ``deploy/local`` on the path, where the local Kafka, the sample records and
+the department client live (they are not part of the installed package).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DEPLOY_LOCAL = Path(__file__).resolve().parents[1] / "deploy" / "local"
+if str(DEPLOY_LOCAL) not in sys.path:
+    sys.path.insert(0, str(DEPLOY_LOCAL))
 
 
 def machine() -> dict[str, Any]:

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import localkafka
+from department_client import Published, Received, publish, read_topic
+from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
 
 from node.codec import SchemaSet, load_schemas, packaged_schema_dir
-from node.kafka.client import Published, Received, publish, read_topic
-from node.samples import LEGAL_ENTITY, LICENCE, PERSON, sample
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

@@ -33,13 +33,13 @@ from typing import Any, NamedTuple, Self
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from department_client import Received
+from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
 
 from node.codec import load_schemas, packaged_schema_dir
 from node.config import parse_config
 from node.errors import ConfigError
-from node.kafka.client import Received
 from node.kafka.topics import TopicNames, ensure_topics
-from node.samples import LEGAL_ENTITY, LICENCE, PERSON, sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "local"))
 import localkafka  # lives in deploy/local, not in the package

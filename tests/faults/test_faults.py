@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from department_client import Received
+from sample_records import LEGAL_ENTITY, PERSON, person, sample
 
 from node.codec import MAGIC
 from node.core.envelope import (
@@ -32,8 +34,6 @@ from node.core.envelope import (
     SOURCE_DEPT,
     TARGET,
 )  # fmt: skip
-from node.kafka.client import Received
-from node.samples import LEGAL_ENTITY, PERSON, person, sample
 from tests.faults.harness import (
     CITY,
     COUNTY,

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from department_client import Published, Received, publish, read_topic
+from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
 
 from node.codec import load_schemas, packaged_schema_dir
-from node.kafka.client import Published, Received, publish, read_topic
 from node.kafka.topics import TopicNames, ensure_topics
-from node.samples import LEGAL_ENTITY, LICENCE, PERSON, sample
 from tests.integration.conftest import RunningNode, node_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from department_client import publish, read_topic
+from sample_records import PERSON, sample
 
 from node.codec import load_schemas, packaged_schema_dir
-from node.kafka.client import publish, read_topic
 from node.kafka.topics import TopicNames
-from node.samples import PERSON, sample
 from tests.integration.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

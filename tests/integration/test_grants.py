@@ -17,14 +17,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer
+from department_client import Published, read_topic
+from department_client import publish as produce
 from fastavro import schemaless_reader
+from sample_records import LEGAL_ENTITY, PERSON, sample
 
 from node.codec import HEADER_SIZE, load_schemas, packaged_schema_dir
 from node.config import NodeConfig
-from node.kafka.client import Published, read_topic
-from node.kafka.client import publish as produce
 from node.kafka.topics import TopicNames
-from node.samples import LEGAL_ENTITY, PERSON, sample
 from tests.integration.conftest import RunningNode, node_config
 from tests.integration.test_cli import EXE
 from tests.unit.test_catalog import entry

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from department_client import Published, read_topic
+from department_client import publish as produce
+from sample_records import PERSON, sample
 
 from node.codec import load_schemas, packaged_schema_dir
-from node.kafka.client import Published, read_topic
-from node.kafka.client import publish as produce
 from node.kafka.topics import TopicNames
-from node.samples import PERSON, sample
 from tests.integration.conftest import node_config
 from tests.unit.test_catalog import entry
 

@@ -14,14 +14,14 @@ import aiohttp
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from department_client import Published, read_topic
+from department_client import publish as produce
 from prometheus_client import CollectorRegistry
+from sample_records import PERSON, sample
 
 from node.app import Running, run_node
 from node.codec import load_schemas, packaged_schema_dir
-from node.kafka.client import Published, read_topic
-from node.kafka.client import publish as produce
 from node.kafka.topics import TopicNames, ensure_topics
-from node.samples import PERSON, sample
 from tests.integration.conftest import READY_TIMEOUT_S, free_port, node_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

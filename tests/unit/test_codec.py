@@ -16,10 +16,10 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sample_records import LEGAL_ENTITY, LICENCE, PERSON
 
 from node.codec import HEADER_SIZE, MAGIC, SchemaSet, load_schemas, packaged_schema_dir
 from node.errors import NodeError, PayloadError, SchemaError
-from node.samples import LEGAL_ENTITY, LICENCE, PERSON
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "resources"
 SCHEMAS = load_schemas(SCHEMA_DIR)

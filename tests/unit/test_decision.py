@@ -6,6 +6,7 @@ import io
 from typing import NamedTuple
 
 from fastavro import schemaless_reader
+from sample_records import PERSON, sample
 
 from node.codec import HEADER_SIZE, load_schemas, packaged_schema_dir
 from node.core.catalog import Catalog
@@ -16,7 +17,6 @@ from node.core.outcome import Delivered, Reason, Refused
 from node.core.policy import Department, Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
 from node.core.topology import Topology
-from node.samples import PERSON, sample
 from tests.unit.test_policy import resource
 
 SCHEMAS = load_schemas(packaged_schema_dir())

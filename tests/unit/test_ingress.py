@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from fastavro import parse_schema, schemaless_writer
+from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
 
 from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import MAGIC, load_schemas
 from node.core.envelope import GRADE, SOURCE_REGION, TARGET, Envelope, Sharing, Target, TargetKind
 from node.core.ingress import check_ingress
 from node.core.outcome import Reason
-from node.samples import LEGAL_ENTITY, LICENCE, PERSON, sample
 
 SCHEMAS = load_schemas(Path(__file__).resolve().parents[2] / "schemas" / "resources")
 PUBLISHED = sample(SCHEMAS, PERSON, "410102", "region:410000", seed=3, created_ms=1_790_000_000_000)

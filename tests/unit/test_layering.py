@@ -18,7 +18,7 @@ FORBIDDEN = {
     "prometheus_client", "socket", "os", "pathlib", "importlib", "tomllib", "subprocess",
     "threading", "random", "uuid", "node.kafka", "node.ops", "node.app", "node.cli",
     "node.codec", "node.config", "node.catalog_files", "node.grant_desk", "node.transport",
-    "node.supervisor", "node.samples",
+    "node.supervisor",
 }  # fmt: skip
 
 

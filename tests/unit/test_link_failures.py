@@ -1,7 +1,7 @@
 """A real Link over the in-memory transport, under failures: every record is counted by its id.
 
 The node is the city 410100 under the province 410000. Records are published at the city's outbox
-for ``region:410000`` (valid envelopes and values from ``node.samples``), so the link sends them up
+for ``region:410000`` (valid envelopes and values from ``sample_records``), so the link sends them up
 to the parent cluster's outbox. Ids are ``k{key}-{seq}`` over 50 keys; each test counts what
 reached the parent (delivered, lost, duplicated, out of order by first arrival) and what was
 refused, and prints the figures.
@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import structlog
 from prometheus_client import CollectorRegistry
+from sample_records import PERSON, person, sample
 
 from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import load_schemas, packaged_schema_dir
@@ -33,7 +34,6 @@ from node.core.topology import Topology
 from node.kafka.bridge import REFUSED_SHA256, REFUSED_SIZE, Destinations, Link, LinkSettings
 from node.kafka.topics import TopicNames
 from node.ops.metrics import Metrics
-from node.samples import PERSON, person, sample
 from node.supervisor import Health, Supervisor
 from node.transport import Header, Partition
 from tests.memory_transport import MemoryCluster, MemorySink, MemorySource, Stored

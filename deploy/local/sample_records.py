@@ -11,9 +11,10 @@ import random
 import uuid
 from typing import Any
 
+from department_client import Published
+
 from node.codec import SchemaSet
 from node.core.envelope import Envelope, Sharing, Target
-from node.kafka.client import Published
 
 PERSON = "cn.gov.exchange.population.Person"
 LEGAL_ENTITY = "cn.gov.exchange.legalentity.LegalEntity"
