@@ -26,7 +26,7 @@ from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
 from node.errors import ConfigError, NodeError
 from node.grant_desk import GrantDesk
-from node.kafka.bridge import Destinations, Link, LinkSettings
+from node.kafka.bridge import Destinations, Link
 from node.kafka.grants import GrantRelay, GrantStore
 from node.kafka.sink import KafkaSink
 from node.kafka.source import KafkaSource
@@ -116,23 +116,17 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
             fetch_max_bytes=min(32 * 1024 * 1024, flow.max_in_flight_bytes // 2),
         )  # fmt: skip
 
-    settings = LinkSettings(
-        validate_ingress=flow.validate_ingress, retry_backoff_s=flow.retry_backoff_s,
-        max_backoff_s=flow.max_backoff_s, max_in_flight=flow.max_in_flight,
-        max_in_flight_bytes=flow.max_in_flight_bytes, delivery_timeout_s=flow.delivery_timeout_s,
-    )  # fmt: skip
-
-    def link(name: str, topic: str, arrival: Arrival, peer: str) -> Link:
+    def link(name: str, topic: str, arrival: Arrival, peer: str) -> Loop:
         up = sink(parent_bootstrap, f"{name}.up") if parent_bootstrap and name == "local" else None
         destinations = Destinations(sink(local_bootstrap, name), local_topics, up, parent_topics)
         bootstrap = local_bootstrap if name == "local" else parent_bootstrap
         assert bootstrap is not None
-        return Link(
-            name, provision.source_for(name, source(bootstrap, topic, name,
-                                                    max_batch=flow.max_batch)),
-            arrival, router, policy, destinations, metrics, health, schemas=schemas,
-            settings=settings, peer=peer, log=log,
+        made = Link(
+            name, source(bootstrap, topic, name, max_batch=flow.max_batch), arrival, router,
+            policy, destinations, metrics, health, schemas=schemas, settings=flow, peer=peer,
+            log=log,
         )  # fmt: skip
+        return provision.loop_for(made)
 
     loops: list[Loop] = [
         link("local", local_topics.outbox, Arrival.FROM_BELOW, config.topology.region)
@@ -141,9 +135,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     if config.parent and parent_topics and parent_bootstrap:
         down = parent_topics.down(config.topology.region)
         loops.append(link("parent", down, Arrival.FROM_ABOVE, config.parent.region))
-        relays = _relays(
-            config, local_topics, parent_topics, health, metrics, sink, source, provision, log
-        )
+        relays = _relays(config, local_topics, parent_topics, health, metrics, sink, source, log)
 
     def use_grants(book: GrantBook) -> None:
         policy.swap(dataclasses.replace(policy.snapshot, grants=book))
@@ -153,7 +145,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         max_staleness_s=config.grants.max_staleness_s,
         relays=[relay for relay in relays if relay.name == "grants-down"], log=log,
     )  # fmt: skip
-    loops += [provision.loop_for("grants", store), *relays]
+    loops += [provision.loop_for(store), *map(provision.loop_for, relays)]
     desk = GrantDesk(
         config.topology.region, catalog, config.departments, lambda: store.grants,
         sink(local_bootstrap, "grant-desk"), local_topics.grants,
@@ -259,20 +251,9 @@ class _Provisioner:
             )  # fmt: skip
             self._done.update((cluster, n) for n in missing)
 
-    def source_for(self, name: str, source: KafkaSource) -> KafkaSource:
-        """Make ``source`` provision loop ``name``'s topics before it connects."""
-        start = source.start
-
-        async def provisioned_start() -> None:
-            await self.ensure(name)
-            await start()
-
-        source.start = provisioned_start  # type: ignore[method-assign]
-        return source
-
-    def loop_for(self, name: str, loop: Loop) -> Loop:
-        """Make ``loop`` provision its topics each time it starts."""
-        return _ProvisionedLoop(loop, lambda: self.ensure(name))
+    def loop_for(self, loop: Loop) -> Loop:
+        """Make ``loop`` provision its topics each time it (re)starts."""
+        return _ProvisionedLoop(loop, lambda: self.ensure(loop.name))
 
 
 class _ProvisionedLoop:
@@ -299,7 +280,6 @@ def _relays(
     metrics: Metrics,
     sink: Callable[[str, str], KafkaSink],
     source: Callable[..., KafkaSource],
-    provision: _Provisioner,
     log: structlog.typing.FilteringBoundLogger,
 ) -> list[GrantRelay]:
     """Build the up and down grant relays of a node that has a parent."""
@@ -314,15 +294,13 @@ def _relays(
         return topology.contains(grant.origin)
 
     up = GrantRelay(
-        "grants-up", provision.source_for("grants-up", source(
-            local_bootstrap, local.grants, "grants-up", max_batch=500)),
+        "grants-up", source(local_bootstrap, local.grants, "grants-up", max_batch=500),
         sink(parent_bootstrap, "grants-up"), parent.grants, mine, refusals, local.refused,
         health, deadline_s=deadline, log=log, on_lag=metrics.relay_lag.labels("grants-up").set,
         check_every_s=every,
     )  # fmt: skip
     down = GrantRelay(
-        "grants-down", provision.source_for("grants-down", source(
-            parent_bootstrap, parent.grants, "grants-down", max_batch=500)),
+        "grants-down", source(parent_bootstrap, parent.grants, "grants-down", max_batch=500),
         sink(local_bootstrap, "grants-down"), local.grants, lambda grant: not mine(grant),
         refusals, local.refused, health, deadline_s=deadline, log=log,
         on_lag=metrics.relay_lag.labels("grants-down").set, check_every_s=every,

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from node.codec import SchemaSet
+from node.config import FlowConfig
 from node.core.decision import Decider
 from node.core.envelope import (
     ENVELOPE_HEADERS,
@@ -92,18 +93,6 @@ class Destinations:
         return [self.local] if self.parent is None else [self.local, self.parent]
 
 
-@dataclass(frozen=True, slots=True)
-class LinkSettings:
-    """How a link paces itself (from ``[flow]``)."""
-
-    validate_ingress: bool = True
-    retry_backoff_s: float = 1.0
-    max_backoff_s: float = 30.0
-    max_in_flight: int = 4
-    max_in_flight_bytes: int = 64 * 1024 * 1024
-    delivery_timeout_s: float = 30.0
-
-
 class _Out(NamedTuple):
     """One message to produce, with its sink and what it means for metrics."""
 
@@ -145,7 +134,7 @@ class Link:
         health: Health,
         *,
         schemas: SchemaSet,
-        settings: LinkSettings,
+        settings: FlowConfig,
         peer: str,
         log: structlog.typing.FilteringBoundLogger,
         clock: Clock = time.time,
@@ -299,18 +288,16 @@ class Link:
             pending = self._messages(records, outcomes, created)
             self._routing_seconds.observe(time.perf_counter() - began)
 
-            copies = [index for index, out in enumerate(pending) if isinstance(out.kind, Direction)]
-            rejected = await self._send([pending[index] for index in copies])
-            for position, error in rejected.items():
-                out = pending[copies[position]]
+            rejected = await self._send_copies(pending)
+            for index, error in rejected.items():
+                out = pending[index]
                 refused = Refused(Reason.UNDELIVERABLE, str(error))
                 message = out.message
                 refusal = self._refusal(message.key, message.value, message.headers, refused)
-                pending[copies[position]] = _Out(refusal, self._to.local, refused.reason,
-                                                 out.created_ms)  # fmt: skip
+                pending[index] = _Out(refusal, self._to.local, refused.reason, out.created_ms)
             if after is not None:
                 await asyncio.shield(after)
-            refusals = [out.message for out in pending if isinstance(out.kind, Reason)]
+            refusals = [out.message for out in pending if out.kind.__class__ is Reason]
             if refusals:
                 results = await self._to.local.deliver(refusals, substitute=_stub)
                 if any(result is not None for result in results):
@@ -372,11 +359,12 @@ class Link:
         ]
         return Message(self._to.local_topics.refused, key, value, [*headers, *extra])
 
-    async def _send(self, pending: Sequence[_Out]) -> dict[int, RecordRejected]:
-        """Deliver every message, grouped by sink; return the indexes rejected for good."""
+    async def _send_copies(self, pending: Sequence[_Out]) -> dict[int, RecordRejected]:
+        """Deliver every copy (refusals wait), grouped by sink; return those rejected for good."""
         by_sink: dict[int, tuple[RecordSink, list[int]]] = {}
         for index, out in enumerate(pending):
-            by_sink.setdefault(id(out.sink), (out.sink, []))[1].append(index)
+            if out.kind.__class__ is Direction:
+                by_sink.setdefault(id(out.sink), (out.sink, []))[1].append(index)
         groups = list(by_sink.values())
         results = await asyncio.gather(
             *(sink.deliver([pending[i].message for i in indexes]) for sink, indexes in groups)

@@ -184,15 +184,11 @@ class KafkaSource:
         """
         commit = {TopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()}
         try:
-            await asyncio.wait_for(self._running.commit(commit), self._deadline_s)
-        except CommitFailedError:
-            return False
-        except TimeoutError as error:
-            raise TransportError(
-                f"committing {self.topic}: no answer within {self._deadline_s:g} s"
-            ) from error
-        except KafkaError as error:
-            raise TransportError(f"committing {self.topic}: {error!r}") from error
+            await self._answered(self._running.commit(commit), self._deadline_s, "committing")
+        except TransportError as error:
+            if isinstance(error.__cause__, CommitFailedError):
+                return False
+            raise
         return True
 
     def rewind(self, offsets: Mapping[Partition, int]) -> None:

@@ -27,11 +27,12 @@ from sample_records import PERSON, person, sample
 
 from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import load_schemas, packaged_schema_dir
+from node.config import FlowConfig
 from node.core.envelope import REFUSAL_MESSAGE, REFUSAL_REASON, REFUSED_BY, TARGET
 from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
 from node.core.topology import Topology
-from node.kafka.bridge import REFUSED_SHA256, REFUSED_SIZE, Destinations, Link, LinkSettings
+from node.kafka.bridge import REFUSED_SHA256, REFUSED_SIZE, Destinations, Link
 from node.kafka.topics import TopicNames
 from node.ops.metrics import Metrics
 from node.supervisor import Health, Supervisor
@@ -51,7 +52,7 @@ _SAMPLES = [
     sample(SCHEMAS, PERSON, CITY, f"region:{PROVINCE}", seed=seed, created_ms=CREATED_MS)
     for seed in range(8)
 ]
-FAST = LinkSettings(retry_backoff_s=0.01, max_backoff_s=0.05, delivery_timeout_s=0.5)
+FAST = FlowConfig(retry_backoff_s=0.01, max_backoff_s=0.05, delivery_timeout_s=0.5)
 
 
 def headers_of(record_id: str) -> list[Header]:
@@ -187,7 +188,7 @@ class Rigs:
 
     def __call__(
         self,
-        settings: LinkSettings = FAST,
+        settings: FlowConfig = FAST,
         *,
         max_batch: int = 100,
         local: MemoryCluster | None = None,
