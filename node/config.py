@@ -94,6 +94,27 @@ class GrantsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MonitoringConfig:
+    """Heartbeats, cross-hop completeness, metric label bounds and exchange statistics."""
+
+    heartbeat_s: float = 5.0
+    """Interval of the heartbeats sent up to the parent and down to every child."""
+    completeness_bucket_s: int = 60
+    """Width of the time buckets (by ``cx-created-ms``) in which records sent up are counted."""
+    completeness_buckets: int = 30
+    """How many recent buckets are kept and reported in heartbeats."""
+    completeness_settle_s: float = 120.0
+    """A bucket is compared only once it ended this long before the child's heartbeat."""
+    resource_label_cap: int = 500
+    """Largest catalog labelled per resource code; a larger one is labelled per source
+    department, or per sharing type if even those exceed the cap."""
+    stats_bucket_s: int = 3600
+    """Width of the time buckets of the exchange statistics topic."""
+    stats_flush_s: float = 30.0
+    """How often the exchange statistics are written to their topic."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything one node needs, checked."""
 
@@ -111,6 +132,7 @@ class NodeConfig:
     clearance: Clearance
     departments: tuple[Department, ...] = ()
     grants: GrantsConfig = GrantsConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
 
 class _Table:
@@ -241,12 +263,13 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
     clearance = _clearance(root.table("clearance"), children)
     departments = _departments(root)
     grants = _grants(root.table("grants"))
+    monitoring = _monitoring(root.table("monitoring"))
     root.done()
     topology = Topology(region, level, parent.region if parent else None, tuple(children))
     return NodeConfig(
         node_id, topology, local, parent, topics, flow, admin, log,
         Path(schema_dir) if schema_dir else None, Path(catalog_dir) if catalog_dir else None,
-        negative, clearance, departments, grants,
+        negative, clearance, departments, grants, monitoring,
     )  # fmt: skip
 
 
@@ -276,6 +299,36 @@ def _grants(table: _Table | None) -> GrantsConfig:
     table.check("default_validity_days", lambda d: 1 <= d <= 3650, "1-3650 days", validity)
     table.done()
     return GrantsConfig(staleness, validity)
+
+
+def _monitoring(table: _Table | None) -> MonitoringConfig:
+    if table is None:
+        return MonitoringConfig()
+    default = MonitoringConfig()
+
+    def number(key: str, kind: type, low: float, high: float, unit: str) -> Any:
+        value: Any = table.get(key, kind, getattr(default, key))
+        table.check(key, lambda v: low <= v <= high, f"{low:g}-{high:g} {unit}", value)
+        return value
+
+    made = MonitoringConfig(
+        heartbeat_s=number("heartbeat_s", float, 0.2, 300, "seconds"),
+        completeness_bucket_s=number("completeness_bucket_s", int, 1, 86400, "seconds"),
+        completeness_buckets=number("completeness_buckets", int, 3, 1000, "buckets"),
+        completeness_settle_s=number("completeness_settle_s", float, 0, 86400, "seconds"),
+        resource_label_cap=number("resource_label_cap", int, 1, 100_000, "labels"),
+        stats_bucket_s=number("stats_bucket_s", int, 1, 31 * 86400, "seconds"),
+        stats_flush_s=number("stats_flush_s", float, 0.2, 3600, "seconds"),
+    )
+    table.done()
+    window = made.completeness_bucket_s * made.completeness_buckets
+    if made.completeness_settle_s + made.completeness_bucket_s >= window:
+        raise ConfigError(
+            table.field_path("completeness_settle_s"),
+            f"expected less than the window less one bucket ({window - made.completeness_bucket_s}"
+            " s), or no bucket would ever be compared",
+        )
+    return made
 
 
 def _strings(table: _Table, key: str) -> frozenset[str]:

@@ -10,6 +10,7 @@ On each cluster, under the node's topic prefix (default ``cascade``):
 ``PREFIX.refused``       refused records, with reason headers (the dead-letter topic)
 ``PREFIX.deliver.DEPT``  records delivered to department ``DEPT`` of this level
 ``PREFIX.grants``        grant requests, approvals, rejections, revocations (compacted)
+``PREFIX.stats``         exchange statistics in time buckets (compacted)
 =======================  ============================================================
 """
 
@@ -52,6 +53,11 @@ class TopicNames:
     def grants(self) -> str:
         """Grant events, compacted by grant id."""
         return f"{self.prefix}.grants"
+
+    @property
+    def stats(self) -> str:
+        """Exchange statistics in time buckets, compacted by bucket and key."""
+        return f"{self.prefix}.stats"
 
     def deliver(self, department: str) -> str:
         """Return the delivery topic of a department of this level."""

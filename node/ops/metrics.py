@@ -1,30 +1,83 @@
 """Every Prometheus metric of the node, defined once, on an injected registry.
 
-Labels come only from small fixed sets: link (``local``, ``parent``), direction, reason code.
-Never a record id, a region outside the configured tree, or raw error text.
+Labels come only from small fixed sets: link (``local``, ``parent``), direction, reason code,
+loop name, peer regions of the configured topology, partitions of a link's source topic, and
+resource labels bounded by ``monitoring.resource_label_cap``. Never a record id, a region outside
+the configured tree, or raw error text.
+
+Counters and histograms are updated once per batch, not per record. Gauges that describe the
+world rather than what the node did (lag, heartbeat ages, completeness) are read at scrape time
+through :class:`Readings`, so a scrape always sees the latest state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from node.core.outcome import Direction, Reason
 
-LOOPS = ("local", "parent", "grants", "grants-up", "grants-down")
+LOOPS = (
+    "local", "parent", "grants", "grants-up", "grants-down", "heartbeat-up", "heartbeat-down",
+    "stats",
+)  # fmt: skip
 """Every loop name the supervisor may run (the ``loop`` label's fixed set)."""
+WAYS = ("in", "out")
+"""``in``: records read from a peer; ``out``: copies acked towards a peer."""
 _ROUTING_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 _AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHeartbeat:
+    """What this node last heard from one peer (parent or child) through heartbeats."""
+
+    peer: str
+    role: str  # "parent" or "child"
+    age_s: float  # now - the last heartbeat's send time (since start if none yet)
+    hop_s: float | None  # receipt - send time of the last heartbeat
+    interval_s: float  # the interval the peer announces (ours until it said)
+    received: int
+
+
+@dataclass(frozen=True, slots=True)
+class Completeness:
+    """Records a child says it sent up against those received from it, over settled buckets."""
+
+    child: str
+    sent: int
+    received: int
+
+
+@dataclass(slots=True)
+class Readings:
+    """Scrape-time sources of the gauges that describe the world; each is set by the app."""
+
+    lag: dict[str, Callable[[], Mapping[int, int]]] = field(default_factory=dict)
+    """Per link: the source's lag in records per partition (empty while unknown)."""
+    heartbeats: Callable[[], Iterable[PeerHeartbeat]] = lambda: ()
+    completeness: Callable[[], Iterable[Completeness]] = lambda: ()
 
 
 class Metrics:
     """The node's metrics; every label combination is created up front so dashboards see zeros."""
 
     def __init__(
-        self, registry: CollectorRegistry, links: Iterable[str], loops: Iterable[str] = LOOPS
+        self,
+        registry: CollectorRegistry,
+        links: Iterable[str],
+        loops: Iterable[str] = LOOPS,
+        *,
+        peers: Iterable[str] = (),
+        resource_labels: Iterable[str] = (),
     ) -> None:
         self.registry = registry
+        self.readings = Readings()
         self.records_in = Counter(
             "exchange_records_in", "Records read from a link's source topic.", ["link"],
             registry=registry,
@@ -46,8 +99,20 @@ class Metrics:
             ["link"], buckets=_ROUTING_BUCKETS, registry=registry,
         )  # fmt: skip
         self.record_age = Histogram(
-            "exchange_record_age_seconds", "Age (now - cx-created-ms) of a copy when acked.",
+            "exchange_record_age_seconds",
+            "Age (now - cx-created-ms) of a batch's oldest copy when acked, once per batch.",
             ["direction"], buckets=_AGE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.hop_seconds = Histogram(
+            "exchange_hop_seconds",
+            "From the previous hop's write (Kafka timestamp) to this node's read, for a batch's "
+            "oldest record, once per batch.",
+            ["link"], buckets=_HOP_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.node_seconds = Histogram(
+            "exchange_node_seconds",
+            "Time a batch spends in this node: from its fetch to the last ack of its copies.",
+            ["link"], buckets=_HOP_BUCKETS, registry=registry,
         )  # fmt: skip
         self.link_up = Gauge(
             "exchange_link_up", "1 while a link reads and delivers, 0 while it is failing.",
@@ -70,14 +135,44 @@ class Metrics:
             "exchange_grants_relay_lag", "Grant events a relay has yet to copy (at its last look).",
             ["relay"], registry=registry,
         )  # fmt: skip
+        self.resource_records = Counter(
+            "exchange_resource_records",
+            "Record copies acked, by resource (or bounded resource class) and direction.",
+            ["resource", "direction"], registry=registry,
+        )  # fmt: skip
+        self.resource_bytes = Counter(
+            "exchange_resource_bytes", "Value bytes of the copies counted in "
+            "exchange_resource_records.", ["resource", "direction"], registry=registry,
+        )  # fmt: skip
+        self.peer_records = Counter(
+            "exchange_peer_records",
+            "Records read from (in) or copies acked towards (out) each peer region; this node's "
+            "own region stands for its departments.",
+            ["peer", "way"], registry=registry,
+        )  # fmt: skip
+        self.peer_bytes = Counter(
+            "exchange_peer_bytes", "Value bytes of the records counted in exchange_peer_records.",
+            ["peer", "way"], registry=registry,
+        )  # fmt: skip
+        self.heartbeats_sent = Counter(
+            "exchange_heartbeats_sent", "Heartbeats this node wrote, up to its parent or down to "
+            "its children.", ["way"], registry=registry,
+        )  # fmt: skip
+        self.info = Gauge(
+            "exchange_node_info", "Build and configuration of the node (value 1).",
+            ["version", "node", "region", "level", "parent", "children"], registry=registry,
+        )  # fmt: skip
         for loop in loops:
             self.loop_up.labels(loop).set(0)
+        links = list(links)
         for link in links:
             self.gaps.labels(link)
             self.gap_records.labels(link)
             self.records_in.labels(link)
             self.delivery_retries.labels(link)
             self.routing_seconds.labels(link)
+            self.hop_seconds.labels(link)
+            self.node_seconds.labels(link)
             self.link_up.labels(link).set(0)
             for direction in Direction:
                 self.records_out.labels(link, direction.value)
@@ -85,3 +180,82 @@ class Metrics:
                 self.records_refused.labels(link, reason.value)
         for direction in Direction:
             self.record_age.labels(direction.value)
+            for resource in resource_labels:
+                self.resource_records.labels(resource, direction.value)
+                self.resource_bytes.labels(resource, direction.value)
+        for peer in peers:
+            for way in WAYS:
+                self.peer_records.labels(peer, way)
+                self.peer_bytes.labels(peer, way)
+        for way in ("up", "down"):
+            self.heartbeats_sent.labels(way)
+        registry.register(_ReadingsCollector(self.readings))
+
+
+class _ReadingsCollector(Collector):
+    """Turns :class:`Readings` into gauge families at scrape time (families always present)."""
+
+    def __init__(self, readings: Readings) -> None:
+        self._readings = readings
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        readings = self._readings
+        lag = GaugeMetricFamily(
+            "exchange_source_lag_records",
+            "Records in a link's source partition not yet committed by the node (end offset - "
+            "committed offset, as of the last fetch).",
+            labels=["link", "partition"],
+        )
+        for link, read in sorted(readings.lag.items()):
+            for partition, records in sorted(read().items()):
+                lag.add_metric([link, str(partition)], records)
+        yield lag
+        age = GaugeMetricFamily(
+            "exchange_heartbeat_age_seconds",
+            "Seconds since the last heartbeat from a peer was sent (since start if none came).",
+            labels=["peer", "role"],
+        )
+        hop = GaugeMetricFamily(
+            "exchange_heartbeat_hop_seconds",
+            "From a peer's last heartbeat's send to its receipt here.",
+            labels=["peer", "role"],
+        )
+        interval = GaugeMetricFamily(
+            "exchange_heartbeat_interval_seconds",
+            "The heartbeat interval a peer announces (this node's own until it has spoken).",
+            labels=["peer", "role"],
+        )
+        received = GaugeMetricFamily(
+            "exchange_heartbeats_received",
+            "Heartbeats received from a peer since this node started.",
+            labels=["peer", "role"],
+        )
+        for beat in readings.heartbeats():
+            labels = [beat.peer, beat.role]
+            age.add_metric(labels, beat.age_s)
+            if beat.hop_s is not None:
+                hop.add_metric(labels, beat.hop_s)
+            interval.add_metric(labels, beat.interval_s)
+            received.add_metric(labels, beat.received)
+        yield from (age, hop, interval, received)
+        sent = GaugeMetricFamily(
+            "exchange_completeness_sent_records",
+            "Records a child says (in its heartbeats) it sent up, over the settled buckets.",
+            labels=["child"],
+        )
+        got = GaugeMetricFamily(
+            "exchange_completeness_received_records",
+            "Records received from a child, over the same settled buckets.",
+            labels=["child"],
+        )
+        gap = GaugeMetricFamily(
+            "exchange_completeness_gap_records",
+            "Sent minus received over the settled buckets: above 0, records a child sent up "
+            "have not arrived; below 0, duplicates arrived (at-least-once).",
+            labels=["child"],
+        )
+        for item in readings.completeness():
+            sent.add_metric([item.child], item.sent)
+            got.add_metric([item.child], item.received)
+            gap.add_metric([item.child], item.sent - item.received)
+        yield from (sent, got, gap)
