@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEBS   := prometheus chromium chromium-driver
 
-.PHONY: setup jars test test-unit lint faults demo bench bench-quick clean
+.PHONY: setup jars debs test test-unit lint faults demo bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -18,6 +19,20 @@ $(STAMP): pyproject.toml
 jars: setup
 	$(PY) deploy/local/localkafka.py jars
 
+# Debian packages the tests need (promtool for the monitoring kit, Chromium for the status page);
+# installs the missing ones when root (as on CI), otherwise names them and fails.
+debs:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'ok installed' || echo $$p; done); \
+	missing=$$(echo $$missing); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "Missing Debian packages: $$missing. Install them as root:" >&2; \
+		echo "  apt-get install --no-install-recommends $$missing" >&2; exit 1; fi; \
+	echo "Installing $$missing"; \
+	apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -26,7 +41,7 @@ lint: setup
 test-unit: setup
 	$(VENV)/bin/pytest tests/unit
 
-test: lint jars
+test: lint jars debs
 	$(VENV)/bin/pytest
 
 faults: jars

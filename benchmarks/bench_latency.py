@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local")
 import localkafka  # lives in deploy/local
 
 from node.core.envelope import CREATED_MS
+from node.core.heartbeat import is_heartbeat
 from node.kafka.topics import ensure_topics
 
 WARMUP_S = 2.0
@@ -70,6 +71,8 @@ async def collect(bootstrap: str, topic: str, latencies: list[float], stop: asyn
             now_ms = time.time() * 1000
             for rows in batch.values():
                 for r in rows:
+                    if is_heartbeat(r.headers):
+                        continue
                     created = dict(r.headers).get(CREATED_MS)
                     latencies.append(now_ms - int(created) if created else float("nan"))
     finally:

@@ -11,28 +11,37 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 from prometheus_client import CollectorRegistry
 
+from node import __version__
 from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import SchemaSet, load_schemas, packaged_schema_dir
 from node.config import NodeConfig
 from node.core.catalog import Catalog
 from node.core.grants import Grant, GrantBook
+from node.core.heartbeat import Beat
+from node.core.peers import PeerWatch
 from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
+from node.core.stats import StatsLedger
 from node.errors import ConfigError, NodeError
 from node.grant_desk import GrantDesk
-from node.kafka.bridge import Destinations, Link
+from node.kafka.bridge import Destinations, Link, Watch
 from node.kafka.grants import GrantRelay, GrantStore
+from node.kafka.heartbeat import HeartbeatSender
 from node.kafka.sink import KafkaSink
 from node.kafka.source import KafkaSource
+from node.kafka.stats import StatsWriter
 from node.kafka.topics import TopicLimits, TopicNames, ensure_topics
+from node.ops.cascade import CascadeView, link_lags
 from node.ops.http import admin_app, start_admin
-from node.ops.metrics import Metrics
+from node.ops.metrics import Metrics, resource_labels
 from node.supervisor import Health, Loop, LoopState, Supervisor
 from node.transport import Gap
 
@@ -90,7 +99,29 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     local_bootstrap = config.local.bootstrap
     parent_bootstrap = config.parent.cluster.bootstrap if config.parent else None
     link_names = ["local", "parent"] if config.parent else ["local"]
-    metrics = Metrics(registry, link_names)
+    topology, watching = config.topology, config.monitoring
+    labels = resource_labels(catalog, watching.resource_label_cap)
+    neighbours = [topology.region, *topology.children]
+    if topology.parent is not None:
+        neighbours.append(topology.parent)
+    loop_names = [*link_names, "grants", "stats"]
+    loop_names += ["heartbeat-down"] * bool(topology.children)
+    loop_names += ["grants-up", "grants-down", "heartbeat-up"] * bool(config.parent)
+    metrics = Metrics(
+        registry, link_names, loop_names, peers=neighbours,
+        resource_labels=sorted(set(labels.values())),
+    )  # fmt: skip
+    metrics.info.labels(
+        __version__, config.node_id, topology.region, topology.level, topology.parent or "",
+        ",".join(topology.children),
+    ).set(1)  # fmt: skip
+    peers = PeerWatch(
+        topology, int(time.time() * 1000), watching.heartbeat_s,
+        bucket_s=watching.completeness_bucket_s, keep=watching.completeness_buckets,
+        settle_s=watching.completeness_settle_s,
+    )  # fmt: skip
+    ledger = StatsLedger(config.node_id, uuid.uuid4().hex[:12], watching.stats_bucket_s)
+    watch = Watch(peers, lambda code: labels.get(code, "unknown"), ledger.add)
     health = Health()
     health.watch(lambda name, state: _report(metrics, log, link_names, name, state))
     router = Router(config.topology)
@@ -124,10 +155,12 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         made = Link(
             name, source(bootstrap, topic, name, max_batch=flow.max_batch), arrival, router,
             policy, destinations, metrics, health, schemas=schemas, settings=flow, peer=peer,
-            log=log,
+            log=log, watch=watch,
         )  # fmt: skip
+        links[name] = made
         return provision.loop_for(made)
 
+    links: dict[str, Link] = {}
     loops: list[Loop] = [
         link("local", local_topics.outbox, Arrival.FROM_BELOW, config.topology.region)
     ]
@@ -136,6 +169,31 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         down = parent_topics.down(config.topology.region)
         loops.append(link("parent", down, Arrival.FROM_ABOVE, config.parent.region))
         relays = _relays(config, local_topics, parent_topics, health, metrics, sink, source, log)
+    view = CascadeView(
+        config.node_id, topology, health, links, peers, interval_s=watching.heartbeat_s,
+        bucket_s=watching.completeness_bucket_s, clock=time.time,
+    )  # fmt: skip
+    metrics.readings.lag = link_lags(links)
+    metrics.readings.heartbeats = lambda: peers.readings(int(time.time() * 1000))
+    metrics.readings.completeness = lambda: peers.completeness(int(time.time() * 1000))
+
+    def heartbeat(way: str, bootstrap: str, topics: list[str], beat: Callable[[], Beat]) -> Loop:
+        counted = metrics.heartbeats_sent.labels(way)
+        return provision.loop_for(HeartbeatSender(
+            f"heartbeat-{way}", sink(bootstrap, f"heartbeat.{way}"), topics, beat, health,
+            interval_s=watching.heartbeat_s, deadline_s=flow.delivery_timeout_s,
+            on_sent=counted.inc, log=log,
+        ))  # fmt: skip
+
+    if topology.children:
+        downs = [local_topics.down(child) for child in topology.children]
+        loops.append(heartbeat("down", local_bootstrap, downs, view.beat_down))
+    if parent_topics and parent_bootstrap:
+        loops.append(heartbeat("up", parent_bootstrap, [parent_topics.outbox], view.beat_up))
+    loops.append(provision.loop_for(StatsWriter(
+        ledger, sink(local_bootstrap, "stats"), local_topics.stats, health,
+        flush_s=watching.stats_flush_s, deadline_s=flow.delivery_timeout_s, log=log,
+    )))  # fmt: skip
 
     def use_grants(book: GrantBook) -> None:
         policy.swap(dataclasses.replace(policy.snapshot, grants=book))
@@ -152,7 +210,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         default_validity_days=config.grants.default_validity_days,
     )  # fmt: skip
 
-    app = admin_app(registry, health, config.node_id, desk)
+    app = admin_app(registry, health, config.node_id, desk, page=view.document)
     runner, port = await start_admin(app, config.admin.host, config.admin.port)
     stopping = asyncio.Event()
     supervisor = Supervisor(
@@ -222,12 +280,16 @@ class _Provisioner:
         plain = [local.outbox, local.inbox, local.refused]
         plain += [local.down(child) for child in config.topology.children]
         plain += [local.deliver(department.code) for department in config.departments]
+        downs = [local.down(child) for child in config.topology.children]
         self._needs: dict[str, list[tuple[str, list[str], bool]]] = {
             "local": [("local", plain, False)],
             "grants": [("local", [local.grants], True)],
+            "heartbeat-down": [("local", downs, False)],
+            "stats": [("local", [local.stats], True)],
         }
         if parent is not None:
             self._needs["parent"] = [("parent", [parent.outbox, parent.down(region)], False)]
+            self._needs["heartbeat-up"] = [("parent", [parent.outbox], False)]
             self._needs["grants-up"] = [("parent", [parent.grants], True)]
             self._needs["grants-down"] = [("parent", [parent.grants], True)]
 
@@ -330,13 +392,19 @@ async def _stop_when_asked(
     soft_s = max(deadline_s * 0.5, deadline_s - CLOSE_RESERVE_S)
     log.info("node_stopping", deadline_s=deadline_s, soft_stop_s=soft_s)
     stopping.set()
-    for loop in tasks.values():
-        loop.request_stop()
-    _, late = await asyncio.wait(tasks, timeout=soft_s)
-    for task in late:
+    ends_at = time.monotonic() + soft_s
+    last = {task: loop for task, loop in tasks.items() if loop.name in STOPPED_LAST}
+    for wave in ({t: loop for t, loop in tasks.items() if t not in last}, last):
+        for loop in wave.values():
+            loop.request_stop()
+        if wave:
+            await asyncio.wait(wave, timeout=max(0.0, ends_at - time.monotonic()))
+    for task in [task for task in tasks if not task.done()]:
         log.warning("hard_stop", loop=tasks[task].name, after_s=soft_s)
         task.cancel()
 
 
+STOPPED_LAST = frozenset({"stats"})
+"""Loops asked to stop only once the others ended, so they record the links' last batches."""
 CLOSE_RESERVE_S = 6.0
 """Of the shutdown deadline, what is kept for closing consumers and producers after a hard stop."""

@@ -6,6 +6,8 @@
                                           check the resource catalog against the schemas
     exchange-node grants [--admin URL] ACTION ...
                                           request, list, approve, reject, revoke grants
+    exchange-node stats --config FILE [--since WHEN] [--until WHEN] [--by ...] [--format ...]
+                                          records and bytes exchanged in a period
 
 Exit codes: 0 success, 1 the node failed while running, 2 bad configuration or schemas.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from node import grants_cli
+from node import grants_cli, stats_cli
 from node.app import load_reference, run_node
 from node.catalog_files import packaged_catalog_dir, read_catalog
 from node.codec import load_schemas, packaged_schema_dir
@@ -50,11 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     catalog_check.add_argument("--catalog", type=Path, default=None, help="catalog folder")
     catalog_check.add_argument("--schemas", type=Path, default=None, help="Avro schema folder")
     grants_cli.add_parser(commands)
+    stats_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "catalog":
         return check_catalog(args.catalog, args.schemas)
     if args.command == "grants":
         return grants_cli.run(args)
+    if args.command == "stats":
+        return stats_cli.run(args)
 
     try:
         config = load_config(args.config)

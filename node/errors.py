@@ -95,3 +95,12 @@ class RecordRejected(TransportError):
     """The destination rejects one record permanently (for example: too large)."""
 
     retriable = False
+
+
+class StatsError(NodeError):
+    """An exchange statistics line or query is malformed; ``field`` names what (not retriable)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem

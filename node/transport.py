@@ -60,6 +60,10 @@ class Record(Protocol):
     def headers(self) -> Sequence[Header]:
         """Headers in the order they were written."""
 
+    @property
+    def timestamp(self) -> int:
+        """When the writer produced it, ms since the epoch (Kafka's CreateTime)."""
+
 
 Batch = Mapping[Partition, Sequence[Record]]
 """Fetched records by partition, each list in offset order."""
@@ -113,6 +117,12 @@ class RecordSource(Protocol):
 
     def rewind(self, offsets: Mapping[Partition, int]) -> None:
         """Fetch again from ``offsets``."""
+
+    def lag_by_partition(self) -> dict[int, int]:
+        """Count records per partition not committed yet, as last seen; no I/O (scrape time).
+
+        Partitions whose end or committed offset is not known yet are left out.
+        """
 
     async def lag(self, timeout_s: float) -> int | None:
         """Count the records of the topic the group has not committed yet.

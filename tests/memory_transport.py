@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,8 @@ class Stored(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: list[Header]
+    timestamp: int
+    """When the cluster appended it, in ms since the epoch (Kafka's CreateTime)."""
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[Header]) -> int:
@@ -189,7 +192,10 @@ class MemoryCluster:
 
     def _append(self, topic: str, partition: int, records: list[Row]) -> list[Stored]:
         log = self.topic(topic).partitions[partition]
-        stored = [Stored(partition, len(log) + i, *record) for i, record in enumerate(records)]
+        now_ms = int(time.time() * 1000)
+        stored = [
+            Stored(partition, len(log) + i, *record, now_ms) for i, record in enumerate(records)
+        ]
         log.extend(stored)
         self.notify()
         return stored
@@ -273,6 +279,14 @@ class MemorySource:
     def rewind(self, offsets: Mapping[Partition, int]) -> None:
         """Fetch again from ``offsets``."""
         self.positions.update(offsets)
+
+    def lag_by_partition(self) -> dict[int, int]:
+        """Records per partition the group has not committed yet."""
+        if not self._running:
+            return {}
+        done = self._cluster.committed
+        every = enumerate(self._cluster.topic(self.topic).partitions)
+        return {i: len(p) - done.get((self.group, Partition(self.topic, i)), 0) for i, p in every}
 
     async def lag(self, timeout_s: float) -> int | None:
         """Records of the topic the group has not committed yet."""

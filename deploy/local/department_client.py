@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from node.core.envelope import Envelope
+from node.core.heartbeat import is_heartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +66,13 @@ async def read_topic(
     *,
     until: Callable[[list[Received]], bool],
     timeout_s: float,
+    heartbeats: bool = False,
 ) -> list[Received]:
     """Read ``topic`` from the beginning until ``until(records)`` holds or ``timeout_s`` passes.
 
     Uses no consumer group and commits nothing. Returns what was read either way; the caller
-    asserts on it.
+    asserts on it. Heartbeats between nodes (in outboxes and hand-over topics) are left out
+    unless ``heartbeats`` is set.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -96,6 +99,7 @@ async def read_topic(
                         {k: v.decode("utf-8", "replace") for k, v in r.headers or ()},
                     )
                     for r in records
+                    if heartbeats or not is_heartbeat(r.headers)
                 )  # fmt: skip
     finally:
         await consumer.stop()

@@ -8,7 +8,7 @@ refused. The shell only produces what it is told. Pure: no I/O, no clock.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from node.core.avro import SchemaSet
 from node.core.envelope import (
@@ -41,6 +41,16 @@ class Seen(Protocol):
         """The value bytes."""
 
 
+class Facts(NamedTuple):
+    """What the shell counts of a record besides its outcome (raw header values)."""
+
+    created_ms: int
+    """``cx-created-ms``, -1 if absent or malformed."""
+    resource: bytes | None
+    source_dept: bytes | None
+    hops: bytes | None
+
+
 class Decider:
     """Decides batches that arrive from one side of one node."""
 
@@ -59,11 +69,11 @@ class Decider:
         self._schemas = schemas
         self._validate = validate_ingress and arrival is Arrival.FROM_BELOW
 
-    def decide(self, records: Sequence[Seen]) -> tuple[list[Outcome], list[int]]:
-        """Return each record's outcome and its creation time in ms (-1 if absent or bad)."""
+    def decide(self, records: Sequence[Seen]) -> tuple[list[Outcome], list[Facts]]:
+        """Return each record's outcome and its facts."""
         route_keys: list[RouteKey] = []
         policy_keys: list[PolicyKey] = []
-        created: list[int] = []
+        facts: list[Facts] = []
         doubled: list[int] = []
         for index, record in enumerate(records):
             headers = record.headers
@@ -71,9 +81,10 @@ class Decider:
             if len(found) != len(headers):
                 doubled.append(index)
             get = found.get
-            route_keys.append((get(TARGET), get(HOPS)))
-            policy_keys.append((get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT), get(GRADE)))
-            created.append(millis(get(CREATED_MS)))
+            hops, resource, dept = get(HOPS), get(RESOURCE), get(SOURCE_DEPT)
+            route_keys.append((get(TARGET), hops))
+            policy_keys.append((resource, get(SOURCE_REGION), dept, get(GRADE)))
+            facts.append(Facts(millis(get(CREATED_MS)), resource, dept, hops))
         routed = self._router.route_batch(route_keys, self._arrival)
         outcomes = self._policy.apply_batch(policy_keys, routed)
         if self._validate:
@@ -93,7 +104,7 @@ class Decider:
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, Delivered) and outcome.projects:
                 outcomes[index] = self._project(records[index].value, outcome)
-        return outcomes, created
+        return outcomes, facts
 
     def _project(self, value: bytes | None, outcome: Delivered) -> Outcome:
         """Make each projected copy's value; a value that cannot be projected refuses that copy."""

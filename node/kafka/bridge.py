@@ -25,15 +25,15 @@ import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import structlog
 
 from node.codec import SchemaSet
 from node.config import FlowConfig
-from node.core.decision import Decider
+from node.core.decision import Decider, Facts
 from node.core.envelope import (
     ENVELOPE_HEADERS,
     HOPS,
@@ -41,10 +41,14 @@ from node.core.envelope import (
     REFUSAL_REASON,
     REFUSED_BY,
 )  # fmt: skip
+from node.core.heartbeat import Beat, decode, is_heartbeat
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
+from node.core.peers import CHILD, PARENT, PeerWatch
 from node.core.policy import Policy
 from node.core.routing import Arrival, Router
-from node.errors import RecordRejected, TransportError
+from node.core.tally import Tally, TallyKey
+from node.core.tally import add as tally_add
+from node.errors import EnvelopeError, RecordRejected, TransportError
 from node.kafka.topics import TopicNames
 from node.ops.metrics import Metrics
 from node.supervisor import Backoff, Health
@@ -94,21 +98,55 @@ class Destinations:
 
 
 class _Out(NamedTuple):
-    """One message to produce, with its sink and what it means for metrics."""
+    """One message to produce, with its sink and what it means for metrics and statistics."""
 
     message: Message
     sink: RecordSink
     kind: Direction | Reason  # direction of a copy, or the reason of a refusal
-    created_ms: int
+    facts: Facts
+    destination: str  # parent or child region, department or ``inbox``; "" for a refusal
+
+
+_NO_FACTS = Facts(-1, None, None, None)
 
 
 @dataclass(frozen=True, slots=True)
+class Watch:
+    """What a link reports besides its counters: neighbours' heartbeats, statistics, labels."""
+
+    peers: PeerWatch
+    resource_label: Callable[[str], str] = lambda code: "unknown"
+    """Maps a resource code to its (bounded) metric label."""
+    on_tally: Callable[[int, Tally], None] = lambda now_ms, tally: None
+    """Called after each committed batch with what it exchanged (the statistics ledger)."""
+
+
+@dataclass(slots=True)
+class LinkTotals:
+    """Running totals of a link, for the cascade page and heartbeats (not for Prometheus)."""
+
+    records_in: int = 0
+    copies_out: int = 0
+    refused: int = 0
+    refused_by: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class _Summary:
-    """What one delivered batch amounted to, for its log line."""
+    """What one delivered batch amounted to, applied to metrics and watchers once committed."""
 
     records: int
     copies: int
     refused: int
+    counts: dict[Direction | Reason, int]
+    oldest_created: dict[Direction, int]
+    oldest_written_ms: int | None
+    tally: Tally
+    peers_in: dict[str, list[int]]  # peer -> [records, bytes]
+    peers_out: dict[str, list[int]]
+    from_children: dict[str, list[int]]  # child -> creation times of records it sent up
+    sent_up: list[int]  # creation times of the copies sent up
+    beats: list[Beat]
 
 
 @dataclass(slots=True)
@@ -117,6 +155,7 @@ class _InFlight:
     task: asyncio.Task[_Summary]
     size: int
     deadline: float
+    fetched: float  # time.monotonic() at fetch
 
 
 class Link:
@@ -138,8 +177,10 @@ class Link:
         peer: str,
         log: structlog.typing.FilteringBoundLogger,
         clock: Clock = time.time,
+        watch: Watch | None = None,
     ) -> None:
         self.name = name
+        self.totals = LinkTotals()
         self._source = source
         self._router = router
         self._to = destinations
@@ -162,6 +203,23 @@ class Link:
             **{r: metrics.records_refused.labels(name, r.value) for r in Reason},
         }
         self._record_age = {d: metrics.record_age.labels(d.value) for d in Direction}
+        self._hop_seconds = metrics.hop_seconds.labels(name)
+        self._node_seconds = metrics.node_seconds.labels(name)
+        topology = router.topology
+        self._region = topology.region
+        self._arrival = arrival
+        self._watch = watch or Watch(PeerWatch(
+            topology, int(clock() * 1000), 5.0, bucket_s=60, keep=30, settle_s=120
+        ))  # fmt: skip
+        self._role = CHILD if arrival is Arrival.FROM_BELOW else PARENT
+        self._peer_labels = {*topology.children, topology.region}
+        if topology.parent is not None:
+            self._peer_labels.add(topology.parent)
+        self._names: dict[bytes | None, str] = {}  # decoded header values of delivered records
+
+    def lag_by_partition(self) -> dict[int, int]:
+        """Return the source's lag in records per partition, as last seen (no I/O)."""
+        return self._source.lag_by_partition()
 
     def request_stop(self) -> None:
         """Finish the batches under way, commit, and return from run()."""
@@ -205,11 +263,12 @@ class Link:
         for records in batch.values():
             for record in records:
                 size += len(record.value or b"") + len(record.key or b"")
-        deadline = time.monotonic() + self._settings.delivery_timeout_s
+        fetched = time.monotonic()
+        deadline = fetched + self._settings.delivery_timeout_s
         turn = asyncio.get_running_loop().create_future()
         task = asyncio.ensure_future(self._deliver(batch, self._last_turn, turn))
         self._last_turn = turn
-        return _InFlight(batch, task, size, deadline)
+        return _InFlight(batch, task, size, deadline, fetched)
 
     async def _abandon(self, in_flight: deque[_InFlight]) -> None:
         """Cancel every delivery under way and reset the sinks, so none of it is written later."""
@@ -235,6 +294,7 @@ class Link:
         else:
             in_flight.popleft()
             await self._commit(oldest.batch, summary)
+            self._node_seconds.observe(time.monotonic() - oldest.fetched)
             return
         await self._retry(in_flight, reason)
 
@@ -259,6 +319,7 @@ class Link:
     async def _commit(self, batch: Batch, summary: _Summary) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         committed = await self._source.commit(offsets)
+        self._apply(summary)
         if not self._health.is_up(self.name):
             self._log.info("link_up")
             self._health.up(self.name)
@@ -284,8 +345,8 @@ class Link:
         try:
             records = [record for part in batch.values() for record in part]
             began = time.perf_counter()
-            outcomes, created = self._decider.decide(records)
-            pending = self._messages(records, outcomes, created)
+            outcomes, facts, beats = self._decide(records)
+            pending = self._messages(records, outcomes, facts)
             self._routing_seconds.observe(time.perf_counter() - began)
 
             rejected = await self._send_copies(pending)
@@ -294,7 +355,7 @@ class Link:
                 refused = Refused(Reason.UNDELIVERABLE, str(error))
                 message = out.message
                 refusal = self._refusal(message.key, message.value, message.headers, refused)
-                pending[index] = _Out(refusal, self._to.local, refused.reason, out.created_ms)
+                pending[index] = _Out(refusal, self._to.local, refused.reason, out.facts, "")
             if after is not None:
                 await asyncio.shield(after)
             refusals = [out.message for out in pending if out.kind.__class__ is Reason]
@@ -305,19 +366,156 @@ class Link:
                         f"{self._to.local_topics.refused} cannot take even a refusal stub; "
                         "raise its max.message.bytes"
                     )
-            self._count(pending, len(records))
-            refused_count = len(refusals)
-            return _Summary(len(records), len(pending) - refused_count, refused_count)
+            return self._summarize(records, facts, pending, beats)
         finally:
             if not turn.done():
                 turn.set_result(None)
 
+    def _decide(
+        self, records: Sequence[Record]
+    ) -> tuple[list[Outcome | None], list[Facts], list[Beat]]:
+        """Decide the data records; take heartbeats aside (outcome None) or refuse bad ones."""
+        if not any(is_heartbeat(record.headers) for record in records):
+            decided, all_facts = self._decider.decide(records)
+            return list[Outcome | None](decided), all_facts, []
+        data = [record for record in records if not is_heartbeat(record.headers)]
+        decided, data_facts = self._decider.decide(data)
+        decisions, facts_of = iter(decided), iter(data_facts)
+        outcomes: list[Outcome | None] = []
+        facts: list[Facts] = []
+        beats: list[Beat] = []
+        for record in records:
+            if not is_heartbeat(record.headers):
+                outcomes.append(next(decisions))
+                facts.append(next(facts_of))
+                continue
+            facts.append(_NO_FACTS)
+            try:
+                beat = decode(record.value)
+            except EnvelopeError as error:
+                outcomes.append(Refused(Reason.BAD_ENVELOPE, str(error)))
+                continue
+            problem = self._watch.peers.sender_problem(beat, self._role)
+            if problem is not None:
+                outcomes.append(Refused(Reason.BAD_ENVELOPE, problem))
+                continue
+            beats.append(beat)
+            outcomes.append(None)
+        return outcomes, facts, beats
+
+    def _summarize(
+        self,
+        records: Sequence[Record],
+        facts: Sequence[Facts],
+        pending: Sequence[_Out],
+        beats: list[Beat],
+    ) -> _Summary:
+        """Count what a delivered batch amounted to (applied only once it is committed)."""
+        counts: dict[Direction | Reason, int] = {}
+        oldest: dict[Direction, int] = {}
+        tally: Tally = {}
+        peers_out: dict[str, list[int]] = {}
+        sent_up: list[int] = []
+        names = self._names
+        for out in pending:
+            kind = out.kind
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind.__class__ is not Direction:
+                continue
+            created = out.facts.created_ms
+            if created >= 0 and created < oldest.get(kind, created + 1):
+                oldest[kind] = created
+            if kind is Direction.UP:
+                sent_up.append(created)
+            size = len(out.message.value or b"")
+            resource, dept = out.facts.resource, out.facts.source_dept
+            if resource not in names:
+                names[resource] = (resource or b"").decode(errors="replace")
+            if dept not in names:
+                names[dept] = (dept or b"").decode(errors="replace")
+            key = TallyKey(kind.value, names[dept], names[resource], out.destination)
+            tally_add(tally, key, size)
+            towards = self._region if kind is Direction.LOCAL else out.destination
+            line = peers_out.setdefault(towards, [0, 0])
+            line[0] += 1
+            line[1] += size
+        peers_in, from_children = self._arrivals(records, facts)
+        refused = sum(n for kind, n in counts.items() if kind.__class__ is Reason)
+        written = [record.timestamp for record in records if record.timestamp >= 0]
+        return _Summary(
+            len(records), len(pending) - refused, refused, counts, oldest,
+            min(written) if written else None, tally, peers_in, peers_out, from_children, sent_up,
+            beats,
+        )  # fmt: skip
+
+    def _arrivals(
+        self, records: Sequence[Record], facts: Sequence[Facts]
+    ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """Count records and bytes per peer they came from; note children's creation times."""
+        peers_in: dict[str, list[int]] = {}
+        from_children: dict[str, list[int]] = {}
+        from_above = self._arrival is Arrival.FROM_ABOVE
+        parent = self._watch.peers.parent or self._region
+        for record, fact in zip(records, facts, strict=True):
+            hops = fact.hops
+            if from_above:
+                peer = parent
+            elif hops:
+                last = hops.rpartition(b",")[2]
+                peer = last[:-1].decode(errors="replace")
+                if peer not in self._peer_labels:
+                    peer = "other"
+                elif last.endswith(b"^"):
+                    from_children.setdefault(peer, []).append(fact.created_ms)
+            else:
+                peer = self._region
+            line = peers_in.setdefault(peer, [0, 0])
+            line[0] += 1
+            line[1] += len(record.value or b"")
+        return peers_in, from_children
+
+    def _apply(self, summary: _Summary) -> None:
+        """Apply a committed batch's summary to the metrics, the totals and the watchers."""
+        now_ms = int(self._clock() * 1000)
+        metrics, totals = self._metrics, self.totals
+        self._records_in.inc(summary.records)
+        totals.records_in += summary.records
+        totals.copies_out += summary.copies
+        totals.refused += summary.refused
+        for kind, count in summary.counts.items():
+            self._counters[kind].inc(count)
+            if kind.__class__ is Reason:
+                totals.refused_by[kind.value] = totals.refused_by.get(kind.value, 0) + count
+        for direction, created in summary.oldest_created.items():
+            self._record_age[direction].observe(max(0.0, now_ms - created) / 1000)
+        if summary.oldest_written_ms is not None:
+            self._hop_seconds.observe(max(0.0, now_ms - summary.oldest_written_ms) / 1000)
+        label = self._watch.resource_label
+        for key, (records, size) in summary.tally.items():
+            resource = label(key.resource)
+            metrics.resource_records.labels(resource, key.direction).inc(records)
+            metrics.resource_bytes.labels(resource, key.direction).inc(size)
+        for way, lines in (("in", summary.peers_in), ("out", summary.peers_out)):
+            for peer, (records, size) in lines.items():
+                metrics.peer_records.labels(peer, way).inc(records)
+                metrics.peer_bytes.labels(peer, way).inc(size)
+        peers = self._watch.peers
+        for child, times in summary.from_children.items():
+            peers.received_from(child, times, now_ms)
+        if summary.sent_up:
+            peers.sent_up.add(summary.sent_up, now_ms)
+        for beat in summary.beats:
+            peers.heard(beat, now_ms)
+        if summary.tally:
+            self._watch.on_tally(now_ms, summary.tally)
+
     def _messages(
-        self, records: Sequence[Record], outcomes: Sequence[Outcome], created_ms: Sequence[int]
+        self, records: Sequence[Record], outcomes: Sequence[Outcome | None], facts: Sequence[Facts]
     ) -> list[_Out]:
         pending: list[_Out] = []
         partitions = self._source.partition_count()
-        for record, outcome, created in zip(records, outcomes, created_ms, strict=True):
+        parent = self._watch.peers.parent or ""
+        for record, outcome, fact in zip(records, outcomes, facts, strict=True):
             origin = None if partitions is None else (record.partition, partitions)
             if isinstance(outcome, Delivered):
                 base = [h for h in record.headers if h[0] != HOPS]
@@ -329,15 +527,20 @@ class Link:
                         value = copy.value
                         headers.append((PROJECTION, ",".join(copy.items).encode()))
                     message = Message(topic, record.key, value, headers, origin)
-                    pending.append(_Out(message, sink, copy.direction, created))
+                    direction = copy.direction
+                    if direction is Direction.LOCAL:
+                        destination = copy.department or "inbox"
+                    else:
+                        destination = parent if direction is Direction.UP else copy.region
+                    pending.append(_Out(message, sink, direction, fact, destination))
                 for copy, refused in outcome.withheld:
-                    pending.append(self._refusal_of(record, refused, created, copy))
-            else:
-                pending.append(self._refusal_of(record, outcome, created))
+                    pending.append(self._refusal_of(record, refused, fact, copy))
+            elif outcome is not None:  # None: a heartbeat, taken by the link itself
+                pending.append(self._refusal_of(record, outcome, fact))
         return pending
 
     def _refusal_of(
-        self, record: Record, refused: Refused, created: int, copy: Copy | None = None
+        self, record: Record, refused: Refused, facts: Facts, copy: Copy | None = None
     ) -> _Out:
         headers = list(record.headers)
         if copy is not None:
@@ -346,7 +549,7 @@ class Link:
                 where += f"/{copy.department}"
             headers.append((REFUSED_COPY, where.encode()))
         message = self._refusal(record.key, record.value, headers, refused)
-        return _Out(message, self._to.local, refused.reason, created)
+        return _Out(message, self._to.local, refused.reason, facts, "")
 
     def _refusal(
         self, key: bytes | None, value: bytes | None, headers: Sequence[Header], refused: Refused
@@ -375,19 +578,6 @@ class Link:
                 if result is not None:
                     rejected[index] = result
         return rejected
-
-    def _count(self, pending: Sequence[_Out], records_in: int) -> None:
-        self._records_in.inc(records_in)
-        now_ms = self._clock() * 1000
-        counts: dict[Direction | Reason, int] = {}
-        ages = self._record_age
-        for out in pending:
-            kind = out.kind
-            counts[kind] = counts.get(kind, 0) + 1
-            if out.created_ms >= 0 and kind in ages:
-                ages[kind].observe(max(0.0, now_ms - out.created_ms) / 1000)  # type: ignore[index]
-        for kind, count in counts.items():
-            self._counters[kind].inc(count)
 
 
 def _stub(message: Message, rejected: RecordRejected) -> Message:

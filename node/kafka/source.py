@@ -63,6 +63,8 @@ class KafkaSource:
         self._fetch_max_bytes = fetch_max_bytes
         self._consumer: AIOKafkaConsumer | None = None
         self._last_heard = time.monotonic()
+        self._committed: dict[TopicPartition, int] = {}  # as far as this member knows
+        self._ends: dict[TopicPartition, int] = {}  # from the last probe
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -116,6 +118,8 @@ class KafkaSource:
             raise TransportError(f"fetching {self.topic}: {error!r}") from error
         if fetched:
             self._last_heard = time.monotonic()
+            for tp, records in fetched.items():
+                self._committed.setdefault(tp, records[0].offset)  # where the group stood
             return {Partition(tp.topic, tp.partition): records for tp, records in fetched.items()}
         if time.monotonic() - self._last_heard >= self._probe_s:
             await self._probe(consumer)
@@ -125,7 +129,11 @@ class KafkaSource:
         """Ask for end offsets within the deadline: proof that the cluster answers."""
         partitions = consumer.partitions_for_topic(self.topic) or {0}
         ends = consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
-        await self._answered(ends, self._deadline_s, "probing")
+        self._ends = await self._answered(ends, self._deadline_s, "probing")
+        for tp in consumer.assignment() - self._committed.keys():  # known once, then tracked
+            committed = await self._answered(consumer.committed(tp), self._deadline_s, "probing")
+            if committed is not None:
+                self._committed[tp] = committed
 
     async def _answered(self, asking: Awaitable[T], timeout_s: float, doing: str) -> T:
         """Await a question to the cluster within ``timeout_s``; TransportError if unanswered."""
@@ -189,7 +197,26 @@ class KafkaSource:
             if isinstance(error.__cause__, CommitFailedError):
                 return False
             raise
+        self._committed.update(commit)
         return True
+
+    def lag_by_partition(self) -> dict[int, int]:
+        """Count records per assigned partition not committed yet (no I/O).
+
+        The last seen end offset (high watermark of the last fetch, or of the last probe) less
+        the committed offset; partitions where either is unknown are left out.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        found: dict[int, int] = {}
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            end = self._ends.get(tp) if end is None else end
+            committed = self._committed.get(tp)
+            if end is not None and committed is not None:
+                found[tp.partition] = max(0, end - committed)
+        return found
 
     def rewind(self, offsets: Mapping[Partition, int]) -> None:
         """Fetch again from ``offsets`` (after a failed delivery)."""
@@ -228,6 +255,8 @@ class KafkaSource:
     async def stop(self) -> None:
         """Leave the group and close connections; give up after a few seconds."""
         consumer, self._consumer = self._consumer, None
+        self._committed.clear()
+        self._ends.clear()
         if consumer is not None:
             await _close(consumer)
 

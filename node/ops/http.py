@@ -1,4 +1,6 @@
-"""The admin HTTP server: ``/metrics``, ``/livez``, ``/readyz`` (and ``/healthz``), the grants API.
+"""The admin HTTP server: metrics, liveness and readiness, the grants API, the cascade page.
+
+The live cascade page is ``/cascade`` (see ``node/ops/page.py``).
 
 ``/livez`` answers 200 while the process serves requests: an orchestrator must not restart a node
 that is only waiting for its parent. ``/readyz`` answers 200 when every loop is up, else 503; both
@@ -26,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from node.core.grants import Grant, GrantStatus
 from node.errors import GrantProblem, GrantRefused
 from node.grant_desk import GrantDesk
+from node.ops.page import add_page_routes
 from node.supervisor import Health
 
 
@@ -34,8 +37,10 @@ def admin_app(
     health: Health,
     node_id: str,
     desk: GrantDesk | None = None,
+    *,
+    page: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
-    """Build the admin application (with the grants API when a desk is given)."""
+    """Build the admin application (the grants API with a desk, the cascade page with a view)."""
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -62,6 +67,8 @@ def admin_app(
     app.router.add_get("/livez", livez)
     if desk is not None:
         _add_grant_routes(app, desk)
+    if page is not None:
+        add_page_routes(app, page)
     return app
 
 

@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from node.core.catalog import Catalog
 from node.core.outcome import Direction, Reason
+from node.core.peers import Completeness, PeerHeartbeat
 
 LOOPS = (
     "local", "parent", "grants", "grants-up", "grants-down", "heartbeat-up", "heartbeat-down",
@@ -31,27 +33,6 @@ WAYS = ("in", "out")
 _ROUTING_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 _AGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 _HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerHeartbeat:
-    """What this node last heard from one peer (parent or child) through heartbeats."""
-
-    peer: str
-    role: str  # "parent" or "child"
-    age_s: float  # now - the last heartbeat's send time (since start if none yet)
-    hop_s: float | None  # receipt - send time of the last heartbeat
-    interval_s: float  # the interval the peer announces (ours until it said)
-    received: int
-
-
-@dataclass(frozen=True, slots=True)
-class Completeness:
-    """Records a child says it sent up against those received from it, over settled buckets."""
-
-    child: str
-    sent: int
-    received: int
 
 
 @dataclass(slots=True)
@@ -190,6 +171,20 @@ class Metrics:
         for way in ("up", "down"):
             self.heartbeats_sent.labels(way)
         registry.register(_ReadingsCollector(self.readings))
+
+
+def resource_labels(catalog: Catalog, cap: int) -> dict[str, str]:
+    """Map each resource code to its metric label, at most ``cap`` distinct labels (or 3).
+
+    The code itself while the catalog has at most ``cap`` resources; past that the source
+    department (``dept:CODE``); past that again the sharing type (``sharing:TYPE``).
+    """
+    resources = [r for r in map(catalog.get, catalog.codes()) if r is not None]
+    if len(resources) <= cap:
+        return {r.code: r.code for r in resources}
+    if len({r.source_dept for r in resources}) <= cap:
+        return {r.code: f"dept:{r.source_dept}" for r in resources}
+    return {r.code: f"sharing:{r.sharing.value}" for r in resources}
 
 
 class _ReadingsCollector(Collector):

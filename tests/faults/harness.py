@@ -38,6 +38,7 @@ from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
 
 from node.codec import load_schemas, packaged_schema_dir
 from node.config import parse_config
+from node.core.heartbeat import is_heartbeat
 from node.errors import ConfigError
 from node.kafka.topics import TopicNames, ensure_topics
 
@@ -725,6 +726,8 @@ class TopicTail:
         count = 0
         for tp, records in batch.items():
             for r in records:
+                if is_heartbeat(r.headers):
+                    continue  # between nodes, never a department's record
                 headers = {k: v.decode("utf-8", "replace") for k, v in r.headers or ()}
                 received = Received(tp.partition, r.offset, r.key, r.value, headers)
                 self.records.append(received)

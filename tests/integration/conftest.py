@@ -116,6 +116,19 @@ class RunningNode:
         """Read one sample from the node's registry (0 if absent)."""
         return self.registry.get_sample_value(name, labels) or 0.0
 
+    async def settled(
+        self, name: str, want: float, timeout_s: float = 10.0, **labels: str
+    ) -> float:
+        """Read a counter once it reaches ``want`` or ``timeout_s`` passed; the caller asserts.
+
+        Counters move when a batch is committed, a moment after its records are readable.
+        """
+        for _ in range(int(timeout_s / 0.05)):
+            if self.metric(name, **labels) == want:
+                break
+            await asyncio.sleep(0.05)
+        return self.metric(name, **labels)
+
 
 async def start_node(config: NodeConfig) -> RunningNode:
     """Start a node and wait until /healthz says every link is up."""

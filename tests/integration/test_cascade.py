@@ -86,7 +86,10 @@ async def test_county_record_reaches_the_province_unchanged(
         assert arrived.headers["cx-source-dept"] == published.envelope.source_dept
         assert arrived.headers["cx-hops"] == f"{COUNTY}^,{CITY}^,{PROVINCE}."
     assert len(got) == len(sent)
-    assert running[CITY].metric("exchange_records_out_total", link="local", direction="up") == 3
+    assert (
+        await running[CITY].settled("exchange_records_out_total", 3, link="local", direction="up")
+        == 3
+    )
 
 
 async def test_province_record_for_one_county_reaches_no_sibling(
@@ -158,7 +161,9 @@ async def test_restart_resumes_from_the_committed_position(
     got = await read_topic(clusters["city"], outbox_up, until=has_ids(*all_ids), timeout_s=WAIT_S)
 
     assert sorted(r.record_id for r in got) == sorted(all_ids)
-    assert restarted.metric("exchange_records_in_total", link="local") == len(second)
+    assert await restarted.settled("exchange_records_in_total", len(second), link="local") == len(
+        second
+    )
 
 
 async def test_misconfigured_cycle_terminates_with_a_cycle_refusal(
@@ -185,7 +190,10 @@ async def test_misconfigured_cycle_terminates_with_a_cycle_refusal(
     assert refused[0].headers["cx-refusal-reason"] == "cycle"
     assert COUNTY in refused[0].headers["cx-refusal-message"]
     assert refused[0].value == lost.value
-    assert city_node.metric("exchange_records_refused_total", link="local", reason="cycle") == 1
+    assert (
+        await city_node.settled("exchange_records_refused_total", 1, link="local", reason="cycle")
+        == 1
+    )
     county_outbox = await read_topic(
         clusters["county"], TopicNames(prefix).outbox, until=lambda got: len(got) > 1, timeout_s=2
     )
@@ -220,7 +228,10 @@ async def test_undecodable_value_goes_to_the_refusal_topic(
     assert refused[0].value == broken.value
     assert refused[0].headers["cx-refused-by"] == f"{COUNTY}/local"
     assert [r.record_id for r in delivered] == [good.envelope.record_id]
-    assert node.metric("exchange_records_refused_total", link="local", reason="bad_payload") == 1
+    assert (
+        await node.settled("exchange_records_refused_total", 1, link="local", reason="bad_payload")
+        == 1
+    )
 
 
 async def test_a_record_the_destination_rejects_for_size_is_refused_alone(
@@ -253,7 +264,12 @@ async def test_a_record_the_destination_rejects_for_size_is_refused_alone(
     assert sorted(r.record_id for r in forwarded) == sorted(p.envelope.record_id for p in small)
     assert [r.headers["cx-refusal-reason"] for r in refused] == ["undeliverable"]
     assert refused[0].value == big.value
-    assert node.metric("exchange_records_refused_total", link="local", reason="undeliverable") == 1
+    assert (
+        await node.settled(
+            "exchange_records_refused_total", 1, link="local", reason="undeliverable"
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize("parent_partitions", [3, 2])

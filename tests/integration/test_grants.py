@@ -195,7 +195,7 @@ async def test_departments_receive_subscribed_resources_on_their_own_topics(
     assert [r.record_id for r in inbox] == [record.envelope.record_id]
     assert [r.headers["cx-refused-copy"] for r in refused] == [f"local:{COUNTY}/TAXB"]
     assert refused[0].headers["cx-refusal-reason"] == "grade"
-    assert node.metric("exchange_records_out_total", link="local", direction="local") == 2
+    assert await node.settled("exchange_records_out_total", 2, link="local", direction="local") == 2
 
 
 async def test_grants_cli_reports_unknown_resource_and_grant(

@@ -6,7 +6,6 @@ the marker reaches the city every earlier record has been decided.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -100,8 +99,5 @@ async def test_each_rule_allows_or_refuses_with_its_reason(
         ("exchange_records_refused_total", {"reason": "not_shared"}, 2),
         ("exchange_records_out_total", {"direction": "up"}, 3),
     )
-    for _ in range(200):  # at most 10 s
-        if all(node.metric(name, link="local", **labels) == want for name, labels, want in counts):
-            break
-        await asyncio.sleep(0.05)
-    assert [node.metric(name, link="local", **labels) for name, labels, _ in counts] == [2, 2, 3]
+    got = [await node.settled(name, want, link="local", **labels) for name, labels, want in counts]
+    assert got == [2, 2, 3]

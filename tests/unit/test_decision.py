@@ -56,7 +56,7 @@ def record(value: bytes | None = None, **replace: bytes) -> Seen:
 
 def test_a_granted_copy_carries_its_projected_value() -> None:
     """The department's copy is projected to the granted items by the decision itself."""
-    outcomes, created = decider().decide([record()])
+    outcomes, facts = decider().decide([record()])
     [outcome] = outcomes
     assert isinstance(outcome, Delivered)
     [copy] = outcome.copies
@@ -67,7 +67,9 @@ def test_a_granted_copy_carries_its_projected_value() -> None:
     datum = schemaless_reader(io.BytesIO(copy.value[HEADER_SIZE:]), projected.parsed, None)
     assert isinstance(datum, dict)
     assert list(datum) == ["id_number"]
-    assert created == [1_700_000_000_000]
+    assert [(f.created_ms, f.resource, f.source_dept, f.hops) for f in facts] == [
+        (1_700_000_000_000, ASKED.encode(), b"PSB", b"")
+    ]
 
 
 def test_a_value_that_cannot_be_projected_is_refused_as_bad_payload() -> None:
