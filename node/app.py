@@ -26,7 +26,7 @@ from node.config import NodeConfig
 from node.core.catalog import Catalog
 from node.core.grants import Grant, GrantBook
 from node.core.heartbeat import Beat
-from node.core.peers import PeerWatch
+from node.core.peers import CHILD, PARENT, PeerWatch
 from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
 from node.core.stats import StatsLedger
@@ -40,6 +40,19 @@ from node.kafka.source import KafkaSource
 from node.kafka.stats import StatsWriter
 from node.kafka.topics import TopicLimits, TopicNames, ensure_topics
 from node.ops.cascade import CascadeView, link_lags
+from node.ops.events import (
+    ConfigLoaded,
+    GapDetected,
+    HardStop,
+    LoopDown,
+    LoopEnded,
+    NodeStarted,
+    NodeStopped,
+    NodeStopping,
+    PeerHeard,
+    PeerSilent,
+    emit,
+)
 from node.ops.http import admin_app, start_admin
 from node.ops.metrics import Metrics, resource_labels
 from node.supervisor import Health, Loop, LoopState, Supervisor
@@ -91,6 +104,11 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     log = structlog.get_logger("node").bind(node=config.node_id, region=config.topology.region)
     reference = reference or load_reference(config)
     schemas, catalog = reference.schemas, reference.catalog
+    topology = config.topology
+    emit(log, ConfigLoaded(
+        config.node_id, topology.region, topology.level, topology.parent, topology.children,
+        len(config.departments), len(catalog),
+    ))  # fmt: skip
     policy = Policy(PolicySnapshot(catalog, config.negative, config.clearance, config.departments))
     registry = registry or CollectorRegistry()
     flow = config.flow
@@ -99,7 +117,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     local_bootstrap = config.local.bootstrap
     parent_bootstrap = config.parent.cluster.bootstrap if config.parent else None
     link_names = ["local", "parent"] if config.parent else ["local"]
-    topology, watching = config.topology, config.monitoring
+    watching = config.monitoring
     labels = resource_labels(catalog, watching.resource_label_cap)
     neighbours = [topology.region, *topology.children]
     if topology.parent is not None:
@@ -179,10 +197,17 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
 
     def heartbeat(way: str, bootstrap: str, topics: list[str], beat: Callable[[], Beat]) -> Loop:
         counted = metrics.heartbeats_sent.labels(way)
+        role = CHILD if way == "down" else PARENT  # whom this loop's neighbours are
+
+        def tell_silences() -> None:
+            for reading, silent in peers.silence_changes(int(time.time() * 1000), role):
+                event = PeerSilent(reading.peer, role, reading.age_s) if silent else None
+                emit(log, event or PeerHeard(reading.peer, role))
+
         return provision.loop_for(HeartbeatSender(
             f"heartbeat-{way}", sink(bootstrap, f"heartbeat.{way}"), topics, beat, health,
             interval_s=watching.heartbeat_s, deadline_s=flow.delivery_timeout_s,
-            on_sent=counted.inc, log=log,
+            on_sent=counted.inc, log=log, after_beat=tell_silences,
         ))  # fmt: skip
 
     if topology.children:
@@ -218,8 +243,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         log=log,
     )  # fmt: skip
     try:
-        log.info("node_started", admin_port=port, loops=[loop.name for loop in loops],
-                 catalog=len(catalog))  # fmt: skip
+        emit(log, NodeStarted(port, tuple(loop.name for loop in loops)))
         if on_running is not None:
             on_running(Running(port))
         async with asyncio.TaskGroup() as group:
@@ -233,7 +257,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     finally:
         await asyncio.gather(*(made.stop() for made in sinks))
         await runner.cleanup()
-        log.info("node_stopped")
+        emit(log, NodeStopped())
 
 
 def _report(
@@ -248,7 +272,7 @@ def _report(
     if name in links:
         metrics.link_up.labels(name).set(1 if state.up else 0)
     elif not state.up and state.reason != "starting":
-        log.warning("loop_down", loop=name, reason=state.reason)
+        emit(log, LoopDown(name, state.reason))
 
 
 def _report_gap(
@@ -259,11 +283,10 @@ def _report_gap(
     metrics.gaps.labels(link).inc()
     if lost is not None:
         metrics.gap_records.labels(link).inc(lost)
-    log.error(
-        "gap_detected", link=link, topic=gap.partition.topic, partition=gap.partition.partition,
-        first_lost=gap.first, last_lost=gap.last, lost=lost, resumed_at=gap.resumed_at,
-        why=gap.why,
-    )  # fmt: skip
+    emit(log, GapDetected(
+        link, gap.partition.topic, gap.partition.partition, gap.first, gap.last, lost,
+        gap.resumed_at, gap.why,
+    ))  # fmt: skip
 
 
 class _Provisioner:
@@ -388,9 +411,9 @@ async def _stop_when_asked(
     for task, loop in tasks.items():
         if task.done():
             error = "cancelled" if task.cancelled() else repr(task.exception())
-            log.error("loop_ended", loop=loop.name, error=error)
+            emit(log, LoopEnded(loop.name, error))
     soft_s = max(deadline_s * 0.5, deadline_s - CLOSE_RESERVE_S)
-    log.info("node_stopping", deadline_s=deadline_s, soft_stop_s=soft_s)
+    emit(log, NodeStopping(deadline_s, soft_s))
     stopping.set()
     ends_at = time.monotonic() + soft_s
     last = {task: loop for task, loop in tasks.items() if loop.name in STOPPED_LAST}
@@ -400,7 +423,7 @@ async def _stop_when_asked(
         if wave:
             await asyncio.wait(wave, timeout=max(0.0, ends_at - time.monotonic()))
     for task in [task for task in tasks if not task.done()]:
-        log.warning("hard_stop", loop=tasks[task].name, after_s=soft_s)
+        emit(log, HardStop(tasks[task].name, soft_s))
         task.cancel()
 
 

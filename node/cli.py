@@ -29,6 +29,7 @@ from node.catalog_files import packaged_catalog_dir, read_catalog
 from node.codec import load_schemas, packaged_schema_dir
 from node.config import load_config
 from node.errors import CatalogError, ConfigError, NodeError, SchemaError
+from node.ops.events import NodeFailed, emit
 from node.ops.logs import configure_logging
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NodeError, ExceptionGroup) as failure:
         errors = failure.exceptions if isinstance(failure, ExceptionGroup) else (failure,)
         for cause in errors:
-            log.error("node_failed", error=str(cause), kind=type(cause).__name__)
+            emit(log, NodeFailed(str(cause), type(cause).__name__))
         return EXIT_FAILED
     return 0
 

@@ -20,6 +20,7 @@ from typing import Protocol
 import structlog
 
 from node.errors import NodeError
+from node.ops.events import LoopFailed, emit
 
 
 class Loop(Protocol):
@@ -166,8 +167,6 @@ class Supervisor:
                 backoff.reset()  # it ran well for a while: this is a new failure, not a streak
             delay = backoff.next_delay()
             self._health.down(loop.name, reason)
-            self._log.warning(
-                "loop_failed", loop=loop.name, reason=reason, retry_in_s=round(delay, 2)
-            )
+            emit(self._log, LoopFailed(loop.name, reason, round(delay, 2)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)

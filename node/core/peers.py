@@ -45,6 +45,7 @@ class _Peer:
     beat: Beat | None = None
     received_ms: int = 0
     count: int = 0
+    silent: bool = False  # as last told by silence_changes
 
 
 class PeerWatch:
@@ -107,6 +108,23 @@ class PeerWatch:
                 (peer.received_ms - beat.sent_ms) / 1000, beat.interval_s, peer.count,
             ))  # fmt: skip
         return found
+
+    def silence_changes(self, now_ms: int, role: str) -> list[tuple[PeerHeartbeat, bool]]:
+        """Peers of ``role`` that fell silent or spoke again since the last call.
+
+        Silent: the last heartbeat (or the start, if none came) is older than
+        ``STALE_INTERVALS`` of the peer's interval. Returns (reading, silent now) per change.
+        """
+        changed: list[tuple[PeerHeartbeat, bool]] = []
+        for reading in self.readings(now_ms):
+            peer = self._peers[reading.peer]
+            if peer.role != role:
+                continue
+            silent = reading.age_s > STALE_INTERVALS * reading.interval_s
+            if silent != peer.silent:
+                peer.silent = silent
+                changed.append((reading, silent))
+        return changed
 
     def completeness(self, now_ms: int) -> list[Completeness]:
         """Per child that has sent a heartbeat: sent and received over its settled buckets."""

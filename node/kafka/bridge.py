@@ -50,6 +50,7 @@ from node.core.tally import Tally, TallyKey
 from node.core.tally import add as tally_add
 from node.errors import EnvelopeError, RecordRejected, TransportError
 from node.kafka.topics import TopicNames
+from node.ops.events import BatchDone, LinkDown, LinkRetry, LinkStarted, LinkStopped, LinkUp, emit
 from node.ops.metrics import Metrics
 from node.supervisor import Backoff, Health
 from node.transport import (
@@ -235,7 +236,7 @@ class Link:
         in_flight: deque[_InFlight] = deque()
         await self._source.start()
         self._health.up(self.name)
-        self._log.info("link_started")
+        emit(self._log, LinkStarted())
         try:
             while not self._stopping.is_set():
                 if sum(f.size for f in in_flight) < self._settings.max_in_flight_bytes:
@@ -256,7 +257,7 @@ class Link:
             if in_flight:
                 await self._abandon(in_flight)
             await self._source.stop()
-            self._log.info("link_stopped")
+            emit(self._log, LinkStopped())
 
     def _start_delivery(self, batch: Batch) -> _InFlight:
         size = 0
@@ -306,10 +307,8 @@ class Link:
                     first.setdefault(tp, records[0].offset)
         await self._abandon(in_flight)
         delay = self._backoff.next_delay()
-        if self._health.is_up(self.name):
-            self._log.warning("link_down", reason=reason, retry_in_s=round(delay, 2))
-        else:
-            self._log.info("link_retry", reason=reason, retry_in_s=round(delay, 2))
+        event = LinkDown if self._health.is_up(self.name) else LinkRetry
+        emit(self._log, event(reason, round(delay, 2)))
         self._health.down(self.name, reason)
         self._metrics.delivery_retries.labels(self.name).inc()
         self._source.rewind(first)
@@ -321,17 +320,15 @@ class Link:
         committed = await self._source.commit(offsets)
         self._apply(summary)
         if not self._health.is_up(self.name):
-            self._log.info("link_up")
+            state = self._health.snapshot().get(self.name)
+            emit(self._log, LinkUp(round(self._clock() - state.since, 3) if state else None))
             self._health.up(self.name)
         self._backoff.reset()
-        self._log.info(
-            "batch",
-            records=summary.records,
-            copies=summary.copies,
-            refused=summary.refused,
-            offsets={f"{tp.partition}": [batch[tp][0].offset, o - 1] for tp, o in offsets.items()},
-            committed=committed,
-        )
+        emit(self._log, BatchDone(
+            summary.records, summary.copies, summary.refused,
+            {f"{tp.partition}": [batch[tp][0].offset, o - 1] for tp, o in offsets.items()},
+            committed,
+        ))  # fmt: skip
 
     async def _deliver(
         self, batch: Batch, after: asyncio.Future[None] | None, turn: asyncio.Future[None]
@@ -457,6 +454,8 @@ class Link:
         from_above = self._arrival is Arrival.FROM_ABOVE
         parent = self._watch.peers.parent or self._region
         for record, fact in zip(records, facts, strict=True):
+            if fact is _NO_FACTS:
+                continue  # a heartbeat, counted on its own
             hops = fact.hops
             if from_above:
                 peer = parent

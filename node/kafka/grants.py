@@ -28,6 +28,14 @@ from node.core.grants import Grant, GrantBook, newer
 from node.core.outcome import Reason
 from node.errors import RecordRejected, TransportError
 from node.kafka.closing import close_quietly
+from node.ops.events import (
+    GrantEventsRefused,
+    GrantsCurrent,
+    GrantsStale,
+    GrantsUpdated,
+    GrantUnreadable,
+    emit,
+)
 from node.supervisor import Health
 from node.transport import Batch, Clock, Message, RecordSink, RecordSource
 
@@ -116,12 +124,18 @@ class GrantStore:
         fresh = oldest is not None and now - oldest <= self._max_staleness_s
         expired = self._next_expiry_ms is not None and now * 1000 >= self._next_expiry_ms
         if changed or fresh != self.fresh or expired:
+            turned = fresh != self.fresh
             self.fresh = fresh
-            self._publish(now)
+            book = self._publish(now)
             if fresh:
                 self._health.up(self.name)
+                if turned:
+                    emit(self._log, GrantsCurrent(len(book), len(self.grants)))
             else:
-                self._health.down(self.name, self._why_stale(self._caught_up_at, now))
+                why = self._why_stale(self._caught_up_at, now)
+                self._health.down(self.name, why)
+                if turned:
+                    emit(self._log, GrantsStale(why))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -165,18 +179,19 @@ class GrantStore:
         try:
             grant = Grant.from_json(value)
         except (ValueError, TypeError) as error:
-            self._log.warning("grant_unreadable", error=str(error))
+            emit(self._log, GrantUnreadable(str(error)))
             return False
         if not newer(self.grants.get(grant.grant_id), grant):
             return False
         self.grants[grant.grant_id] = grant
         return True
 
-    def _publish(self, now: float) -> None:
+    def _publish(self, now: float) -> GrantBook:
         book = GrantBook(self.grants.values(), int(now * 1000)) if self.fresh else GrantBook()
         self._next_expiry_ms = book.next_expiry_ms
         self._on_change(book)
-        self._log.info("grants_updated", active=len(book), known=len(self.grants), fresh=self.fresh)
+        emit(self._log, GrantsUpdated(len(book), len(self.grants), self.fresh))
+        return book
 
 
 class GrantRelay:
@@ -273,7 +288,7 @@ class GrantRelay:
                 if rejected is not None:
                     refusals.append(self._refusal(copy.key, copy.value, f"rejected: {rejected}"))
         if refusals:
-            self._log.warning("grant_events_refused", count=len(refusals))
+            emit(self._log, GrantEventsRefused(len(refusals)))
             results = await self._timed(self._refusals.deliver(refusals))
             if any(r is not None for r in results):
                 raise TransportError(f"{self._refused_topic} rejected a refused grant event")

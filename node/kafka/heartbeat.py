@@ -16,12 +16,16 @@ import structlog
 
 from node.core.heartbeat import HEARTBEAT, VERSION, Beat
 from node.errors import TransportError
+from node.ops.events import HeartbeatRejected, emit
 from node.supervisor import Health
 from node.transport import Message, RecordSink
 
 
 class HeartbeatSender:
-    """Writes ``beat()`` to every topic in ``topics`` every ``interval_s`` until stopped."""
+    """Writes ``beat()`` to every topic in ``topics`` every ``interval_s`` until stopped.
+
+    ``after_beat`` runs after each heartbeat sent (the app logs neighbours falling silent there).
+    """
 
     def __init__(
         self,
@@ -35,6 +39,7 @@ class HeartbeatSender:
         deadline_s: float,
         on_sent: Callable[[int], None],
         log: structlog.typing.FilteringBoundLogger,
+        after_beat: Callable[[], None] = lambda: None,
     ) -> None:
         self.name = name
         self._sink = sink
@@ -44,6 +49,7 @@ class HeartbeatSender:
         self._interval_s = interval_s
         self._deadline_s = deadline_s
         self._on_sent = on_sent
+        self._after_beat = after_beat
         self._log = log.bind(loop=name)
         self._stopping = asyncio.Event()
 
@@ -57,6 +63,7 @@ class HeartbeatSender:
             await self._send()
             if not self._health.is_up(self.name):
                 self._health.up(self.name)
+            self._after_beat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._interval_s)
 
@@ -79,5 +86,5 @@ class HeartbeatSender:
             if rejected is None:
                 sent += 1
             else:  # too large for the topic: say so, and keep beating on the others
-                self._log.error("heartbeat_rejected", topic=message.topic, error=str(rejected))
+                emit(self._log, HeartbeatRejected(message.topic, str(rejected)))
         self._on_sent(sent)

@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from node.core.stats import StatsLedger, StatsLine
 from node.errors import StatsError, TransportError
 from node.kafka.closing import close_quietly
+from node.ops.events import StatsLinesDropped, emit
 from node.supervisor import Health
 from node.transport import Message, RecordSink
 
@@ -104,7 +105,7 @@ class StatsWriter:
     def _report_dropped(self) -> None:
         dropped = self._ledger.dropped_lines
         if dropped > self._dropped_reported:
-            self._log.error("stats_lines_dropped", lines=dropped - self._dropped_reported)
+            emit(self._log, StatsLinesDropped(dropped - self._dropped_reported))
             self._dropped_reported = dropped
 
 

@@ -127,8 +127,8 @@ class Metrics:
         )  # fmt: skip
         self.peer_records = Counter(
             "exchange_peer_records",
-            "Records read from (in) or copies acked towards (out) each peer region; this node's "
-            "own region stands for its departments.",
+            "Records read from (in) or copies acked towards (out) each peer region, heartbeats "
+            "aside; this node's own region stands for its departments.",
             ["peer", "way"], registry=registry,
         )  # fmt: skip
         self.peer_bytes = Counter(
