@@ -4,7 +4,8 @@ Province 410000 (Henan) ← city 410100 (Zhengzhou) ← counties 410102 and 4101
 logical platform sharing the county cluster under its own topic prefix. The demo starts the
 clusters and the nodes (``exchange-node run``), publishes sample records in both directions plus
 one broken record, prints where each arrived and with which hop path, shows each node's counters,
-then stops everything it started, by process id.
+the cascade as the province's live page sees it and the county's exchange statistics, then stops
+everything it started, by process id (``--stay`` keeps it running to look at the pages).
 
 Run with the project's virtual environment: ``make demo`` (or ``.venv/bin/python deploy/local/demo.py``).
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import localkafka
 from department_client import Published, Received, publish, read_topic
@@ -175,10 +179,63 @@ def counters() -> None:
         print(f"  {name}: " + ("; ".join(lines) if lines else "(nothing yet)"))
 
 
+def cascade_tree() -> None:
+    """Print the cascade as the province's /cascade.json shows it (children report their subtree)."""
+    port = NODES["province"][0]
+    deadline = time.monotonic() + 20
+    while True:  # the counties appear once the city's heartbeat carried their beats
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/cascade.json", timeout=5) as r:
+            document = json.load(r)
+        nested = [c for city in document["children"] for c in city.get("children", [])]
+        if len(nested) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    print(f"\nthe cascade as the province sees it (http://127.0.0.1:{port}/cascade):")
+
+    def show(view: dict[str, Any], depth: int) -> None:
+        links = view.get("links") or {}
+        states = ", ".join(f"{n} {'up' if v.get('up') else 'DOWN'}" for n, v in links.items())
+        age = view.get("heartbeat_age_s")
+        heard = "" if age is None else f", heartbeat {age:.1f} s ago"
+        stale = " STALE" if view.get("stale") else ""
+        print(f"  {'  ' * depth}{view['region']} {view.get('node') or '?'}: {states}{heard}{stale}")
+        for child in view.get("children", []):
+            show(child, depth + 1)
+
+    show(document, 0)
+
+
+def stay() -> None:
+    """Wait for Ctrl-C, telling where each node's live page is."""
+    for name, (port, *_) in NODES.items():
+        print(f"  {name:9} http://127.0.0.1:{port}/cascade")
+    print("the cascade keeps running; Ctrl-C stops it")
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(1)
+
+
+def statistics() -> None:
+    """Print what the county exchanged, as ``exchange-node stats`` reads it from its topic."""
+    exe = Path(sys.executable).with_name("exchange-node")
+    config = HERE / "demo" / "county.toml"
+    print("\nexchange statistics of the county (exchange-node stats --since 1h):")
+    done = subprocess.run(
+        [exe, "stats", "--config", config, "--since", "1h"], capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    print(done.stdout or done.stderr)
+
+
 def main() -> int:
     """Run the demo; exit 0 if every record went where it should."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=REPO / ".local" / "demo", help="working folder")
+    parser.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep the cascade running until Ctrl-C (look at the pages)",
+    )
     args = parser.parse_args()
     work: Path = args.dir
     logs = work / "logs"
@@ -201,6 +258,10 @@ def main() -> int:
             results = asyncio.run(exchange(schemas))
             ok = report(results)
             counters()
+            cascade_tree()
+            if args.stay:
+                stay()
+        statistics()  # the nodes wrote their last statistics as they stopped
     finally:
         localkafka.stop_clusters(clusters)
     print("\nall records went where they should" if ok else "\nSOME RECORDS DID NOT ARRIVE")
