@@ -266,7 +266,11 @@ async def check_counts(prom: Prometheus, city: int, county: RunningNode) -> None
         f'rate(exchange_records_in_total{{instance="{instance(city)}",link="local"}}[15s])',
         lambda s: (value(s) or 0) > 0,
     )
-    assert (value(rate) or 0) > 0, rate
+    assert (value(rate) or 0) > 0, rate  # heartbeats count too: see the peer count below
+    from_county = await prom.query(
+        f'exchange_peer_records_total{{instance="{instance(city)}",peer="{COUNTY}",way="in"}}'
+    )
+    assert value(from_county) == RECORDS, from_county
 
 
 async def check_lag(prom: Prometheus, stuck: int) -> None:
@@ -282,9 +286,13 @@ async def check_lag(prom: Prometheus, stuck: int) -> None:
     assert [a["state"] for a in down] == ["firing"], down
 
 
-async def check_completeness(prom: Prometheus, city: int) -> None:
-    """Once the county's buckets settled, the city counts all it sent up, and never a gap."""
-    selector = f'{{instance="{instance(city)}",child="{COUNTY}"}}'
+async def check_completeness(prom: Prometheus, parent: int, child: str) -> None:
+    """Once the child's buckets settled, its parent counts all it sent up, and never a gap.
+
+    A bucket is compared only for a while (from ``settle_s`` after it ended until it leaves the
+    kept window), so the counts are taken as their maximum over the test, as Prometheus kept them.
+    """
+    selector = f'{{instance="{instance(parent)}",child="{child}"}}'
     sent = await prom.until(
         f"max_over_time(exchange_completeness_sent_records{selector}[3m])",
         lambda s: value(s) == RECORDS,
@@ -352,28 +360,16 @@ async def test_prometheus_sees_what_the_cascade_did(
                 await check_counts(prom, city.admin_port, county)
                 await check_lag(prom, stuck)
                 await check_heartbeats(prom, city.admin_port)
-                await check_completeness(prom, city.admin_port)
+                await check_completeness(prom, city.admin_port, COUNTY)
+                await check_completeness(prom, province.admin_port, CITY)
                 healthy = {instance(p) for p in ports[:3]}
-                alarms = [a for a in await prom.alerts() if a["labels"].get("instance") in healthy]
+                alarms = [
+                    a
+                    for a in await prom.alerts()
+                    if a["labels"].get("instance") in healthy and a["state"] == "firing"
+                ]
                 assert alarms == [], alarms
 
-                t0 = time.monotonic()
-                for q in [
-                    f'exchange_peer_records_total{{instance="{instance(city.admin_port)}"}}',
-                    f'exchange_records_in_total{{instance="{instance(city.admin_port)}"}}',
-                    f'max_over_time(exchange_heartbeat_age_seconds{{instance="{instance(city.admin_port)}"}}[1m])',
-                    "exchange_completeness_sent_records",
-                    "max_over_time(exchange_completeness_sent_records[3m])",
-                    "max_over_time(exchange_completeness_received_records[3m])",
-                    "max_over_time(exchange_completeness_gap_records[3m])",
-                    "min_over_time(exchange_completeness_gap_records[3m])",
-                    f'exchange_peer_records_total{{instance="{instance(province.admin_port)}"}}',
-                    "exchange_completeness_gap_records",
-                    "exchange_source_lag_records",
-                    "exchange_link_up",
-                    "ALERTS",
-                ]:
-                    print("DBG", q, [(x.labels, x.value) for x in await prom.query(q)])
                 await county.stop()
                 stale = await prom.firing(
                     "ExchangeHeartbeatStale", instance=instance(city.admin_port), peer=COUNTY,
@@ -382,6 +378,5 @@ async def test_prometheus_sees_what_the_cascade_did(
                 assert [a["state"] for a in stale] == ["firing"], stale
                 gone = await prom.firing("ExchangeNodeDown", instance=instance(county.admin_port))
                 assert [a["state"] for a in gone] == ["firing"], gone
-                print("DBG alerts after", time.monotonic() - t0, stale, gone)
             finally:
                 await prom.close()
