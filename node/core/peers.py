@@ -8,7 +8,7 @@ children report it). Pure: times are passed in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,26 @@ class _Peer:
     received_ms: int = 0
     count: int = 0
     silent: bool = False  # as last told by silence_changes
+
+
+def _as_of_now(view: Mapping[str, Any], carried_s: float, carrier_stale: bool) -> dict[str, Any]:
+    """Age a reported descendant's view by its carrier's heartbeat; stale with its carrier.
+
+    What a silent child reported of its own subtree is no news: it is marked stale too.
+    """
+    shown = dict(view)
+    age = view.get("heartbeat_age_s")
+    if isinstance(age, int | float) and not isinstance(age, bool):
+        shown["heartbeat_age_s"] = round(age + carried_s, 3)
+    if carrier_stale:
+        shown["stale"] = True
+    below = view.get("children")
+    if isinstance(below, list):
+        stale = bool(shown.get("stale"))
+        shown["children"] = [
+            _as_of_now(v, carried_s, stale) for v in below if isinstance(v, Mapping)
+        ]
+    return shown
 
 
 class PeerWatch:
@@ -155,7 +175,9 @@ class PeerWatch:
             gap = next((c for c in self.completeness(now_ms) if c.child == region), None)
             shown["links"] = dict(beat.links) if beat else {}
             shown["completeness_gap"] = None if gap is None else gap.sent - gap.received
-            shown["children"] = list(beat.subtree) if beat else []
+            carried = (now_ms - sent_ms) / 1000
+            below = beat.subtree if beat else ()
+            shown["children"] = [_as_of_now(view, carried, shown["stale"]) for view in below]
         return shown
 
     def children_views(self, now_ms: int) -> list[dict[str, Any]]:

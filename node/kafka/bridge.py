@@ -122,14 +122,45 @@ class Watch:
     """Called after each committed batch with what it exchanged (the statistics ledger)."""
 
 
+RATE_WINDOW_S = 10.0
+
+
 @dataclass(slots=True)
 class LinkTotals:
-    """Running totals of a link, for the cascade page and heartbeats (not for Prometheus)."""
+    """Running totals of a link (heartbeats aside), for the cascade page and heartbeats.
+
+    The link samples them as batches commit, so rates are right whenever they are asked for.
+    """
 
     records_in: int = 0
     copies_out: int = 0
     refused: int = 0
     refused_by: dict[str, int] = field(default_factory=dict)
+    _samples: deque[tuple[float, int, int, int]] = field(default_factory=deque)
+
+    def sample(self, now: float) -> None:
+        """Remember the totals at ``now`` (at most one sample a second, ten seconds' worth)."""
+        samples = self._samples
+        if samples and now - samples[-1][0] < 1.0:
+            samples.pop()
+        samples.append((now, self.records_in, self.copies_out, self.refused))
+        while len(samples) > 2 and samples[1][0] <= now - RATE_WINDOW_S:
+            samples.popleft()
+
+    def rates(self, now: float) -> tuple[float, float, float]:
+        """Return records in, copies out and refusals per second over about ten seconds."""
+        if not self._samples:
+            return 0.0, 0.0, 0.0
+        then, into, out, refused = next(
+            (s for s in reversed(self._samples) if s[0] <= now - RATE_WINDOW_S), self._samples[0]
+        )
+        span = now - then
+        if span <= 0:
+            return 0.0, 0.0, 0.0
+        return (
+            (self.records_in - into) / span, (self.copies_out - out) / span,
+            (self.refused - refused) / span,
+        )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -182,6 +213,7 @@ class Link:
     ) -> None:
         self.name = name
         self.totals = LinkTotals()
+        self.totals.sample(clock())
         self._source = source
         self._router = router
         self._to = destinations
@@ -440,7 +472,7 @@ class Link:
         refused = sum(n for kind, n in counts.items() if kind.__class__ is Reason)
         written = [record.timestamp for record in records if record.timestamp >= 0]
         return _Summary(
-            len(records), len(pending) - refused, refused, counts, oldest,
+            len(records) - len(beats), len(pending) - refused, refused, counts, oldest,
             min(written) if written else None, tally, peers_in, peers_out, from_children, sent_up,
             beats,
         )  # fmt: skip
@@ -505,6 +537,7 @@ class Link:
             peers.sent_up.add(summary.sent_up, now_ms)
         for beat in summary.beats:
             peers.heard(beat, now_ms)
+        totals.sample(now_ms / 1000)
         if summary.tally:
             self._watch.on_tally(now_ms, summary.tally)
 

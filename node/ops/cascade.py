@@ -1,6 +1,6 @@
 """A node's place in the cascade, as the live page shows it and as heartbeats carry it.
 
-``CascadeView`` reads the links' running totals (rates over the last ten seconds), their lag and
+``CascadeView`` reads the links' running totals (rates over about ten seconds), their lag and
 the loops' health, and what ``PeerWatch`` heard from the parent and the children. It builds the
 ``/cascade.json`` document and the heartbeats this node sends: a beat going up carries this
 node's links, its completeness counts and its whole subtree as its children reported it.
@@ -8,7 +8,6 @@ node's links, its completeness counts and its whole subtree as its children repo
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -20,8 +19,6 @@ from node.kafka.bridge import LinkTotals
 from node.supervisor import Health
 from node.transport import Clock
 
-RATE_WINDOW_S = 10.0
-
 
 class WatchedLink(Protocol):
     """What the view reads of a link."""
@@ -30,23 +27,6 @@ class WatchedLink(Protocol):
 
     def lag_by_partition(self) -> dict[int, int]:
         """Return the source's lag per partition, as last seen."""
-
-
-class RateMeter:
-    """Rate of a growing total over about the last ``window_s`` seconds, however often asked."""
-
-    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
-        self._window_s = window_s
-        self._samples: deque[tuple[float, int]] = deque()
-
-    def rate(self, now: float, total: int) -> float:
-        """Record ``total`` at ``now``; return the rate since the oldest sample in the window."""
-        samples = self._samples
-        samples.append((now, total))
-        while len(samples) > 2 and samples[1][0] <= now - self._window_s:
-            samples.popleft()
-        then, before = samples[0]
-        return (total - before) / (now - then) if now > then else 0.0
 
 
 class CascadeView:
@@ -72,7 +52,6 @@ class CascadeView:
         self._interval_s = interval_s
         self._bucket_s = bucket_s
         self._clock = clock
-        self._meters = {name: (RateMeter(), RateMeter(), RateMeter()) for name in links}
 
     def links(self) -> dict[str, dict[str, Any]]:
         """Each link's state, rates (per second) and lag (None while unknown)."""
@@ -80,16 +59,16 @@ class CascadeView:
         states = self._health.snapshot()
         shown: dict[str, dict[str, Any]] = {}
         for name, link in self._links.items():
-            state, totals = states.get(name), link.totals
-            into, out, refused = self._meters[name]
+            state = states.get(name)
+            into, out, refused = link.totals.rates(now)
             lags = link.lag_by_partition()
             shown[name] = {
                 "up": bool(state and state.up),
                 "reason": (state.reason or None) if state else "not started",
                 "since": state.since if state else None,
-                "records_in_per_s": round(into.rate(now, totals.records_in), 2),
-                "copies_out_per_s": round(out.rate(now, totals.copies_out), 2),
-                "refused_per_s": round(refused.rate(now, totals.refused), 2),
+                "records_in_per_s": round(into, 2),
+                "copies_out_per_s": round(out, 2),
+                "refused_per_s": round(refused, 2),
                 "lag": sum(lags.values()) if lags else None,
             }
         return shown

@@ -31,7 +31,7 @@ from node.core.topology import Topology
 from node.errors import EnvelopeError
 from node.kafka.bridge import Destinations, Link, LinkTotals, Watch
 from node.kafka.topics import TopicNames
-from node.ops.cascade import CascadeView, RateMeter
+from node.ops.cascade import CascadeView
 from node.ops.metrics import Metrics
 from node.supervisor import Health
 from tests.memory_transport import MemoryCluster, MemorySink, MemorySource
@@ -155,14 +155,28 @@ def test_the_view_nests_what_children_report_and_marks_silence_stale() -> None:
     assert peers.children_views(T0 + 16_000)[0]["stale"] is True  # more than 3 intervals
 
 
-def test_a_rate_covers_about_the_window_however_often_asked() -> None:
-    """The rate is taken over the last ten seconds, not since the previous question."""
-    meter = RateMeter(10.0)
-    assert meter.rate(0.0, 0) == 0.0
+def test_rates_cover_about_ten_seconds_whenever_asked() -> None:
+    """Rates come from the link's own samples: right on the first question, and zero when idle."""
+    totals = LinkTotals()
+    totals.sample(0.0)
     for second in range(1, 31):
-        rate = meter.rate(float(second), second * 100)
-    assert rate == pytest.approx(100.0)
-    assert meter.rate(31.0, 3000) == pytest.approx(1000 / 11, rel=0.01)  # a stall shows
+        totals.records_in += 100
+        totals.copies_out += 90
+        totals.sample(float(second))
+    assert totals.rates(30.0) == pytest.approx((100.0, 90.0, 0.0))
+    assert totals.rates(30.5) == pytest.approx((1000 / 10.5, 900 / 10.5, 0.0), rel=0.01)
+    assert totals.rates(45.0) == (0.0, 0.0, 0.0)  # nothing moved for longer than the window
+
+
+def test_a_silent_childs_reported_subtree_ages_with_it_and_goes_stale() -> None:
+    """Grandchildren age by the carrier's heartbeat age and are stale once it is."""
+    peers = watch()
+    grandchild = {"region": "410102001", "stale": False, "heartbeat_age_s": 1.0, "children": []}
+    peers.heard(beat(COUNTY, T0, subtree=(grandchild,)), T0)
+    [shown] = peers.children_views(T0 + 2000)[0]["children"]
+    assert (shown["heartbeat_age_s"], shown["stale"]) == (3.0, False)
+    [shown] = peers.children_views(T0 + 60_000)[0]["children"]
+    assert (shown["heartbeat_age_s"], shown["stale"]) == (61.0, True)
 
 
 async def city_link(
@@ -214,7 +228,7 @@ async def test_a_link_takes_heartbeats_aside_and_refuses_forged_ones() -> None:
     assert "410199, which is not a child" in messages[0]
     assert "not JSON" in messages[1]
     assert [r.peer for r in peers.readings(10**13) if r.received] == [COUNTY]
-    assert (link.totals.records_in, link.totals.copies_out) == (4, 1)
+    assert (link.totals.records_in, link.totals.copies_out) == (3, 1)  # the beat taken aside
     assert link.totals.refused_by == {"bad_envelope": 2}
     sample_value = metrics.registry.get_sample_value
     assert sample_value("exchange_peer_records_total", {"peer": COUNTY, "way": "in"}) == 1

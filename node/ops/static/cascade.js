@@ -185,7 +185,11 @@
       ),
       el("div", { class: "node-name" }, str(c.node)),
       facts,
-      linksTable(links, nowS),
+      state === "stale" && !neverHeard
+        ? el("p", { class: "muted small", "data-testid": "last-reported" },
+            "last reported figures (no heartbeat since)")
+        : null,
+      el("div", { class: state === "stale" ? "last-known" : "" }, linksTable(links, nowS)),
     );
     const box = el(
       "section",
