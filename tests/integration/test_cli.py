@@ -92,9 +92,14 @@ async def test_run_serves_health_and_metrics_and_stops_cleanly_on_sigterm(
         )  # fmt: skip
         assert [r.record_id for r in got] == [published.envelope.record_id]
 
-        status, metrics = await get(f"http://127.0.0.1:{admin_port}/metrics")
+        counted = 'exchange_records_out_total{direction="up",link="local"} 1.0'
+        for _ in range(100):  # counters move when the batch is committed, a moment later
+            status, metrics = await get(f"http://127.0.0.1:{admin_port}/metrics")
+            if counted in metrics:
+                break
+            await asyncio.sleep(0.1)
         assert status == 200
-        assert 'exchange_records_out_total{direction="up",link="local"} 1.0' in metrics
+        assert counted in metrics
         assert 'exchange_link_up{link="parent"} 1.0' in metrics
     finally:
         if process.returncode is None:
