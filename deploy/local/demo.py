@@ -1,11 +1,13 @@
-"""The local cascade demo: three real Kafka clusters, four nodes, records moving up and down.
+"""The local cascade demo: three real Kafka clusters, five nodes, records moving every way.
 
-Province 410000 (Henan) ← city 410100 (Zhengzhou) ← counties 410102 and 410103, where 410103 is a
-logical platform sharing the county cluster under its own topic prefix. The demo starts the
-clusters and the nodes (``exchange-node run``), publishes sample records in both directions plus
-one broken record, prints where each arrived and with which hop path, shows each node's counters,
-the cascade as the province's live page sees it and the county's exchange statistics, then stops
-everything it started, by process id (``--stay`` keeps it running to look at the pages).
+Province 410000 (Henan) ← city 410100 (Zhengzhou) ← counties 410102 and 410103; and Jiyuan 419001,
+a county-level city directly under the province (a branch that skips the city level). 410103 and
+419001 are logical platforms sharing the county cluster under their own topic prefixes. The demo
+starts the clusters and the nodes (``exchange-node run``), publishes generated records (valid ones
+up, down to one county, to a subtree and across, and some the nodes must refuse) for
+``--duration`` seconds while printing each node's rates and lag, then reads every destination back
+and counts ids per route, shows the cascade as the province's live page sees it and the county's
+exchange statistics, and stops everything it started, by process id (Ctrl-C ends early).
 
 Run with the project's virtual environment: ``make demo`` (or ``.venv/bin/python deploy/local/demo.py``).
 """
@@ -18,19 +20,20 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import localkafka
-from department_client import Published, Received, publish, read_topic
-from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
+from demo_traffic import ROUTES, Generator, Outcome, Sent, count
+from department_client import Published, Publisher, Received, read_topic
 
 from node.codec import SchemaSet, load_schemas, packaged_schema_dir
 
@@ -42,38 +45,9 @@ NODES = {  # config file → (admin port, cluster, topic prefix, region)
     "city": (9411, "city", "cascade", "410100"),
     "county": (9412, "county", "cascade", "410102"),
     "county-b": (9413, "county", "cascade-410103", "410103"),
+    "jiyuan": (9414, "county", "cascade-419001", "419001"),
 }
 WAIT_S = 60.0
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One record sent in the demo and what should become of it."""
-
-    title: str
-    published: Published
-    at_node: str  # where it is published
-    expect: tuple[str, ...]  # nodes whose inbox should receive it; () = the refusal topic
-
-
-def scenarios(schemas: SchemaSet) -> list[Scenario]:
-    """The records the demo sends."""
-    now = int(time.time() * 1000)
-
-    def rec(schema: str, source: str, target: str, seed: int) -> Published:
-        return sample(schemas, schema, source, target, seed=seed, created_ms=now)
-
-    broken_envelope = rec(PERSON, "410102", "region:410000", 99).envelope
-    return [
-        Scenario("up: county → province", rec(PERSON, "410102", "region:410000", 1), "county", ("province",)),
-        Scenario("up: county → city (level)", rec(LEGAL_ENTITY, "410102", "level:city", 2), "county", ("city",)),
-        Scenario("across: county → sibling county", rec(LICENCE, "410102", "region:410103", 3), "county", ("county-b",)),
-        Scenario("down: province → one county", rec(PERSON, "410000", "region:410102", 4), "province", ("county",)),
-        Scenario("down: province → city subtree", rec(LICENCE, "410000", "subtree:410100", 5), "province", ("city", "county", "county-b")),
-        Scenario("refused: undecodable value", Published(broken_envelope, b"\xc3\x01not-avro"), "county", ()),
-        Scenario("refused: not shared (catalog)", sample(schemas, PERSON, "410102", "region:410000", seed=7, created_ms=now, resource="410102-PSB-00009"), "county", ()),
-        Scenario("refused: not the one source", sample(schemas, PERSON, "410102", "region:410000", seed=8, created_ms=now, source_dept="HRSS"), "county", ()),
-    ]  # fmt: skip
 
 
 def topic(node: str, name: str) -> tuple[str, str]:
@@ -120,48 +94,106 @@ def wait_healthy(processes: list[subprocess.Popen[bytes]], logs: Path) -> None:
             time.sleep(0.2)
 
 
-async def exchange(schemas: SchemaSet) -> list[tuple[Scenario, dict[str, Received]]]:
-    """Publish every scenario's record, then collect where each one landed."""
-    plan = scenarios(schemas)
-    for scenario in plan:
-        await publish(*topic(scenario.at_node, "outbox"), [scenario.published])
-    results = []
-    for scenario in plan:
-        record_id = scenario.published.envelope.record_id
-        places = [(n, "inbox") for n in scenario.expect] or [(scenario.at_node, "refused")]
-        found: dict[str, Received] = {}
-        for node, name in places:
-            got = await read_topic(
-                *topic(node, name),
-                until=lambda rs, rid=record_id: any(r.record_id == rid for r in rs),  # type: ignore[misc]
-                timeout_s=WAIT_S,
+async def traffic(schemas: SchemaSet, duration_s: float, rate: float) -> Sent:
+    """Publish generated records at ``rate`` per second until ``duration_s`` or Ctrl-C.
+
+    Prints each node's rates, refusals and lag every two seconds, read from its /cascade.json.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    generator, sent = Generator(schemas), Sent()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            publishers = {
+                node: await stack.enter_async_context(Publisher(topic(node, "outbox")[0]))
+                for node in NODES
+            }
+            await _generate(generator, sent, publishers, stop, duration_s, rate)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    return sent
+
+
+async def _generate(
+    generator: Generator,
+    sent: Sent,
+    publishers: dict[str, Publisher],
+    stop: asyncio.Event,
+    duration_s: float,
+    rate: float,
+) -> None:
+    """Publish a tick's records every half second; print progress every two seconds."""
+    print(f"\npublishing about {rate:g} records/s"
+          + (f" for {duration_s:g} s" if duration_s else " until Ctrl-C") + ":")  # fmt: skip
+    began = shown = next_tick = time.monotonic()
+    while not stop.is_set() and (not duration_s or time.monotonic() - began < duration_s):
+        batch: dict[str, list[Published]] = {}
+        for _ in range(max(1, int(rate / 2))):
+            route, published = generator.make()
+            batch.setdefault(route.at_node, []).append(published)
+            sent.add(route, published.envelope.record_id)
+        for node, records in batch.items():
+            await publishers[node].send(topic(node, "outbox")[1], records)
+        if time.monotonic() - shown >= 2:
+            shown = time.monotonic()
+            await progress(time.monotonic() - began, sent.total())
+        next_tick += 0.5
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, next_tick - time.monotonic()))
+
+
+async def progress(elapsed: float, published: int) -> None:
+    """Print one line per node: records in/out per second, refusals and lag per link."""
+    print(f"  [{elapsed:5.1f} s] {published} published")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        for name, (port, *_) in NODES.items():
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/cascade.json") as response:
+                    document = await response.json()
+            except (aiohttp.ClientError, TimeoutError) as error:
+                print(f"    {name:9} cannot read /cascade.json: {error!r}")
+                continue
+            links = "  ".join(
+                f"{link} {'up' if v['up'] else 'DOWN'} in {v['records_in_per_s']:6.1f}/s "
+                f"out {v['copies_out_per_s']:6.1f}/s refused {v['refused_per_s']:4.1f}/s "
+                f"lag {v['lag'] if v['lag'] is not None else '?'}"
+                for link, v in document["links"].items()
             )
-            found.update({f"{node}.{name}": r for r in got if r.record_id == record_id})
-        results.append((scenario, found))
-    return results
+            print(f"    {name:9} {links}")
 
 
-def report(results: list[tuple[Scenario, dict[str, Received]]]) -> bool:
-    """Print where each record arrived; return whether every one arrived where expected."""
+async def read_back(sent: Sent) -> list[Outcome]:
+    """Read every inbox and refusal topic until each route's records are there (or 60 s)."""
+    wanted: dict[str, set[str]] = {}
+    for route, ids in sent.ids.items():
+        for place in [f"{n}.inbox" for n in route.expect] or [f"{route.at_node}.refused"]:
+            wanted.setdefault(place, set()).update(ids)
+    found: dict[str, list[Received]] = {}
+    for place, expected in sorted(wanted.items()):
+        node, name = place.split(".")
+        found[place] = await read_topic(
+            *topic(node, name),
+            until=lambda rs, e=expected: e <= {r.record_id for r in rs},  # type: ignore[misc]
+            timeout_s=WAIT_S,
+        )
+    return [count(route, ids, found) for route, ids in sent.ids.items()]
+
+
+def report(outcomes: list[Outcome]) -> bool:
+    """Print what went where per route; return whether every record arrived as it should."""
     ok = True
-    print(f"\n{'scenario':34} {'record':10} {'arrived at':18} hop path / refusal")
+    print(f"\n{'route':38} {'where':28} {'sent':>6} {'arrived':>8} {'missing':>8} {'dup':>5}")
     print("-" * 100)
-    for scenario, found in results:
-        expected = len(scenario.expect) or 1
-        short = scenario.published.envelope.record_id[:8]
-        if len(found) != expected:
-            ok = False
-            print(f"{scenario.title:34} {short:10} MISSING (found {sorted(found)})")
-        title = scenario.title
-        for place, received in found.items():
-            detail = received.headers.get("cx-hops", "")
-            if "cx-refusal-reason" in received.headers:
-                detail = f"{received.headers['cx-refusal-reason']}: {received.headers['cx-refusal-message']}"
-            same = (
-                "bytes unchanged" if received.value == scenario.published.value else "BYTES CHANGED"
-            )
-            print(f"{title:34} {short:10} {place:18} {detail}  [{same}]")
-            title = short = ""
+    for outcome in sorted(outcomes, key=lambda o: ROUTES.index(o.route)):
+        route = outcome.route
+        where = ", ".join(route.expect) if route.expect else f"{route.at_node}.refused"
+        ok &= outcome.missing == 0
+        print(f"{route.title:38} {where:28} {outcome.sent:6} {outcome.delivered:8} "
+              f"{outcome.missing:8} {outcome.duplicated:5}")  # fmt: skip
+        if outcome.reasons:
+            ok &= set(outcome.reasons) == {route.refusal.replace("undecodable", "bad_payload")}
+            print(f"{'':38} reasons: {dict(outcome.reasons)}")
     return ok
 
 
@@ -187,7 +219,7 @@ def cascade_tree() -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/cascade.json", timeout=5) as r:
             document = json.load(r)
         nested = [c for city in document["children"] for c in city.get("children", [])]
-        if len(nested) == 2 or time.monotonic() > deadline:
+        if len(nested) == 2 or time.monotonic() > deadline:  # the city's two counties
             break
         time.sleep(0.5)
     print(f"\nthe cascade as the province sees it (http://127.0.0.1:{port}/cascade):")
@@ -203,16 +235,6 @@ def cascade_tree() -> None:
             show(child, depth + 1)
 
     show(document, 0)
-
-
-def stay() -> None:
-    """Wait for Ctrl-C, telling where each node's live page is."""
-    for name, (port, *_) in NODES.items():
-        print(f"  {name:9} http://127.0.0.1:{port}/cascade")
-    print("the cascade keeps running; Ctrl-C stops it")
-    with contextlib.suppress(KeyboardInterrupt):
-        while True:
-            time.sleep(1)
 
 
 def statistics() -> None:
@@ -232,10 +254,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", type=Path, default=REPO / ".local" / "demo", help="working folder")
     parser.add_argument(
-        "--stay",
-        action="store_true",
-        help="keep the cascade running until Ctrl-C (look at the pages)",
-    )
+        "--duration", type=float, default=20.0,
+        help="seconds of generated traffic (0: until Ctrl-C); Ctrl-C ends it early either way",
+    )  # fmt: skip
+    parser.add_argument("--rate", type=float, default=100.0, help="records published per second")
     args = parser.parse_args()
     work: Path = args.dir
     logs = work / "logs"
@@ -253,14 +275,15 @@ def main() -> int:
               + ", ".join(f"{c.spec.name} {c.bootstrap}" for c in clusters))  # fmt: skip
         with running_nodes(logs) as processes:
             wait_healthy(processes, logs)
-            print(f"4 nodes healthy; logs in {logs}")
+            print(f"{len(NODES)} nodes healthy; logs in {logs}; live pages:")
+            for name, (port, *_) in NODES.items():
+                print(f"  {name:9} http://127.0.0.1:{port}/cascade")
             schemas = load_schemas(packaged_schema_dir())
-            results = asyncio.run(exchange(schemas))
-            ok = report(results)
+            sent = asyncio.run(traffic(schemas, args.duration, args.rate))
+            print(f"\n{sent.total()} records published; reading every destination back")
+            ok = report(asyncio.run(read_back(sent)))
             counters()
             cascade_tree()
-            if args.stay:
-                stay()
         statistics()  # the nodes wrote their last statistics as they stopped
     finally:
         localkafka.stop_clusters(clusters)

@@ -43,21 +43,35 @@ class Received:
         return self.headers.get("cx-id", "")
 
 
-async def publish(bootstrap: str, topic: str, records: Sequence[Published]) -> None:
-    """Produce ``records`` to ``topic`` (acks=all) and wait until all are acked."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
+class Publisher:
+    """One producer (acks=all) kept open for many ``send`` calls; use as an async context."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+
+    async def __aenter__(self) -> Publisher:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._producer.stop()
+
+    async def send(self, topic: str, records: Sequence[Published]) -> None:
+        """Produce ``records`` to ``topic`` and wait until all are acked."""
         futures = [
-            await producer.send(
+            await self._producer.send(
                 topic, r.value, key=r.key or r.envelope.record_id.encode(),
                 headers=r.envelope.to_headers(), partition=r.partition,
             )
             for r in records
         ]  # fmt: skip
         await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+
+
+async def publish(bootstrap: str, topic: str, records: Sequence[Published]) -> None:
+    """Produce ``records`` to ``topic`` (acks=all) and wait until all are acked."""
+    async with Publisher(bootstrap) as publisher:
+        await publisher.send(topic, records)
 
 
 async def read_topic(

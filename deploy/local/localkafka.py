@@ -63,6 +63,8 @@ class ClusterSpec:
     controller_port: int
     host: str = "127.0.0.1"
     heap_mb: int = 512
+    properties: tuple[tuple[str, str], ...] = ()
+    """Extra broker properties, set after (and overriding) the defaults, e.g. an authorizer."""
 
 
 @dataclass
@@ -230,6 +232,7 @@ def broker_properties(spec: ClusterSpec, data_dir: Path) -> str:
         "log.cleaner.threads": "1",
         "message.max.bytes": str(8 * 1024 * 1024),
     }
+    settings.update((key, value) for key, value in spec.properties)
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 

@@ -50,7 +50,7 @@ def problems_of(tmp_path: Path, text: str) -> list[str]:
 def test_the_shipped_catalog_is_valid() -> None:
     """The demo catalog loads: three base-database resources per platform, one not shared."""
     catalog = load_catalog(packaged_catalog_dir(), SCHEMAS)
-    assert len(catalog) == 13
+    assert len(catalog) == 16
     sharing = {code: getattr(catalog.get(code), "sharing", None) for code in catalog.codes()}
     assert [code for code, kind in sharing.items() if kind == "not_shared"] == ["410102-PSB-00009"]
 
