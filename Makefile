@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEBS   := prometheus chromium chromium-driver
 
-.PHONY: setup jars debs test test-unit lint faults demo bench bench-quick clean
+.PHONY: setup jars debs test test-unit lint faults demo bench bench-quick clean docs
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# docs/configuration.md from node/config.py (a unit test fails when it is stale)
+docs: setup
+	$(PY) tools/config_reference.py
 
 test-unit: setup
 	$(VENV)/bin/pytest tests/unit

@@ -33,6 +33,7 @@ from node.core.stats import StatsLedger
 from node.errors import ConfigError, NodeError
 from node.grant_desk import GrantDesk
 from node.kafka.bridge import Destinations, Link, Watch
+from node.kafka.deliveries import KafkaDeliveryReader
 from node.kafka.grants import GrantRelay, GrantStore
 from node.kafka.heartbeat import HeartbeatSender
 from node.kafka.sink import KafkaSink
@@ -53,6 +54,7 @@ from node.ops.events import (
     PeerSilent,
     emit,
 )
+from node.ops.gateway import Gateway
 from node.ops.http import admin_app, start_admin
 from node.ops.metrics import Metrics, resource_labels
 from node.supervisor import Health, Loop, LoopState, Supervisor
@@ -235,7 +237,16 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         default_validity_days=config.grants.default_validity_days,
     )  # fmt: skip
 
-    app = admin_app(registry, health, config.node_id, desk, page=view.document)
+    gateway = None
+    if config.gateway.enabled:
+        reader = KafkaDeliveryReader(
+            local_bootstrap, f"{config.node_id}.gateway", deadline_s=flow.delivery_timeout_s
+        )
+        gateway = Gateway(
+            config.gateway.clients, catalog, schemas, topology.region, local_topics,
+            sink(local_bootstrap, "gateway"), reader, deadline_s=flow.delivery_timeout_s,
+        )  # fmt: skip
+    app = admin_app(registry, health, config.node_id, desk, page=view.document, gateway=gateway)
     runner, port = await start_admin(app, config.admin.host, config.admin.port)
     stopping = asyncio.Event()
     supervisor = Supervisor(
@@ -255,6 +266,8 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         if not stop.is_set():  # a loop ended although nobody asked: never exit as if all was well
             raise NodeError("a loop ended without being asked to stop (see loop_ended)")
     finally:
+        if gateway is not None:
+            await gateway.close()
         await asyncio.gather(*(made.stop() for made in sinks))
         await runner.cleanup()
         emit(log, NodeStopped())

@@ -115,6 +115,28 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayClient:
+    """One bearer token of the HTTP gateway: the department it authenticates, as a SHA-256."""
+
+    department: str
+    token_sha256: str
+    """Lower-case hex SHA-256 of the token (the token itself is never configured)."""
+    max_batch: int = 500  # GATEWAY_MAX_BATCH
+    """Most records one request of this client may publish."""
+
+
+GATEWAY_MAX_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The HTTP gateway for departments without Kafka (routes on the admin server)."""
+
+    enabled: bool = False
+    clients: tuple[GatewayClient, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything one node needs, checked."""
 
@@ -133,6 +155,7 @@ class NodeConfig:
     departments: tuple[Department, ...] = ()
     grants: GrantsConfig = GrantsConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    gateway: GatewayConfig = GatewayConfig()
 
 
 class _Table:
@@ -264,12 +287,13 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
     departments = _departments(root)
     grants = _grants(root.table("grants"))
     monitoring = _monitoring(root.table("monitoring"))
+    gateway = _gateway(root.table("gateway"))
     root.done()
     topology = Topology(region, level, parent.region if parent else None, tuple(children))
     return NodeConfig(
         node_id, topology, local, parent, topics, flow, admin, log,
         Path(schema_dir) if schema_dir else None, Path(catalog_dir) if catalog_dir else None,
-        negative, clearance, departments, grants, monitoring,
+        negative, clearance, departments, grants, monitoring, gateway,
     )  # fmt: skip
 
 
@@ -329,6 +353,38 @@ def _monitoring(table: _Table | None) -> MonitoringConfig:
             " s), or no bucket would ever be compared",
         )
     return made
+
+
+def _gateway(table: _Table | None) -> GatewayConfig:
+    if table is None:
+        return GatewayConfig()
+    enabled = table.get("enabled", bool, False)
+    entries = table.get("clients", list, [])
+    clients: list[GatewayClient] = []
+    for index, entry in enumerate(entries):
+        client = _Table(entry, table.field_path(f"clients[{index}]"))
+        department = client.get("department", str)
+        client.check("department", _prefix_ok, "1-100 characters of [A-Za-z0-9._-]", department)
+        digest = client.get("token_sha256", str).lower()
+        client.check(
+            "token_sha256",
+            lambda d: len(d) == 64 and all(c in "0123456789abcdef" for c in d),
+            "the SHA-256 of the token as 64 hex digits",
+            digest,
+        )
+        client.check(
+            "token_sha256",
+            lambda d: d not in {c.token_sha256 for c in clients},
+            "a token hash no other client has",
+            digest,
+        )
+        max_batch = client.get("max_batch", int, GATEWAY_MAX_BATCH)
+        client.check("max_batch", lambda n: 1 <= n <= 10_000, "1-10000 records", max_batch)
+        client.done()
+        clients.append(GatewayClient(department, digest, max_batch))
+    table.check("clients", lambda c: c or not enabled, "at least one client when enabled", clients)
+    table.done()
+    return GatewayConfig(enabled, tuple(clients))
 
 
 def _strings(table: _Table, key: str) -> frozenset[str]:

@@ -1,6 +1,7 @@
 """The admin HTTP server: metrics, liveness and readiness, the grants API, the cascade page.
 
-The live cascade page is ``/cascade`` (see ``node/ops/page.py``).
+The live cascade page is ``/cascade`` (see ``node/ops/page.py``); the HTTP gateway for departments
+without Kafka is under ``/gateway/v1/`` when enabled (see ``node/ops/gateway.py``).
 
 ``/livez`` answers 200 while the process serves requests: an orchestrator must not restart a node
 that is only waiting for its parent. ``/readyz`` answers 200 when every loop is up, else 503; both
@@ -28,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from node.core.grants import Grant, GrantStatus
 from node.errors import GrantProblem, GrantRefused
 from node.grant_desk import GrantDesk
+from node.ops.gateway import Gateway
 from node.ops.page import add_page_routes
 from node.supervisor import Health
 
@@ -39,8 +41,9 @@ def admin_app(
     desk: GrantDesk | None = None,
     *,
     page: Callable[[], dict[str, Any]] | None = None,
+    gateway: Gateway | None = None,
 ) -> web.Application:
-    """Build the admin application (the grants API with a desk, the cascade page with a view)."""
+    """Build the admin application (grants API, cascade page, gateway: each when given)."""
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -69,6 +72,8 @@ def admin_app(
         _add_grant_routes(app, desk)
     if page is not None:
         add_page_routes(app, page)
+    if gateway is not None:
+        gateway.add_routes(app)
     return app
 
 
