@@ -36,6 +36,7 @@ from demo_traffic import ROUTES, Generator, Outcome, Sent, count
 from department_client import Published, Publisher, Received, read_topic
 
 from node.codec import SchemaSet, load_schemas, packaged_schema_dir
+from node.compose import to_json
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -109,16 +110,48 @@ async def traffic(schemas: SchemaSet, duration_s: float, rate: float) -> Sent:
                 node: await stack.enter_async_context(Publisher(topic(node, "outbox")[0]))
                 for node in NODES
             }
-            await _generate(generator, sent, publishers, stop, duration_s, rate)
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            gateway = Gateway(session, schemas)
+            await _generate(generator, sent, publishers, gateway, stop, duration_s, rate)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
     return sent
+
+
+class Gateway:
+    """Posts records as JSON to the county's HTTP gateway, as a department without Kafka would."""
+
+    URL = f"http://127.0.0.1:{NODES['county'][0]}/gateway/v1/resources/{{code}}/records"
+    TOKEN = "demo-county-psb-token"  # noqa: S105 - a demo token; its SHA-256 is in county.toml
+
+    def __init__(self, session: aiohttp.ClientSession, schemas: SchemaSet) -> None:
+        self._session = session
+        self._schemas = schemas
+
+    async def post(self, records: list[Published]) -> None:
+        """Post ``records`` (one resource and target) in one request; raise if not all taken."""
+        if not records:
+            return
+        first = records[0].envelope
+        body = {
+            "target": str(first.target),
+            "records": [
+                {"id": r.envelope.record_id, "value": to_json(self._schemas.decode(r.value)[1])}
+                for r in records
+            ],
+        }
+        url = self.URL.format(code=first.resource)
+        headers = {"Authorization": f"Bearer {self.TOKEN}"}
+        async with self._session.post(url, json=body, headers=headers) as response:
+            if response.status != 201:
+                raise SystemExit(f"gateway answered {response.status}: {await response.text()}")
 
 
 async def _generate(
     generator: Generator,
     sent: Sent,
     publishers: dict[str, Publisher],
+    gateway: Gateway,
     stop: asyncio.Event,
     duration_s: float,
     rate: float,
@@ -129,12 +162,14 @@ async def _generate(
     began = shown = next_tick = time.monotonic()
     while not stop.is_set() and (not duration_s or time.monotonic() - began < duration_s):
         batch: dict[str, list[Published]] = {}
+        posted: list[Published] = []
         for _ in range(max(1, int(rate / 2))):
             route, published = generator.make()
-            batch.setdefault(route.at_node, []).append(published)
+            (posted if route.gateway else batch.setdefault(route.at_node, [])).append(published)
             sent.add(route, published.envelope.record_id)
         for node, records in batch.items():
             await publishers[node].send(topic(node, "outbox")[1], records)
+        await gateway.post(posted)
         if time.monotonic() - shown >= 2:
             shown = time.monotonic()
             await progress(time.monotonic() - began, sent.total())

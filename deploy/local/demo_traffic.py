@@ -29,11 +29,14 @@ class Route:
     expect: tuple[str, ...]  # nodes whose inbox must receive it; () = refused at ``at_node``
     weight: int = 10
     refusal: str = ""  # what makes it refused: "undecodable", "not_shared", "not_authoritative"
+    gateway: bool = False  # posted as JSON to the node's HTTP gateway instead of Kafka
 
 
 # fmt: off
 ROUTES = (
     Route("up: county → province", "county", "410102", "region:410000", ("province",), 20),
+    Route("up via the gateway: county → province", "county", "410102", "region:410000",
+          ("province",), 10, gateway=True),
     Route("up: county → its city (level)", "county", "410102", "level:city", ("city",)),
     Route("across: county → sibling county", "county", "410102", "region:410103", ("county-b",)),
     Route("across: county → Jiyuan (no city)", "county", "410102", "region:419001", ("jiyuan",)),
@@ -78,7 +81,7 @@ class Generator:
         route = self._rng.choices(ROUTES, weights=[r.weight for r in ROUTES])[0]
         self._seq += 1
         now = int(time.time() * 1000)
-        schema = self._rng.choice(SCHEMAS)
+        schema = PERSON if route.gateway else self._rng.choice(SCHEMAS)  # the token is PSB's
         extra = {}
         if route.refusal == "not_shared":
             schema, extra = PERSON, {"resource": "410102-PSB-00009"}
