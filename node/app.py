@@ -56,7 +56,7 @@ from node.ops.events import (
 )
 from node.ops.gateway import Gateway
 from node.ops.http import admin_app, start_admin
-from node.ops.metrics import Metrics, resource_labels
+from node.ops.metrics import Metrics, gateway_counter, resource_labels
 from node.supervisor import Health, Loop, LoopState, Supervisor
 from node.transport import Gap
 
@@ -245,6 +245,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         gateway = Gateway(
             config.gateway.clients, catalog, schemas, topology.region, local_topics,
             sink(local_bootstrap, "gateway"), reader, deadline_s=flow.delivery_timeout_s,
+            on_answer=gateway_counter(metrics),
         )  # fmt: skip
     app = admin_app(registry, health, config.node_id, desk, page=view.document, gateway=gateway)
     runner, port = await start_admin(app, config.admin.host, config.admin.port)

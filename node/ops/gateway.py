@@ -109,8 +109,10 @@ class Gateway:
         *,
         deadline_s: float,
         clock: Clock = time.time,
+        on_answer: Callable[[str, int, int], None] = lambda route, status, records: None,
     ) -> None:
         self._clients = {client.token_sha256: client for client in clients}
+        self._on_answer = on_answer  # (route, status, records published or read): the metrics
         self._catalog = catalog
         self._schemas = schemas
         self._region = region
@@ -125,8 +127,11 @@ class Gateway:
     def add_routes(self, app: web.Application) -> None:
         """Mount the gateway's routes on ``app``."""
         app.router.add_get(f"{BASE}/openapi.json", self._openapi)
-        app.router.add_post(f"{BASE}/resources/{{code}}/records", _answering(self._publish))
-        app.router.add_get(f"{BASE}/deliveries", _answering(self._deliveries))
+        publish = _answering("publish", self._publish, self._on_answer)
+        app.router.add_post(f"{BASE}/resources/{{code}}/records", publish)
+        app.router.add_get(
+            f"{BASE}/deliveries", _answering("deliveries", self._deliveries, self._on_answer)
+        )
         app.router.add_route("*", f"{BASE}/{{rest:.*}}", _elsewhere)  # JSON, not aiohttp's text
 
     async def close(self) -> None:
@@ -180,7 +185,9 @@ class Gateway:
         if problems:
             raise _Answer(422, f"{len(problems)} record(s) are not valid; none was published",
                           errors=problems)  # fmt: skip
-        return web.json_response({"ids": await self._send(messages)}, status=201)
+        ids = await self._send(messages)
+        request[RECORDS] = len(ids)
+        return web.json_response({"ids": ids}, status=201)
 
     async def _send(self, messages: list[Message]) -> list[str]:
         """Produce ``messages`` within the deadline; return their ids; _Answer otherwise."""
@@ -223,6 +230,7 @@ class Gateway:
             return web.json_response({"records": [], "cursor": encode_cursor(after)})
         records, positions = page
         shown = [self._delivered(r) for r in records if not is_heartbeat(r.headers)]
+        request[RECORDS] = len(shown)
         return web.json_response({"records": shown, "cursor": encode_cursor(positions)})
 
     def _delivered(self, record: Record) -> dict[str, Any]:
@@ -284,15 +292,21 @@ async def _elsewhere(request: web.Request) -> web.Response:
     return web.json_response({"error": f"no gateway route {request.path}"}, status=404)
 
 
-def _answering(handler: Handler) -> Handler:
-    """Turn an early _Answer into its JSON response."""
+RECORDS = web.RequestKey("records", int)
+"""Set on a request by its handler: the records it published or read."""
+
+
+def _answering(route: str, handler: Handler, on_answer: Callable[[str, int, int], None]) -> Handler:
+    """Turn an early _Answer into its JSON response; tell ``on_answer`` how each request ended."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response = await handler(request)
         except _Answer as answer:
             headers = {"WWW-Authenticate": "Bearer"} if answer.status == 401 else None
-            return web.json_response(answer.body, status=answer.status, headers=headers)
+            response = web.json_response(answer.body, status=answer.status, headers=headers)
+        on_answer(route, response.status, request.get(RECORDS, 0))
+        return response
 
     return wrapped
 

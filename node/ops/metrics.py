@@ -28,6 +28,7 @@ LOOPS = (
     "stats",
 )  # fmt: skip
 """Every loop name the supervisor may run (the ``loop`` label's fixed set)."""
+GATEWAY_ROUTES = ("publish", "deliveries")
 WAYS = ("in", "out")
 """``in``: records read from a peer; ``out``: copies acked towards a peer."""
 _ROUTING_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
@@ -139,6 +140,14 @@ class Metrics:
             "exchange_heartbeats_sent", "Heartbeats this node wrote, up to its parent or down to "
             "its children.", ["way"], registry=registry,
         )  # fmt: skip
+        self.gateway_requests = Counter(
+            "exchange_gateway_requests", "Requests to the departments' HTTP gateway, by route "
+            "(publish, deliveries) and answer status.", ["route", "status"], registry=registry,
+        )  # fmt: skip
+        self.gateway_records = Counter(
+            "exchange_gateway_records", "Records published (publish) or read (deliveries) "
+            "through the gateway.", ["route"], registry=registry,
+        )  # fmt: skip
         self.info = Gauge(
             "exchange_node_info", "Build and configuration of the node (value 1).",
             ["version", "node", "region", "level", "parent", "children"], registry=registry,
@@ -170,6 +179,8 @@ class Metrics:
                 self.peer_bytes.labels(peer, way)
         for way in ("up", "down"):
             self.heartbeats_sent.labels(way)
+        for route in GATEWAY_ROUTES:
+            self.gateway_records.labels(route)
         registry.register(_ReadingsCollector(self.readings))
 
 
@@ -185,6 +196,17 @@ def resource_labels(catalog: Catalog, cap: int) -> dict[str, str]:
     if len({r.source_dept for r in resources}) <= cap:
         return {r.code: f"dept:{r.source_dept}" for r in resources}
     return {r.code: f"sharing:{r.sharing.value}" for r in resources}
+
+
+def gateway_counter(metrics: Metrics) -> Callable[[str, int, int], None]:
+    """Count one gateway request (route, status) and the records it published or read."""
+
+    def count(route: str, status: int, records: int) -> None:
+        metrics.gateway_requests.labels(route, str(status)).inc()
+        if records:
+            metrics.gateway_records.labels(route).inc(records)
+
+    return count
 
 
 class _ReadingsCollector(Collector):

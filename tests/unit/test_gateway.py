@@ -88,6 +88,7 @@ class Setup:
     client: Client
     cluster: MemoryCluster
     sink: MemorySink
+    answers: list[tuple[str, int, int]]
 
 
 @pytest.fixture
@@ -99,14 +100,16 @@ async def gw() -> AsyncIterator[Setup]:
         GatewayClient("PSB", digest(PSB_TOKEN), max_batch=3),
         GatewayClient("HRSS", digest(HRSS_TOKEN)),
     ]
+    answers: list[tuple[str, int, int]] = []
     gateway = Gateway(
         clients, CATALOG, SCHEMAS, REGION, TOPICS, sink, MemoryReader(cluster),
         deadline_s=0.5, clock=lambda: NOW_S,
+        on_answer=lambda route, status, records: answers.append((route, status, records)),
     )  # fmt: skip
     app = web.Application()
     gateway.add_routes(app)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield Setup(client, cluster, sink)
+        yield Setup(client, cluster, sink, answers)
 
 
 def auth(token: str) -> dict[str, str]:
@@ -200,6 +203,21 @@ async def test_published_records_carry_their_envelope_and_decode_to_what_was_sen
         _, datum = SCHEMAS.decode(record.value or b"")
         assert datum["name"] == name
         assert datum["birth_date"].isoformat() == "1990-01-01"
+
+
+async def test_every_answer_is_told_with_its_route_status_and_records(gw: Setup) -> None:
+    """The metrics hear each request's route, status and records published or read."""
+    body = {"target": "region:410100", "records": [{"value": person()}, {"value": person()}]}
+    assert (await publish(gw, body))[0] == 201
+    assert (await publish(gw, {"target": "region:410100", "records": [{"value": {}}]}))[0] == 422
+    assert (await deliveries(gw, HRSS_TOKEN))[0] == 200
+    assert (await publish(gw, body, "not-a-configured-token"))[0] == 401
+    assert gw.answers == [
+        ("publish", 201, 2),
+        ("publish", 422, 0),
+        ("deliveries", 200, 0),
+        ("publish", 401, 0),
+    ]
 
 
 async def test_one_bad_record_names_its_index_and_field_and_nothing_is_published(
