@@ -26,7 +26,10 @@ class ClusterConfig:
     """How to reach one Kafka cluster and which topic namespace this node uses there."""
 
     bootstrap: str
+    """Kafka bootstrap servers, ``HOST:PORT[,HOST:PORT...]``."""
     topic_prefix: str = "cascade"
+    """The namespace of this exchange's topics on that cluster (``PREFIX.outbox`` ...); two
+    logical platforms can share one cluster under different prefixes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,7 @@ class ParentConfig:
 
     cluster: ClusterConfig
     region: str
+    """The parent node's region code (GB/T 2260)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +46,12 @@ class TopicConfig:
     """How the node creates the topics it owns."""
 
     create: bool = True
+    """Create missing topics this node reads or writes when each loop starts (``exchange-node
+    topics apply`` does it ahead of time, with ACLs)."""
     partitions: int = 3
+    """Partitions of the topics the node creates (also the parallelism within a level)."""
     replication_factor: int = 1
+    """Replicas of the topics the node creates (3 on a production cluster)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +59,17 @@ class FlowConfig:
     """Batching, retry and shutdown settings of the links."""
 
     max_batch: int = 2000
+    """Most records fetched, decided and delivered as one batch."""
     fetch_timeout_ms: int = 200
+    """How long a fetch waits for records before an empty round."""
     retry_backoff_s: float = 1.0
+    """First delay before a failing loop is retried (doubled, jittered, up to max_backoff_s)."""
     shutdown_timeout_s: float = 30.0
+    """Deadline of a stop: loops finish and commit, whatever is still running is then cut."""
     validate_ingress: bool = True
+    """Check every fresh record's value against its resource's schema where it enters."""
     max_in_flight: int = 4
+    """Batches of a link under way at once (committed strictly in order)."""
     batch_bytes: int = 1_000_000
     """Largest record batch produced (capped by each destination topic's max.message.bytes)."""
     delivery_timeout_s: float = 30.0
@@ -74,7 +88,9 @@ class AdminConfig:
     """Where the admin HTTP server (/metrics, /healthz) listens."""
 
     host: str = "127.0.0.1"
+    """Address the admin server listens on (loopback unless a scraper needs more)."""
     port: int = 9100
+    """Port of /metrics, /livez, /readyz, /cascade, the grants API and the gateway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +98,9 @@ class LogConfig:
     """Log output: ``json`` lines, ``console`` for people, or ``auto`` (console on a terminal)."""
 
     format: str = "auto"
+    """``json`` lines, ``console`` for people, or ``auto`` (console on a terminal)."""
     level: str = "info"
+    """Lowest level logged: debug, info, warning or error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +108,10 @@ class GrantsConfig:
     """How grants are kept and how fast a change must take effect."""
 
     max_staleness_s: float = 5.0
+    """Grants not confirmed current for this long count as none (conditional sharing fails
+    closed), and a revocation takes effect within it."""
     default_validity_days: int = 365
+    """Validity of an approved grant when the approval names none."""
 
 
 @dataclass(frozen=True, slots=True)
