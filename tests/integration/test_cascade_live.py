@@ -3,7 +3,7 @@
 The three nodes run in the test's event loop and beat every 0.5 s. Selenium's calls block, and the
 page is served by that same loop, so every browser step runs in a worker thread
 (``asyncio.to_thread``); the loop keeps serving the page and the heartbeats meanwhile. The browser
-helpers are a minimal copy of those in test_cascade_page.py. Screenshots go to .local/artifacts/.
+helpers are in browser.py. Screenshots go to .local/artifacts/.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,19 +19,15 @@ import pytest
 from department_client import Published, publish, read_topic
 from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.support.wait import WebDriverWait
 
 from node.codec import load_schemas, packaged_schema_dir
 from node.kafka.topics import TopicNames
+from tests.integration import browser
+from tests.integration.browser import attr, chromium, count, text
 from tests.integration.conftest import RunningNode, node_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[2] / ".local" / "artifacts"
 SCHEMAS = load_schemas(packaged_schema_dir())
 WAIT_S = 30.0
 PROVINCE, CITY, COUNTY = "410000", "410100", "410102"
@@ -49,75 +44,23 @@ AGE = re.compile(r"([0-9.]+) s ago")
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     """Headless Chromium on a fresh profile; fails (does not skip) when it is not installed."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing: run `make debs` (chromium, chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    chrome = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    chrome.set_page_load_timeout(WAIT_S)
-    chrome.set_script_timeout(WAIT_S)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), WAIT_S) as chrome:
         yield chrome
-    finally:
-        chrome.quit()
-
-
-def attr(driver: webdriver.Chrome, selector: str, name: str) -> str | None:
-    """An attribute of the first element matching ``selector`` (None if there is none)."""
-    script = (
-        "const e = document.querySelector(arguments[0]); return e && e.getAttribute(arguments[1]);"
-    )
-    value: str | None = driver.execute_script(script, selector, name)
-    return value
-
-
-def text(driver: webdriver.Chrome, selector: str) -> str | None:
-    """The rendered text of the first element matching ``selector`` (None if there is none)."""
-    script = "const e = document.querySelector(arguments[0]); return e && e.innerText;"
-    value: str | None = driver.execute_script(script, selector)
-    return value
-
-
-def count(driver: webdriver.Chrome, selector: str) -> int:
-    """How many elements match ``selector``."""
-    found: int = driver.execute_script(
-        "return document.querySelectorAll(arguments[0]).length;", selector
-    )
-    return found
 
 
 def wait_until(driver: webdriver.Chrome, condition: Callable[[], bool], what: str) -> None:
     """Wait at most WAIT_S for ``condition``; fail naming ``what`` and saving a screenshot."""
-    try:
-        WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(lambda _: condition())
-    except TimeoutException:
-        shot(driver, "timeout")
-        pytest.fail(f"the page did not show {what} within {WAIT_S} s")
+    browser.wait_until(driver, condition, what, WAIT_S, "cascade-live-timeout")
 
 
 def shot(driver: webdriver.Chrome, name: str) -> None:
     """Save a screenshot as .local/artifacts/cascade-live-<name>.png."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    assert driver.save_screenshot(str(ARTIFACTS / f"cascade-live-{name}.png"))
+    browser.shot(driver, f"cascade-live-{name}")
 
 
 def console_errors(driver: webdriver.Chrome) -> list[str]:
-    """Console entries at SEVERE since the last call, but the browser's own favicon request's 404."""
-    entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]  # selenium leaves it unannotated
-    return [
-        entry["message"]
-        for entry in entries
-        if entry["level"] == "SEVERE" and "/favicon.ico " not in entry["message"]
-    ]
+    """Console errors since the last call, but the browser's own favicon request's 404."""
+    return [e for e in browser.console_errors(driver) if "/favicon.ico " not in e]
 
 
 def state(driver: webdriver.Chrome, selector: str) -> str | None:

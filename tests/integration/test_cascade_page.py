@@ -13,23 +13,18 @@ import copy
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.support.wait import WebDriverWait
 
 from node.ops.page import add_page_routes
+from tests.integration import browser
+from tests.integration.browser import attr, browser_log, chromium, console_errors, count, text
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[2] / ".local" / "artifacts"
 WAIT_S = 20.0
 START_S = 10.0
 PROVINCE, CITY, COUNTY, SIBLING, NEW_COUNTY = "410000", "410100", "410102", "410103", "410122"
@@ -163,26 +158,8 @@ def server() -> Iterator[PageServer]:
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     """Headless Chromium on a fresh profile; fails (does not skip) when it is not installed."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing: run `make debs` (chromium, chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    chrome = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    chrome.set_page_load_timeout(WAIT_S)
-    chrome.set_script_timeout(WAIT_S)
-    try:
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), WAIT_S) as chrome:
         yield chrome
-    finally:
-        chrome.quit()
 
 
 @pytest.fixture
@@ -196,55 +173,14 @@ def page(server: PageServer, driver: webdriver.Chrome) -> webdriver.Chrome:
     return driver
 
 
-def attr(driver: webdriver.Chrome, selector: str, name: str) -> str | None:
-    """An attribute of the first element matching ``selector`` (None if there is none)."""
-    script = (
-        "const e = document.querySelector(arguments[0]); return e && e.getAttribute(arguments[1]);"
-    )
-    value: str | None = driver.execute_script(script, selector, name)
-    return value
-
-
-def text(driver: webdriver.Chrome, selector: str) -> str | None:
-    """The rendered text of the first element matching ``selector`` (None if there is none)."""
-    script = "const e = document.querySelector(arguments[0]); return e && e.innerText;"
-    value: str | None = driver.execute_script(script, selector)
-    return value
-
-
-def count(driver: webdriver.Chrome, selector: str) -> int:
-    """How many elements match ``selector``."""
-    found: int = driver.execute_script(
-        "return document.querySelectorAll(arguments[0]).length;", selector
-    )
-    return found
-
-
 def wait_until(driver: webdriver.Chrome, condition: Callable[[], bool], what: str) -> None:
     """Wait at most WAIT_S for ``condition``; fail naming ``what`` and saving a screenshot."""
-    try:
-        WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(lambda _: condition())
-    except TimeoutException:
-        shot(driver, "timeout")
-        pytest.fail(f"the page did not show {what} within {WAIT_S} s")
+    browser.wait_until(driver, condition, what, WAIT_S, "cascade-page-timeout")
 
 
 def shot(driver: webdriver.Chrome, name: str) -> None:
     """Save a screenshot as .local/artifacts/cascade-page-<name>.png."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    suffix = f"-{name}" if name else ""
-    assert driver.save_screenshot(str(ARTIFACTS / f"cascade-page{suffix}.png"))
-
-
-def console_errors(driver: webdriver.Chrome) -> list[str]:
-    """Console entries at SEVERE since the last call."""
-    return [entry["message"] for entry in browser_log(driver) if entry["level"] == "SEVERE"]
-
-
-def browser_log(driver: webdriver.Chrome) -> list[dict[str, Any]]:
-    """The console entries since the last call (reading them empties the log)."""
-    entries: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]  # selenium leaves it unannotated
-    return entries
+    browser.shot(driver, f"cascade-page-{name}" if name else "cascade-page")
 
 
 def state(driver: webdriver.Chrome, region: str) -> str | None:
