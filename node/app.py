@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -24,16 +24,19 @@ from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import SchemaSet, load_schemas, packaged_schema_dir
 from node.config import NodeConfig
 from node.core.catalog import Catalog
+from node.core.feedback import FeedbackBook
 from node.core.grants import Grant, GrantBook
 from node.core.heartbeat import Beat
 from node.core.peers import CHILD, PARENT, PeerWatch
 from node.core.policy import Policy, PolicySnapshot
+from node.core.quality_ledger import QualityKey, QualityLedger
 from node.core.routing import Arrival, Router
 from node.core.stats import StatsLedger
 from node.errors import ConfigError, NodeError
 from node.grant_desk import GrantDesk
 from node.kafka.bridge import Destinations, Link, Watch
 from node.kafka.deliveries import KafkaDeliveryReader
+from node.kafka.feedback import FeedbackStore
 from node.kafka.grants import GrantRelay, GrantStore
 from node.kafka.heartbeat import HeartbeatSender
 from node.kafka.sink import KafkaSink
@@ -56,7 +59,7 @@ from node.ops.events import (
 )
 from node.ops.gateway import Gateway
 from node.ops.http import admin_app, start_admin
-from node.ops.metrics import Metrics, gateway_counter, resource_labels
+from node.ops.metrics import Metrics, gateway_counter, quality_counter, resource_labels
 from node.supervisor import Health, Loop, LoopState, Supervisor
 from node.transport import Gap
 
@@ -124,7 +127,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     neighbours = [topology.region, *topology.children]
     if topology.parent is not None:
         neighbours.append(topology.parent)
-    loop_names = [*link_names, "grants", "stats"]
+    loop_names = [*link_names, "grants", "stats", "quality", "feedback"]
     loop_names += ["heartbeat-down"] * bool(topology.children)
     loop_names += ["grants-up", "grants-down", "heartbeat-up"] * bool(config.parent)
     metrics = Metrics(
@@ -140,12 +143,20 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         bucket_s=watching.completeness_bucket_s, keep=watching.completeness_buckets,
         settle_s=watching.completeness_settle_s,
     )  # fmt: skip
-    ledger = StatsLedger(config.node_id, uuid.uuid4().hex[:12], watching.stats_bucket_s)
-    watch = Watch(peers, lambda code: labels.get(code, "unknown"), ledger.add)
+    run_id = uuid.uuid4().hex[:12]
+    ledger = StatsLedger(config.node_id, run_id, watching.stats_bucket_s)
+    quality = QualityLedger(config.node_id, run_id, watching.stats_bucket_s)
+    on_quality = _quality_watch(catalog, topology.region, labels, metrics, quality)
+    feedback = FeedbackBook()
+    reporters = feedback_departments(config, catalog)
+    watch = Watch(
+        peers, lambda code: labels.get(code, "unknown"), ledger.add, feedback, reporters,
+        on_quality=on_quality,
+    )  # fmt: skip
     health = Health()
     health.watch(lambda name, state: _report(metrics, log, link_names, name, state))
     router = Router(config.topology)
-    provision = _Provisioner(config, local_topics, parent_topics)
+    provision = _Provisioner(config, local_topics, parent_topics, reporters)
     limits = {local_bootstrap: TopicLimits(local_bootstrap, deadline_s=flow.delivery_timeout_s)}
     if parent_bootstrap is not None:
         limits[parent_bootstrap] = TopicLimits(parent_bootstrap, deadline_s=flow.delivery_timeout_s)
@@ -217,10 +228,13 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         loops.append(heartbeat("down", local_bootstrap, downs, view.beat_down))
     if parent_topics and parent_bootstrap:
         loops.append(heartbeat("up", parent_bootstrap, [parent_topics.outbox], view.beat_up))
-    loops.append(provision.loop_for(StatsWriter(
-        ledger, sink(local_bootstrap, "stats"), local_topics.stats, health,
-        flush_s=watching.stats_flush_s, deadline_s=flow.delivery_timeout_s, log=log,
-    )))  # fmt: skip
+    for name, pending, topic in (
+        ("stats", ledger, local_topics.stats), ("quality", quality, local_topics.quality)
+    ):  # fmt: skip
+        loops.append(provision.loop_for(StatsWriter(
+            pending, sink(local_bootstrap, name), topic, health, flush_s=watching.stats_flush_s,
+            deadline_s=flow.delivery_timeout_s, log=log, name=name,
+        )))  # fmt: skip
 
     def use_grants(book: GrantBook) -> None:
         policy.swap(dataclasses.replace(policy.snapshot, grants=book))
@@ -231,6 +245,9 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         relays=[relay for relay in relays if relay.name == "grants-down"], log=log,
     )  # fmt: skip
     loops += [provision.loop_for(store), *map(provision.loop_for, relays)]
+    loops.append(provision.loop_for(
+        FeedbackStore(local_bootstrap, local_topics.feedback, feedback, health)
+    ))  # fmt: skip
     desk = GrantDesk(
         config.topology.region, catalog, config.departments, lambda: store.grants,
         sink(local_bootstrap, "grant-desk"), local_topics.grants,
@@ -245,9 +262,12 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         gateway = Gateway(
             config.gateway.clients, catalog, schemas, topology.region, local_topics,
             sink(local_bootstrap, "gateway"), reader, deadline_s=flow.delivery_timeout_s,
-            on_answer=gateway_counter(metrics),
+            on_answer=gateway_counter(metrics), feedback=feedback,
         )  # fmt: skip
-    app = admin_app(registry, health, config.node_id, desk, page=view.document, gateway=gateway)
+    app = admin_app(
+        registry, health, config.node_id, desk, page=view.document, gateway=gateway,
+        feedback=feedback,
+    )  # fmt: skip
     runner, port = await start_admin(app, config.admin.host, config.admin.port)
     stopping = asyncio.Event()
     supervisor = Supervisor(
@@ -272,6 +292,64 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         await asyncio.gather(*(made.stop() for made in sinks))
         await runner.cleanup()
         emit(log, NodeStopped())
+
+
+Counts = Mapping[QualityKey, tuple[int, int]]
+
+
+def _quality_watch(
+    catalog: Catalog,
+    region: str,
+    labels: Mapping[str, str],
+    metrics: Metrics,
+    ledger: QualityLedger,
+) -> Callable[[int, Counts, set[str]], None]:
+    """Make what the links call with each batch's quality counts.
+
+    It feeds the quality ledger and counters, and notes when each resource published here was
+    last seen (read at scrape time for accessibility).
+    """
+    sources = {r.source_dept for r in map(catalog.get, catalog.codes()) if r is not None}
+    count = quality_counter(metrics, lambda code: labels.get(code, "unknown"), sources)
+    mine = {
+        r.code: r.quality for r in map(catalog.get, catalog.codes())
+        if r is not None and r.source_region == region and r.quality.publish_within_ms
+    }  # fmt: skip
+    started_ms = int(time.time() * 1000)
+    last: dict[str, int] = {}
+
+    def silence() -> list[tuple[str, float, float]]:
+        now_ms = int(time.time() * 1000)
+        return [
+            (labels.get(code, "unknown"), (now_ms - last.get(code, started_ms)) / 1000,
+             (rules.publish_within_ms or 0) / 1000)
+            for code, rules in sorted(mine.items())
+        ]  # fmt: skip
+
+    metrics.readings.silence = silence
+
+    def on_quality(
+        now_ms: int, counts: Mapping[QualityKey, tuple[int, int]], seen: set[str]
+    ) -> None:
+        if counts:
+            ledger.add(now_ms, counts)  # first: it checks the counts before the counters see them
+            count(counts)
+        for code in seen:
+            last[code] = now_ms
+
+    return on_quality
+
+
+def feedback_departments(config: NodeConfig, catalog: Catalog) -> frozenset[str]:
+    """Departments of this level with a feedback topic: sources here, consumers, gateway clients."""
+    region = config.topology.region
+    sources = {
+        entry.source_dept
+        for entry in map(catalog.get, catalog.codes())
+        if entry is not None and entry.source_region == region
+    }
+    consumers = {department.code for department in config.departments}
+    return frozenset(sources | consumers | {c.department for c in config.gateway.clients})
 
 
 def _report(
@@ -310,19 +388,28 @@ class _Provisioner:
     cluster is unreachable and provisions once it can.
     """
 
-    def __init__(self, config: NodeConfig, local: TopicNames, parent: TopicNames | None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        local: TopicNames,
+        parent: TopicNames | None,
+        reporters: frozenset[str] = frozenset(),
+    ) -> None:
         self._config = config
         self._done: set[tuple[str, str]] = set()
         region = config.topology.region
         plain = [local.outbox, local.inbox, local.refused]
         plain += [local.down(child) for child in config.topology.children]
         plain += [local.deliver(department.code) for department in config.departments]
+        plain += [local.feedback_for(department) for department in sorted(reporters)]
         downs = [local.down(child) for child in config.topology.children]
         self._needs: dict[str, list[tuple[str, list[str], bool]]] = {
-            "local": [("local", plain, False)],
+            "local": [("local", plain, False), ("local", [local.feedback], True)],
+            "feedback": [("local", [local.feedback], True)],
             "grants": [("local", [local.grants], True)],
             "heartbeat-down": [("local", downs, False)],
             "stats": [("local", [local.stats], True)],
+            "quality": [("local", [local.quality], True)],
         }
         if parent is not None:
             self._needs["parent"] = [("parent", [parent.outbox, parent.down(region)], False)]
@@ -441,7 +528,7 @@ async def _stop_when_asked(
         task.cancel()
 
 
-STOPPED_LAST = frozenset({"stats"})
+STOPPED_LAST = frozenset({"stats", "quality"})
 """Loops asked to stop only once the others ended, so they record the links' last batches."""
 CLOSE_RESERVE_S = 6.0
 """Of the shutdown deadline, what is kept for closing consumers and producers after a hard stop."""

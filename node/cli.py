@@ -8,12 +8,16 @@
                                           request, list, approve, reject, revoke grants
     exchange-node stats --config FILE [--since WHEN] [--until WHEN] [--by ...] [--format ...]
                                           records and bytes exchanged in a period
+    exchange-node quality report --config FILE [--since WHEN] [--by ...] [--threshold F] ...
+                                          quality pass rates in a period, those below marked
     exchange-node send --config FILE --dept DEPT --resource CODE --target TARGET [FILE|-]
                                           publish records given as JSON to the local outbox
     exchange-node tail --config FILE TOPIC [--from-beginning] [--format ...] [--max N]
                                           follow a topic, printing records decoded
     exchange-node topics plan|apply --config FILE [--cluster local|parent|both] [--format ...]
                                           the topics and ACLs the node needs, planned or applied
+    exchange-node feedback status --config FILE REPORT_ID
+                                          a correction report and its status history (JSON)
 
 Exit codes: 0 success, 1 the node failed while running, 2 bad configuration or schemas.
 """
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import structlog
 
-from node import grants_cli, send_cli, stats_cli, tail_cli, topics_cli
+from node import feedback_cli, grants_cli, quality_cli, send_cli, stats_cli, tail_cli, topics_cli
 from node.app import load_reference, run_node
 from node.catalog_files import packaged_catalog_dir, read_catalog
 from node.codec import load_schemas, packaged_schema_dir
@@ -60,9 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     catalog_check.add_argument("--schemas", type=Path, default=None, help="Avro schema folder")
     grants_cli.add_parser(commands)
     stats_cli.add_parser(commands)
+    quality_cli.add_parser(commands)
     send_cli.add_parser(commands)
     tail_cli.add_parser(commands)
     topics_cli.add_parser(commands)
+    feedback_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "catalog":
         return check_catalog(args.catalog, args.schemas)
@@ -70,12 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return grants_cli.run(args)
     if args.command == "stats":
         return stats_cli.run(args)
+    if args.command == "quality":
+        return quality_cli.run(args)
     if args.command == "send":
         return send_cli.run(args)
     if args.command == "tail":
         return tail_cli.run(args)
     if args.command == "topics":
         return topics_cli.run(args)
+    if args.command == "feedback":
+        return feedback_cli.run(args)
 
     try:
         config = load_config(args.config)

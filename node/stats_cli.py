@@ -18,7 +18,7 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 from node.config import load_config
 from node.core.stats import StatsRow, summarize, total
 from node.errors import ConfigError, TransportError
-from node.kafka.stats import StatsReading, read_stats
+from node.kafka.stats import Reading, read_stats
 from node.kafka.topics import TopicNames
 
 EXIT_UNREADABLE, EXIT_BAD_INPUT = 1, 2
@@ -117,17 +117,29 @@ def run(args: argparse.Namespace, now: datetime | None = None) -> int:
     return 0
 
 
-def check(args: argparse.Namespace, now: datetime) -> Query:
-    """Check the arguments and read the configuration; raise ValueError or ConfigError."""
+def _stats_topic(names: TopicNames) -> str:
+    return names.stats
+
+
+def check(
+    args: argparse.Namespace,
+    now: datetime,
+    dimensions: Mapping[str, tuple[str, str]] = DIMENSIONS,
+    topic: Callable[[TopicNames], str] = _stats_topic,
+) -> Query:
+    """Check the arguments and read the configuration; raise ValueError or ConfigError.
+
+    ``--by`` names come from ``dimensions``; ``topic`` picks the topic (the quality command's).
+    """
     since, until = parse_when(args.since, now), parse_when(args.until, now)
     if since >= until:
         raise ValueError(f"--since {iso(since)} is not before --until {iso(until)}")
     if not 0 < args.timeout <= 3600:
         raise ValueError(f"--timeout: expected 0 < seconds <= 3600, got {args.timeout:g}")
-    by = parse_by(args.by)
+    by = parse_by(args.by, dimensions)
     config = load_config(args.config)
-    topic = TopicNames(config.local.topic_prefix).stats
-    return Query(since, until, by, config.local.bootstrap, topic)
+    name = topic(TopicNames(config.local.topic_prefix))
+    return Query(since, until, by, config.local.bootstrap, name)
 
 
 def parse_when(text: str, now: datetime) -> datetime:
@@ -151,15 +163,17 @@ def parse_when(text: str, now: datetime) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
-def parse_by(text: str) -> dict[str, tuple[str, str]]:
+def parse_by(
+    text: str, dimensions: Mapping[str, tuple[str, str]] = DIMENSIONS
+) -> dict[str, tuple[str, str]]:
     """Read ``--by`` (comma-separated, possibly empty); return name -> (field, heading)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     for name in names:
-        if name not in DIMENSIONS:
-            raise ValueError(f"--by: unknown {name!r}; expected some of {', '.join(DIMENSIONS)}")
+        if name not in dimensions:
+            raise ValueError(f"--by: unknown {name!r}; expected some of {', '.join(dimensions)}")
     if len(set(names)) != len(names):
         raise ValueError("--by: a name is given twice")
-    return {name: DIMENSIONS[name] for name in names}
+    return {name: dimensions[name] for name in names}
 
 
 def to_ms(when: datetime) -> int:
@@ -208,12 +222,12 @@ def render_json(
     return json.dumps(document, ensure_ascii=False, indent=2)
 
 
-def warn_unreadable(topic: str, reading: StatsReading) -> None:
+def warn_unreadable(topic: str, reading: Reading[Any], command: str = "stats") -> None:
     """Say on stderr how many records were skipped, and where the first one is."""
     if reading.unreadable:
         first = reading.unreadable[0]
         print(
-            f"exchange-node stats: warning: skipped {len(reading.unreadable)} unreadable "
+            f"exchange-node {command}: warning: skipped {len(reading.unreadable)} unreadable "
             f"record(s) of {topic}; first at partition {first.partition} offset {first.offset}: "
             f"{first.problem}",
             file=sys.stderr,

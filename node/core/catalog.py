@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from node.core.envelope import Sharing
+from node.core.quality import NO_RULES, QualityRules
 
 
 class Openness(StrEnum):
@@ -56,7 +57,10 @@ class InformationItem:
 
 @dataclass(frozen=True, slots=True)
 class Resource:
-    """One catalog entry; ``source_dept`` at ``source_region`` is its one authoritative source."""
+    """One catalog entry; ``source_dept`` at ``source_region`` is its one authoritative source.
+
+    ``quality`` holds its ``[resource.quality]`` rules (none by default: every record passes).
+    """
 
     code: str
     name: str
@@ -69,6 +73,7 @@ class Resource:
     grade: int
     update_cycle: UpdateCycle
     items: tuple[InformationItem, ...]
+    quality: QualityRules = NO_RULES
 
 
 class Catalog:

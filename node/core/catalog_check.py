@@ -21,6 +21,7 @@ from node.core.catalog import (
     UpdateCycle,
 )  # fmt: skip
 from node.core.envelope import MAX_GRADE, MIN_GRADE, Sharing
+from node.core.quality import enum_problems, read_quality
 from node.core.topology import is_region_code
 
 
@@ -111,12 +112,19 @@ class _EntryReader:
             or not MIN_GRADE <= grade <= MAX_GRADE
         ):
             self.problem("grade", f"expected an integer {MIN_GRADE}-{MAX_GRADE}, got {grade!r}")
+        update_cycle, items = self.choice("update_cycle", UpdateCycle), self.items()
+        quality, quality_problems = read_quality(
+            self.table.get("quality"), {item.name: item.type for item in items},
+            [item.name for item in items if item.required], update_cycle,
+        )  # fmt: skip
+        for field, message in quality_problems:
+            self.problem(field, message)
         entry = Resource(
             code=code, name=self.text("name"), schema=self.text("schema"),
             source_dept=department, source_region=region, sharing=sharing,
             legal_basis=legal_basis, openness=self.choice("openness", Openness, "closed"),
             grade=grade if isinstance(grade, int) else 0,
-            update_cycle=self.choice("update_cycle", UpdateCycle), items=self.items(),
+            update_cycle=update_cycle, items=items, quality=quality,
         )  # fmt: skip
         return None if self.problems else entry
 
@@ -166,6 +174,18 @@ def _check_against_schema(entry: Resource, schemas: SchemaSet) -> Iterator[tuple
     listed = {item.name for item in entry.items}
     for name in fields.keys() - listed:
         yield f"items.{name}", f"field of {entry.schema} missing from the catalog"
+    yield from enum_problems(entry.quality, _enum_symbols(schema.parsed["fields"]))
+
+
+def _enum_symbols(fields: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Return the symbols of every (possibly nullable) enum field, by field name."""
+    symbols = {}
+    for field in fields:
+        branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        for branch in branches:
+            if isinstance(branch, dict) and branch.get("type") == "enum":
+                symbols[field["name"]] = list(branch["symbols"])
+    return symbols
 
 
 def avro_item_type(avro: Any) -> tuple[str, bool]:

@@ -22,9 +22,10 @@ from node.core.envelope import (
     TARGET,
     Headers,
 )  # fmt: skip
-from node.core.ingress import check_ingress
+from node.core.ingress import admit
 from node.core.outcome import Copy, Delivered, Outcome, Reason, Refused
 from node.core.policy import Policy, PolicyKey
+from node.core.quality import QUALITY_HEADER, Verdict
 from node.core.routing import Arrival, RouteKey, Router
 from node.errors import PayloadError
 
@@ -49,6 +50,8 @@ class Facts(NamedTuple):
     resource: bytes | None
     source_dept: bytes | None
     hops: bytes | None
+    quality: Verdict | None = None
+    """The quality verdict, where the record entered here and its resource has rules."""
 
 
 class Decider:
@@ -69,8 +72,8 @@ class Decider:
         self._schemas = schemas
         self._validate = validate_ingress and arrival is Arrival.FROM_BELOW
 
-    def decide(self, records: Sequence[Seen]) -> tuple[list[Outcome], list[Facts]]:
-        """Return each record's outcome and its facts."""
+    def decide(self, records: Sequence[Seen], *, now_ms: int) -> tuple[list[Outcome], list[Facts]]:
+        """Return each record's outcome and its facts (``now_ms`` times the quality checks)."""
         route_keys: list[RouteKey] = []
         policy_keys: list[PolicyKey] = []
         facts: list[Facts] = []
@@ -92,11 +95,15 @@ class Decider:
             catalog = self._policy.snapshot.catalog
             for index, (record, (_, hops)) in enumerate(zip(records, route_keys, strict=True)):
                 if not hops:
-                    refusal = check_ingress(
-                        record.headers, record.value, region, self._schemas, catalog
+                    entered = admit(
+                        record.headers, record.value, region, self._schemas, catalog, now_ms
                     )
-                    if refusal is not None:
-                        outcomes[index] = refusal
+                    if entered.verdict is not None:
+                        facts[index] = facts[index]._replace(quality=entered.verdict)
+                    if entered.refusal is not None:
+                        outcomes[index] = entered.refusal
+                    elif entered.verdict is not None:
+                        outcomes[index] = _annotated(outcomes[index], entered.verdict)
         for index in doubled:
             refusal = doubled_envelope_header(records[index].headers)
             if refusal is not None:
@@ -125,7 +132,15 @@ class Decider:
             if len(withheld) == 1:
                 return withheld[0][1]
             return Refused(withheld[0][1].reason, "; ".join(r.message for _, r in withheld))
-        return Delivered(tuple(copies), tuple(withheld))
+        return Delivered(tuple(copies), tuple(withheld), annotations=outcome.annotations)
+
+
+def _annotated(outcome: Outcome, verdict: Verdict) -> Outcome:
+    """Let every copy of a delivered record carry its quality verdict."""
+    if not isinstance(outcome, Delivered):
+        return outcome
+    annotations = (*outcome.annotations, (QUALITY_HEADER, verdict.header()))
+    return Delivered(outcome.copies, outcome.withheld, outcome.projects, annotations)
 
 
 def doubled_envelope_header(headers: Headers) -> Refused | None:

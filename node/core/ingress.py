@@ -1,16 +1,57 @@
 """Ingress validation: the checks a record passes once, where it enters the cascade.
 
 A record is freshly published when its hop path is empty. Only then does the node parse the whole
-envelope and decode the value; every later hop passes the bytes through untouched.
+envelope, decode the value and check it against its resource's quality rules; every later hop
+passes the bytes through untouched and reads the verdict from the ``cx-quality`` header.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from node.core.avro import SchemaSet
 from node.core.catalog import Catalog
 from node.core.envelope import Envelope, Headers
 from node.core.outcome import Reason, Refused
+from node.core.quality import Verdict, check
 from node.errors import EnvelopeError, PayloadError
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What the entry checks say of a fresh record."""
+
+    refusal: Refused | None = None
+    """Why it may not enter; None: it may."""
+    verdict: Verdict | None = None
+    """Its quality verdict, when its resource has rules (also when they refuse it)."""
+
+
+def admit(
+    headers: Headers,
+    value: bytes | None,
+    region: str,
+    schemas: SchemaSet | None,
+    catalog: Catalog | None,
+    now_ms: int,
+) -> Entry:
+    """Check a freshly published record: envelope, value, and its resource's quality rules.
+
+    A failure of a rule its resource refuses on is Refused(QUALITY) naming every failure; other
+    failures only flag the verdict, which travels with the record.
+    """
+    refused = check_ingress(headers, value, region, schemas, catalog)
+    if refused is not None:
+        return Entry(refused)
+    envelope = Envelope.from_headers(headers)
+    entry = catalog.get(envelope.resource) if catalog else None
+    if schemas is None or entry is None or not entry.quality.checked:
+        return Entry()
+    _, datum = schemas.decode(value or b"")
+    verdict = check(entry.quality, datum, region, now_ms, created_ms=envelope.created_ms)
+    if verdict.refused:
+        return Entry(Refused(Reason.QUALITY, verdict.message()), verdict)
+    return Entry(None, verdict)
 
 
 def check_ingress(
@@ -24,7 +65,7 @@ def check_ingress(
 
     ``schemas`` is None when payload validation is switched off. With ``catalog``, the value must
     be a datum of the schema the catalog gives its resource (an unknown resource is left to the
-    sharing rules).
+    sharing rules). Quality rules are ``admit``'s.
     """
     try:
         envelope = Envelope.from_headers(headers)

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     NOT_AUTHORITATIVE = "not_authoritative"  # published by other than the resource's one source
     GRADE = "grade"  # the record's grade exceeds the destination's clearance
     NO_GRANT = "no_grant"  # conditional resource and nobody here holds a grant for it
+    QUALITY = "quality"  # fails a quality rule its resource refuses on (every failure is named)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,8 @@ class Delivered:
     copies: tuple[Copy, ...]
     withheld: tuple[tuple[Copy, Refused], ...] = ()
     projects: bool = False
+    annotations: tuple[tuple[str, bytes], ...] = ()
+    """Headers every copy carries, replacing any of the same name (the entry's quality verdict)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -41,10 +41,23 @@ from node.core.envelope import (
     REFUSAL_REASON,
     REFUSED_BY,
 )  # fmt: skip
-from node.core.heartbeat import Beat, decode, is_heartbeat
+from node.core.feedback import (
+    FEEDBACK,
+    Event,
+    FeedbackBook,
+    Forward,
+    Way,
+    correction,
+    forward,
+    key_of,
+    kind_of,
+    take,
+)
+from node.core.heartbeat import HEARTBEAT, Beat, decode
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
 from node.core.peers import CHILD, PARENT, PeerWatch
 from node.core.policy import Policy
+from node.core.quality_ledger import QualityKey
 from node.core.routing import Arrival, Router
 from node.core.tally import Tally, TallyKey
 from node.core.tally import add as tally_add
@@ -93,6 +106,17 @@ class Destinations:
             raise AssertionError("the router sent a record up from the root")
         return self.parent, self.parent_topics.outbox
 
+    def feedback(self, way: Way, region: str, department: str | None) -> tuple[RecordSink, str]:
+        """Return the sink and topic of feedback going ``way`` (to ``department`` if here)."""
+        if way is Way.HERE:
+            assert department is not None
+            return self.local, self.local_topics.feedback_for(department)
+        if way is Way.DOWN:
+            return self.local, self.local_topics.down(region)
+        if self.parent is None or self.parent_topics is None:
+            raise AssertionError("feedback sent up from the root or from above")
+        return self.parent, self.parent_topics.outbox
+
     def sinks(self) -> list[RecordSink]:
         """Every sink of the link."""
         return [self.local] if self.parent is None else [self.local, self.parent]
@@ -109,6 +133,23 @@ class _Out(NamedTuple):
 
 
 _NO_FACTS = Facts(-1, None, None, None)
+_ASIDE = frozenset({HEARTBEAT, FEEDBACK})
+_WAY_DIRECTION = {Way.UP: Direction.UP, Way.DOWN: Direction.DOWN, Way.HERE: Direction.LOCAL}
+
+
+def _is_aside(headers: Sequence[Header]) -> bool:
+    """Whether the link takes a record aside (a heartbeat or feedback: the first header says)."""
+    return bool(headers) and headers[0][0] in _ASIDE
+
+
+@dataclass(slots=True)
+class _Aside:
+    """What a batch holds besides data records: heartbeats, feedback to forward and log."""
+
+    beats: list[Beat] = field(default_factory=list)
+    outs: list[_Out] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    taken: int = 0  # feedback records accepted (not counted as records in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +161,16 @@ class Watch:
     """Maps a resource code to its (bounded) metric label."""
     on_tally: Callable[[int, Tally], None] = lambda now_ms, tally: None
     """Called after each committed batch with what it exchanged (the statistics ledger)."""
+    feedback: FeedbackBook | None = None
+    """The node's correction feedback, read while deciding and added to at commit; None: the
+    link refuses feedback records."""
+    feedback_departments: frozenset[str] = frozenset()
+    """Departments of this level that have a feedback topic."""
+    on_quality: Callable[[int, Mapping[QualityKey, tuple[int, int]], set[str]], None] = (
+        lambda now_ms, counts, published: None
+    )
+    """Called after each committed batch with the quality counts of the records that entered
+    here, and the resources published here (the quality ledger, metrics, accessibility)."""
 
 
 RATE_WINDOW_S = 10.0
@@ -179,6 +230,9 @@ class _Summary:
     from_children: dict[str, list[int]]  # child -> creation times of records it sent up
     sent_up: list[int]  # creation times of the copies sent up
     beats: list[Beat]
+    feedback: list[Event]
+    quality: dict[QualityKey, tuple[int, int]]  # records checked and failed here, at entry
+    published: set[str]  # resources of which a fresh record entered here
 
 
 @dataclass(slots=True)
@@ -216,6 +270,7 @@ class Link:
         self.totals.sample(clock())
         self._source = source
         self._router = router
+        self._policy = policy
         self._to = destinations
         self._metrics = metrics
         self._health = health
@@ -245,6 +300,7 @@ class Link:
             topology, int(clock() * 1000), 5.0, bucket_s=60, keep=30, settle_s=120
         ))  # fmt: skip
         self._role = CHILD if arrival is Arrival.FROM_BELOW else PARENT
+        self._corrects = arrival is Arrival.FROM_BELOW and self._watch.feedback is not None
         self._peer_labels = {*topology.children, topology.region}
         if topology.parent is not None:
             self._peer_labels.add(topology.parent)
@@ -374,8 +430,9 @@ class Link:
         try:
             records = [record for part in batch.values() for record in part]
             began = time.perf_counter()
-            outcomes, facts, beats = self._decide(records)
+            outcomes, facts, aside = self._decide(records)
             pending = self._messages(records, outcomes, facts)
+            pending += aside.outs
             self._routing_seconds.observe(time.perf_counter() - began)
 
             rejected = await self._send_copies(pending)
@@ -395,30 +452,40 @@ class Link:
                         f"{self._to.local_topics.refused} cannot take even a refusal stub; "
                         "raise its max.message.bytes"
                     )
-            return self._summarize(records, facts, pending, beats)
+            return self._summarize(records, facts, pending, aside)
         finally:
             if not turn.done():
                 turn.set_result(None)
 
     def _decide(
         self, records: Sequence[Record]
-    ) -> tuple[list[Outcome | None], list[Facts], list[Beat]]:
-        """Decide the data records; take heartbeats aside (outcome None) or refuse bad ones."""
-        if not any(is_heartbeat(record.headers) for record in records):
-            decided, all_facts = self._decider.decide(records)
-            return list[Outcome | None](decided), all_facts, []
-        data = [record for record in records if not is_heartbeat(record.headers)]
-        decided, data_facts = self._decider.decide(data)
+    ) -> tuple[list[Outcome | None], list[Facts], _Aside]:
+        """Decide the data records; take heartbeats and feedback aside (outcome None) or refuse.
+
+        On the link from below, a record published here that corrects a report (``cx-corrects``)
+        and passes the rules also makes the report's ``corrected`` status.
+        """
+        aside = _Aside()
+        if not any(_is_aside(record.headers) for record in records):
+            decided, all_facts = self._decider.decide(records, now_ms=self._now_ms())
+            outcomes = list[Outcome | None](decided)
+            if self._corrects:
+                self._correct(records, outcomes, all_facts, aside)
+            return outcomes, all_facts, aside
+        data = [record for record in records if not _is_aside(record.headers)]
+        decided, data_facts = self._decider.decide(data, now_ms=self._now_ms())
         decisions, facts_of = iter(decided), iter(data_facts)
-        outcomes: list[Outcome | None] = []
+        outcomes = []
         facts: list[Facts] = []
-        beats: list[Beat] = []
         for record in records:
-            if not is_heartbeat(record.headers):
+            if not _is_aside(record.headers):
                 outcomes.append(next(decisions))
                 facts.append(next(facts_of))
                 continue
             facts.append(_NO_FACTS)
+            if record.headers[0][0] == FEEDBACK:
+                outcomes.append(self._take(record, aside))
+                continue
             try:
                 beat = decode(record.value)
             except EnvelopeError as error:
@@ -428,16 +495,73 @@ class Link:
             if problem is not None:
                 outcomes.append(Refused(Reason.BAD_ENVELOPE, problem))
                 continue
-            beats.append(beat)
+            aside.beats.append(beat)
             outcomes.append(None)
-        return outcomes, facts, beats
+        if self._corrects:
+            self._correct(records, outcomes, facts, aside)
+        return outcomes, facts, aside
+
+    def _take(self, record: Record, aside: _Aside) -> Refused | None:
+        """Check a feedback record and route it one hop (into ``aside``); or refuse it."""
+        book = self._watch.feedback
+        if book is None:
+            return Refused(Reason.BAD_ENVELOPE, "this link takes no correction feedback")
+        hops = next((value for name, value in record.headers if name == HOPS), None)
+        taken = take(
+            record.headers[0][1], record.value, hops, self._arrival, self._router.topology,
+            self._policy.snapshot.catalog, book, self._watch.feedback_departments,
+        )  # fmt: skip
+        if isinstance(taken, Refused):
+            return taken
+        self._send_feedback(taken, record.value or b"", aside)
+        aside.taken += 1
+        return None
+
+    def _correct(
+        self,
+        records: Sequence[Record],
+        outcomes: list[Outcome | None],
+        facts: Sequence[Facts],
+        aside: _Aside,
+    ) -> None:
+        """Make the ``corrected`` status of each correction published here that passed."""
+        book = self._watch.feedback
+        assert book is not None
+        topology = self._router.topology
+        now_ms = int(self._clock() * 1000)
+        for index, (record, fact) in enumerate(zip(records, facts, strict=True)):
+            if fact.hops != b"" or not isinstance(outcomes[index], Delivered):
+                continue  # only records published here, and only those the rules let pass
+            made = correction(record.headers, topology, book, now_ms)
+            if made is None:
+                continue
+            routed = made if isinstance(made, Refused) else forward(made, b"", topology)
+            if isinstance(routed, Refused):
+                outcomes[index] = routed
+                continue
+            self._send_feedback(routed, routed.event.encode(), aside)
+
+    def _send_feedback(self, routed: Forward, value: bytes, aside: _Aside) -> None:
+        """Queue feedback one hop on, and into this node's feedback topic."""
+        event = routed.event
+        key, headers = key_of(event), [(FEEDBACK, kind_of(event)), (HOPS, routed.hops)]
+        sink, topic = self._to.feedback(routed.way, routed.region, routed.department)
+        direction = _WAY_DIRECTION[routed.way]
+        aside.outs.append(_Out(Message(topic, key, value, headers), sink, direction, _NO_FACTS,
+                               routed.region))  # fmt: skip
+        logged = Message(self._to.local_topics.feedback, key, value, headers)
+        aside.outs.append(_Out(logged, self._to.local, Direction.LOCAL, _NO_FACTS, "feedback"))
+        aside.events.append(event)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
 
     def _summarize(
         self,
         records: Sequence[Record],
         facts: Sequence[Facts],
         pending: Sequence[_Out],
-        beats: list[Beat],
+        aside: _Aside,
     ) -> _Summary:
         """Count what a delivered batch amounted to (applied only once it is committed)."""
         counts: dict[Direction | Reason, int] = {}
@@ -448,6 +572,8 @@ class Link:
         names = self._names
         for out in pending:
             kind = out.kind
+            if out.facts is _NO_FACTS and kind.__class__ is Direction:
+                continue  # feedback going on: not a record exchanged
             counts[kind] = counts.get(kind, 0) + 1
             if kind.__class__ is not Direction:
                 continue
@@ -470,11 +596,13 @@ class Link:
             line[1] += size
         peers_in, from_children = self._arrivals(records, facts)
         refused = sum(n for kind, n in counts.items() if kind.__class__ is Reason)
+        copies = sum(n for kind, n in counts.items() if kind.__class__ is Direction)
         written = [record.timestamp for record in records if record.timestamp >= 0]
+        quality, published = _quality_counts(facts)
         return _Summary(
-            len(records) - len(beats), len(pending) - refused, refused, counts, oldest,
+            len(records) - len(aside.beats) - aside.taken, copies, refused, counts, oldest,
             min(written) if written else None, tally, peers_in, peers_out, from_children, sent_up,
-            beats,
+            aside.beats, aside.events, quality, published,
         )  # fmt: skip
 
     def _arrivals(
@@ -537,9 +665,19 @@ class Link:
             peers.sent_up.add(summary.sent_up, now_ms)
         for beat in summary.beats:
             peers.heard(beat, now_ms)
+        self._remember(summary.feedback)
         totals.sample(now_ms / 1000)
         if summary.tally:
             self._watch.on_tally(now_ms, summary.tally)
+        if summary.quality or summary.published:
+            self._watch.on_quality(now_ms, summary.quality, summary.published)
+
+    def _remember(self, events: Sequence[Event]) -> None:
+        """Add committed feedback to the node's book (the store will read it again: no harm)."""
+        book = self._watch.feedback
+        if book is not None:
+            for event in events:
+                book.add(event)
 
     def _messages(
         self, records: Sequence[Record], outcomes: Sequence[Outcome | None], facts: Sequence[Facts]
@@ -551,6 +689,9 @@ class Link:
             origin = None if partitions is None else (record.partition, partitions)
             if isinstance(outcome, Delivered):
                 base = [h for h in record.headers if h[0] != HOPS]
+                if outcome.annotations:  # they replace what the record says under their names
+                    replaced = {name for name, _ in outcome.annotations}
+                    base = [h for h in base if h[0] not in replaced] + list(outcome.annotations)
                 for copy in outcome.copies:
                     sink, topic = self._to.route(copy)
                     headers = [*base, (HOPS, copy.hops)]
@@ -567,7 +708,7 @@ class Link:
                     pending.append(_Out(message, sink, direction, fact, destination))
                 for copy, refused in outcome.withheld:
                     pending.append(self._refusal_of(record, refused, fact, copy))
-            elif outcome is not None:  # None: a heartbeat, taken by the link itself
+            elif outcome is not None:  # None: a heartbeat or feedback, taken by the link itself
                 pending.append(self._refusal_of(record, outcome, fact))
         return pending
 
@@ -610,6 +751,29 @@ class Link:
                 if result is not None:
                     rejected[index] = result
         return rejected
+
+
+def _quality_counts(facts: Sequence[Facts]) -> tuple[dict[QualityKey, tuple[int, int]], set[str]]:
+    """Count records checked and failed per resource, department and dimension, at entry.
+
+    Also return the resources of which a fresh record was admitted (for accessibility).
+    """
+    counts: dict[QualityKey, tuple[int, int]] = {}
+    published: set[str] = set()
+    for fact in facts:
+        verdict = fact.quality
+        if verdict is None:
+            continue
+        resource = (fact.resource or b"").decode(errors="replace")
+        dept = (fact.source_dept or b"").decode(errors="replace")
+        if not verdict.refused:
+            published.add(resource)
+        failed = verdict.failed_dimensions
+        for dimension in verdict.checked:
+            key = QualityKey(resource, dept, dimension.value)
+            checked, failures = counts.get(key, (0, 0))
+            counts[key] = (checked + 1, failures + (dimension in failed))
+    return counts, published
 
 
 def _stub(message: Message, rejected: RecordRejected) -> Message:

@@ -1,40 +1,62 @@
-"""The exchange statistics topic: writing the ledger's lines, and reading them back for a report.
+"""The statistics topics: writing a ledger's lines, and reading them back for a report.
 
-``StatsWriter`` is the loop ``stats``. Every ``flush_s`` it writes the lines the ledger has pending
-to the local cluster's compacted ``PREFIX.stats`` through a ``RecordSink`` and confirms the acked
-ones. A write that fails or is not acked within ``deadline_s`` confirms nothing (the lines stay
+``StatsWriter`` is the loop ``stats`` (given the quality ledger and that name, ``quality``).
+Every ``flush_s`` it writes the lines the ledger has pending to the local cluster's compacted
+``PREFIX.stats`` (``PREFIX.quality``) through a ``RecordSink`` and confirms the acked ones. A
+write that fails or is not acked within ``deadline_s`` confirms nothing (the lines stay
 pending, to be written by the next attempt), resets the sink and raises TransportError, so the
 supervisor marks the loop down and retries. ``request_stop`` makes it write once more and return.
 The sink belongs to the caller, who stops it.
 
-``read_stats`` reads the whole topic once, without a consumer group, up to the end offsets it
-found when it started (for the ``stats`` command).
+``read_lines`` reads a whole topic once, without a consumer group, up to the end offsets it
+found when it started (``read_stats`` for the ``stats`` command; the ``quality`` command alike).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from node.core.stats import StatsLedger, StatsLine
+from node.core.stats import Line, StatsLine
 from node.errors import StatsError, TransportError
 from node.kafka.closing import close_quietly
 from node.ops.events import StatsLinesDropped, emit
 from node.supervisor import Health
 from node.transport import Message, RecordSink
 
+LineT = TypeVar("LineT", bound=Line)
+
+
+class PendingLines(Protocol[LineT]):
+    """What the writer needs of a ledger (``BucketLedger`` and its kinds)."""
+
+    @property
+    def dropped_lines(self) -> int:
+        """Lines dropped unwritten to keep memory bounded, since the start."""
+        ...
+
+    def changed(self) -> Sequence[LineT]:
+        """Return the lines not confirmed written."""
+        ...
+
+    def confirm(self, lines: Iterable[LineT]) -> None:
+        """Mark ``lines`` as written."""
+        ...
+
 
 class StatsWriter:
-    """Writes the ledger's pending lines to the stats topic, periodically and once on stopping."""
+    """Writes a ledger's pending lines to its topic, periodically and once on stopping."""
 
     def __init__(
         self,
-        ledger: StatsLedger,
+        ledger: PendingLines[Any],
         sink: RecordSink,
         topic: str,
         health: Health,
@@ -42,8 +64,9 @@ class StatsWriter:
         flush_s: float,
         deadline_s: float,
         log: structlog.typing.FilteringBoundLogger,
+        name: str = "stats",
     ) -> None:
-        self.name = "stats"
+        self.name = name
         self._ledger = ledger
         self._sink = sink
         self._topic = topic
@@ -119,23 +142,41 @@ class Unreadable:
 
 
 @dataclass(frozen=True, slots=True)
-class StatsReading:
-    """What ``read_stats`` found: the lines in offset order per partition, and the unusable."""
+class Reading(Generic[LineT]):
+    """What ``read_lines`` found: the lines in offset order per partition, and the unusable."""
 
-    lines: list[StatsLine]
+    lines: list[LineT]
     unreadable: list[Unreadable]
+
+
+StatsReading = Reading[StatsLine]
 
 
 async def read_stats(
     bootstrap: str, topic: str, *, deadline_s: float, poll_ms: int = 200
 ) -> StatsReading:
+    """Read the stats ``topic`` with ``read_lines``."""
+    return await read_lines(
+        bootstrap, topic, StatsLine.from_json, deadline_s=deadline_s, poll_ms=poll_ms
+    )
+
+
+async def read_lines(
+    bootstrap: str,
+    topic: str,
+    parse: Callable[[bytes], LineT],
+    *,
+    deadline_s: float,
+    poll_ms: int = 200,
+    client_id: str = "exchange-node-stats",
+) -> Reading[LineT]:
     """Read ``topic`` from its beginning up to the end offsets found on starting.
 
     Every line of one key is in one partition, in offset order, so the later one wins as under
-    compaction. Deletion markers are skipped; a value that does not parse, or whose key is not
-    the line's, is returned in ``unreadable``. Everything is bounded by ``deadline_s``. Raises
-    TransportError when the cluster cannot be reached, the topic does not exist, or it is not
-    read to its end in time.
+    compaction. Deletion markers are skipped; a value that ``parse`` refuses (StatsError), or
+    whose key is not the line's, is returned in ``unreadable``. Everything is bounded by
+    ``deadline_s``. Raises TransportError when the cluster cannot be reached, the topic does not
+    exist, or it is not read to its end in time.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s
@@ -144,7 +185,7 @@ async def read_stats(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        client_id="exchange-node-stats",
+        client_id=client_id,
         request_timeout_ms=max(1000, int(deadline_s * 1000)),
     )
     try:
@@ -156,7 +197,7 @@ async def read_stats(
             ) from error
         try:
             return await asyncio.wait_for(
-                _read_to_end(consumer, bootstrap, topic, poll_ms),
+                _read_to_end(consumer, bootstrap, topic, parse, poll_ms),
                 max(0.0, deadline - loop.time()),
             )
         except TimeoutError as error:
@@ -170,20 +211,25 @@ async def read_stats(
 
 
 async def _read_to_end(
-    consumer: AIOKafkaConsumer, bootstrap: str, topic: str, poll_ms: int
-) -> StatsReading:
+    consumer: AIOKafkaConsumer,
+    bootstrap: str,
+    topic: str,
+    parse: Callable[[bytes], LineT],
+    poll_ms: int,
+) -> Reading[LineT]:
     partitions = await _partitions(consumer, bootstrap, topic)
     consumer.assign(partitions)
     ends = await consumer.end_offsets(partitions)
     await consumer.seek_to_beginning(*partitions)
-    reading = StatsReading([], [])
+    reading: Reading[LineT] = Reading([], [])
     behind = await _behind(consumer, partitions, ends)
     while behind:
         batch = await consumer.getmany(*behind, timeout_ms=poll_ms)
         for partition, records in batch.items():
             for record in records:
                 if record.offset < ends[partition]:
-                    _take(reading, partition.partition, record.offset, record.key, record.value)
+                    _take(reading, parse, partition.partition, record.offset, record.key,
+                          record.value)  # fmt: skip
         behind = await _behind(consumer, behind, ends)
     return reading
 
@@ -207,12 +253,17 @@ async def _behind(
 
 
 def _take(
-    reading: StatsReading, partition: int, offset: int, key: bytes | None, value: bytes | None
+    reading: Reading[LineT],
+    parse: Callable[[bytes], LineT],
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
 ) -> None:
     if value is None:
         return  # a deletion marker
     try:
-        line = StatsLine.from_json(value)
+        line = parse(value)
     except StatsError as error:
         reading.unreadable.append(Unreadable(partition, offset, str(error)))
         return

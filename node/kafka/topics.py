@@ -11,6 +11,11 @@ On each cluster, under the node's topic prefix (default ``cascade``):
 ``PREFIX.deliver.DEPT``  records delivered to department ``DEPT`` of this level
 ``PREFIX.grants``        grant requests, approvals, rejections, revocations (compacted)
 ``PREFIX.stats``         exchange statistics in time buckets (compacted)
+``PREFIX.quality``       quality pass/fail counts in time buckets (compacted)
+``PREFIX.feedback``      correction feedback that passed this node: reports and their
+                         status changes (compacted, one key per event)
+``PREFIX.feedback.DEPT`` reports for source department ``DEPT``, status changes for
+                         reporter ``DEPT``
 =======================  ============================================================
 """
 
@@ -58,6 +63,20 @@ class TopicNames:
     def stats(self) -> str:
         """Exchange statistics in time buckets, compacted by bucket and key."""
         return f"{self.prefix}.stats"
+
+    @property
+    def quality(self) -> str:
+        """Quality checks passed and failed in time buckets, compacted by bucket and key."""
+        return f"{self.prefix}.quality"
+
+    @property
+    def feedback(self) -> str:
+        """Correction feedback that passed this node, compacted, one key per event."""
+        return f"{self.prefix}.feedback"
+
+    def feedback_for(self, department: str) -> str:
+        """Return the feedback topic of a department of this level."""
+        return f"{self.prefix}.feedback.{department}"
 
     def deliver(self, department: str) -> str:
         """Return the delivery topic of a department of this level."""

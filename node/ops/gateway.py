@@ -6,6 +6,8 @@ Mounted on the admin server when ``[gateway] enabled = true``; described by the 
     POST /gateway/v1/resources/{code}/records   {"target", "record" | "records"} -> 201 {"ids"}
     GET  /gateway/v1/deliveries?cursor=&limit=&wait_ms=   -> 200 {"records", "cursor"}
     GET  /gateway/v1/openapi.json                         (no token needed)
+    POST /gateway/v1/feedback   {"record_id", "resource", "fields", "problem"} -> 201 {"report_id"}
+    POST /gateway/v1/feedback/{report_id}/reject          {"reason"} -> 201 (the source only)
 
 Every other request carries ``Authorization: Bearer TOKEN``; the token's SHA-256 names one
 configured department. A department publishes only the resources it is the source of (``compose``
@@ -20,6 +22,12 @@ same record ids (ids are the Kafka keys; consumers see a duplicate, never a loss
 Reading is at least once: the cursor names, per partition, the next record to read. A client
 stores the cursor of each page only after it has processed the page, and resumes from the last
 one stored, so after a crash it may see records again but never misses one.
+
+Correction feedback: a department reports a problem with a record it received (the node fills
+in the resource's one source from the catalog, and its own region); the report travels to the
+source. The source department rejects a report with a reason at the source's node (403 anywhere
+else, 404 for a report this node has not seen, 409 once it is corrected or rejected); it
+corrects one by publishing the record again with a higher ``cx-version`` and ``cx-corrects``.
 
 Errors are ``{"error": "..."}`` (422 adds ``"errors"``: ``{"record", "field", "problem"}``).
 """
@@ -53,6 +61,17 @@ from node.core.envelope import (
     SOURCE_REGION,
     TARGET,
     header_texts,
+)
+from node.core.feedback import (
+    FEEDBACK,
+    MAX_TEXT,
+    REPORT,
+    STATUS,
+    FeedbackBook,
+    Report,
+    Status,
+    StatusChange,
+    key_of,
 )
 from node.core.heartbeat import is_heartbeat
 from node.errors import EnvelopeError, PayloadError, TransportError
@@ -110,6 +129,7 @@ class Gateway:
         deadline_s: float,
         clock: Clock = time.time,
         on_answer: Callable[[str, int, int], None] = lambda route, status, records: None,
+        feedback: FeedbackBook | None = None,
     ) -> None:
         self._clients = {client.token_sha256: client for client in clients}
         self._on_answer = on_answer  # (route, status, records published or read): the metrics
@@ -123,6 +143,7 @@ class Gateway:
         self._clock = clock
         self._projections: dict[tuple[str, tuple[str, ...]], SchemaSet] = {}
         self._closing = False
+        self._feedback = feedback
 
     def add_routes(self, app: web.Application) -> None:
         """Mount the gateway's routes on ``app``."""
@@ -132,6 +153,12 @@ class Gateway:
         app.router.add_get(
             f"{BASE}/deliveries", _answering("deliveries", self._deliveries, self._on_answer)
         )
+        if self._feedback is not None:
+            app.router.add_post(
+                f"{BASE}/feedback", _answering("feedback", self._report, self._on_answer)
+            )
+            reject = _answering("reject", self._reject, self._on_answer)
+            app.router.add_post(f"{BASE}/feedback/{{report_id}}/reject", reject)
         app.router.add_route("*", f"{BASE}/{{rest:.*}}", _elsewhere)  # JSON, not aiohttp's text
 
     async def close(self) -> None:
@@ -188,6 +215,62 @@ class Gateway:
         ids = await self._send(messages)
         request[RECORDS] = len(ids)
         return web.json_response({"ids": ids}, status=201)
+
+    async def _report(self, request: web.Request) -> web.Response:
+        """Write a report about a record to the outbox, for the resource's source."""
+        caller = self._caller(request)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise _invalid("$body", "expected a JSON object")
+        unknown = sorted(set(body) - {"record_id", "resource", "fields", "problem"})
+        if unknown:
+            raise _invalid(unknown[0], "is not a field (record_id, resource, fields, problem)")
+        record_id, code = body.get("record_id"), body.get("resource")
+        if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
+            raise _invalid("record_id", "expected 1-64 printable ASCII characters (no spaces)")
+        entry = self._catalog.get(code) if isinstance(code, str) else None
+        if entry is None:
+            raise _Answer(404, f"unknown resource {code!r}")
+        fields, items = body.get("fields"), {item.name for item in entry.items}
+        if not isinstance(fields, list) or not fields or not all(f in items for f in fields):
+            raise _invalid("fields", f"expected a non-empty list of items of {entry.code}")
+        problem = _text(body, "problem")
+        report = Report(
+            str(uuid.uuid4()), record_id, entry.code, entry.source_region, entry.source_dept,
+            tuple(fields), problem, self._region, caller.department, int(self._clock() * 1000),
+        )  # fmt: skip
+        headers = [(FEEDBACK, REPORT), (HOPS, b"")]
+        await self._send([Message(self._topics.outbox, key_of(report), report.encode(), headers)])
+        request[RECORDS] = 1
+        answer = {"report_id": report.report_id, "source_region": report.source_region,
+                  "source_dept": report.source_dept}  # fmt: skip
+        return web.json_response(answer, status=201)
+
+    async def _reject(self, request: web.Request) -> web.Response:
+        """Write a rejection of a report, by its source department at the source's node."""
+        caller = self._caller(request)
+        assert self._feedback is not None
+        report_id = request.match_info["report_id"]
+        state = self._feedback.state(report_id)
+        report = state.report if state is not None else None
+        if state is None or report is None:
+            raise _Answer(404, f"report {report_id!r} has not reached this node")
+        if (caller.department, self._region) != (report.source_dept, report.source_region):
+            raise _Answer(403, f"only {report.source_dept}@{report.source_region} may reject it")
+        if state.closed:
+            raise _Answer(409, f"report {report_id} is already {state.status.value}")
+        body = await _json_body(request)
+        if not isinstance(body, dict) or set(body) - {"reason"}:
+            raise _invalid("$body", "expected an object with reason only")
+        change = StatusChange(
+            report_id, Status.REJECTED, _text(body, "reason"), 0, self._region, caller.department,
+            int(self._clock() * 1000), report.record_id, report.resource, report.reporter_region,
+            report.reporter_dept,
+        )  # fmt: skip
+        headers = [(FEEDBACK, STATUS), (HOPS, b"")]
+        await self._send([Message(self._topics.outbox, key_of(change), change.encode(), headers)])
+        request[RECORDS] = 1
+        return web.json_response({"report_id": report_id, "status": "rejected"}, status=201)
 
     async def _send(self, messages: list[Message]) -> list[str]:
         """Produce ``messages`` within the deadline; return their ids; _Answer otherwise."""
@@ -279,13 +362,16 @@ class Gateway:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-_ROUTES = re.compile(rf"{BASE}/(openapi\.json|deliveries|resources/[^/]+/records)")
+_ROUTES = re.compile(
+    rf"{BASE}/(openapi\.json|deliveries|resources/[^/]+/records|feedback|feedback/[^/]+/reject)"
+)
 
 
 async def _elsewhere(request: web.Request) -> web.Response:
     """Answer a path or method the gateway does not serve, in the API's JSON error style."""
     if _ROUTES.fullmatch(request.path):
-        allow = "POST" if request.path.endswith("/records") else "GET"
+        posts = request.path.endswith(("/records", "/feedback", "/reject"))
+        allow = "POST" if posts else "GET"
         return web.json_response(
             {"error": f"{request.method} is not allowed here"}, status=405, headers={"Allow": allow}
         )
@@ -351,6 +437,14 @@ def _publication(body: Any, max_batch: int) -> tuple[str, list[Any]]:
     if len(items) > max_batch:
         raise _Answer(413, f"{len(items)} records exceed this client's max_batch of {max_batch}")
     return target, items
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    """Return a non-empty text field of at most MAX_TEXT characters; _Answer 422 otherwise."""
+    text = body.get(name)
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+        raise _invalid(name, f"expected a text of 1-{MAX_TEXT} characters")
+    return text
 
 
 def _record_item(item: Any) -> tuple[str, Any]:

@@ -15,6 +15,9 @@ Grants API (JSON in and out; errors are ``{"error": "..."}`` with a 4xx status):
     POST /grants/{id}/approve                {"note"?, "validity_days"?}
     POST /grants/{id}/reject                 {"note"?}
     POST /grants/{id}/revoke                 {"note"?}
+
+Correction feedback (what passed this node): ``GET /feedback/{report_id}`` answers the report and
+its status history (``FeedbackState.to_json``), 404 when this node never saw it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from node.core.feedback import FeedbackBook
 from node.core.grants import Grant, GrantStatus
 from node.errors import GrantProblem, GrantRefused
 from node.grant_desk import GrantDesk
@@ -42,8 +46,9 @@ def admin_app(
     *,
     page: Callable[[], dict[str, Any]] | None = None,
     gateway: Gateway | None = None,
+    feedback: FeedbackBook | None = None,
 ) -> web.Application:
-    """Build the admin application (grants API, cascade page, gateway: each when given)."""
+    """Build the admin application (grants API, cascade page, gateway, feedback: when given)."""
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -74,7 +79,20 @@ def admin_app(
         add_page_routes(app, page)
     if gateway is not None:
         gateway.add_routes(app)
+    if feedback is not None:
+        _add_feedback_route(app, feedback)
     return app
+
+
+def _add_feedback_route(app: web.Application, book: FeedbackBook) -> None:
+    async def one(request: web.Request) -> web.Response:
+        report_id = request.match_info["report_id"]
+        state = book.state(report_id)
+        if state is None:
+            return web.json_response({"error": f"unknown report {report_id!r}"}, status=404)
+        return web.json_response(state.to_json())
+
+    app.router.add_get("/feedback/{report_id}", one)
 
 
 _STATUS = {

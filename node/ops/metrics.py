@@ -2,7 +2,8 @@
 
 Labels come only from small fixed sets: link (``local``, ``parent``), direction, reason code,
 loop name, peer regions of the configured topology, partitions of a link's source topic, and
-resource labels bounded by ``monitoring.resource_label_cap``. Never a record id, a region outside
+resource labels bounded by ``monitoring.resource_label_cap``, the catalog's source departments
+(any other as ``other``) and the six quality dimensions. Never a record id, a region outside
 the configured tree, or raw error text.
 
 Counters and histograms are updated once per batch, not per record. Gauges that describe the
@@ -22,10 +23,11 @@ from prometheus_client.registry import Collector
 from node.core.catalog import Catalog
 from node.core.outcome import Direction, Reason
 from node.core.peers import Completeness, PeerHeartbeat
+from node.core.quality_ledger import DIMENSIONS, QualityKey
 
 LOOPS = (
     "local", "parent", "grants", "grants-up", "grants-down", "heartbeat-up", "heartbeat-down",
-    "stats",
+    "stats", "quality",
 )  # fmt: skip
 """Every loop name the supervisor may run (the ``loop`` label's fixed set)."""
 GATEWAY_ROUTES = ("publish", "deliveries")
@@ -44,6 +46,8 @@ class Readings:
     """Per link: the source's lag in records per partition (empty while unknown)."""
     heartbeats: Callable[[], Iterable[PeerHeartbeat]] = lambda: ()
     completeness: Callable[[], Iterable[Completeness]] = lambda: ()
+    silence: Callable[[], Iterable[tuple[str, float, float]]] = lambda: ()
+    """Per resource published here with an accessibility allowance: (label, silent s, allowed s)."""
 
 
 class Metrics:
@@ -148,6 +152,11 @@ class Metrics:
             "exchange_gateway_records", "Records published (publish) or read (deliveries) "
             "through the gateway.", ["route"], registry=registry,
         )  # fmt: skip
+        self.quality_records = Counter(
+            "exchange_quality_records", "Records checked for quality, by resource (or bounded "
+            "resource class), source department, dimension and outcome (pass, fail).",
+            ["resource", "dept", "dimension", "outcome"], registry=registry,
+        )  # fmt: skip
         self.info = Gauge(
             "exchange_node_info", "Build and configuration of the node (value 1).",
             ["version", "node", "region", "level", "parent", "children"], registry=registry,
@@ -205,6 +214,28 @@ def gateway_counter(metrics: Metrics) -> Callable[[str, int, int], None]:
         metrics.gateway_requests.labels(route, str(status)).inc()
         if records:
             metrics.gateway_records.labels(route).inc(records)
+
+    return count
+
+
+def quality_counter(
+    metrics: Metrics, resource_label: Callable[[str], str], depts: set[str]
+) -> Callable[[Mapping[QualityKey, tuple[int, int]]], None]:
+    """Count a batch's quality checks, passed and failed, once per key.
+
+    ``resource_label`` bounds resources (as ``resource_labels``); a department outside ``depts``
+    (the catalog's source departments) and a dimension outside the six count as ``other``. Both
+    outcomes of a key are created when it is first counted, so a pass rate has a denominator.
+    """
+    known = frozenset(depts)
+
+    def count(counts: Mapping[QualityKey, tuple[int, int]]) -> None:
+        for key, (checked, failed) in counts.items():
+            dept = key.source_dept if key.source_dept in known else "other"
+            dimension = key.dimension if key.dimension in DIMENSIONS else "other"
+            labels = (resource_label(key.resource), dept, dimension)
+            metrics.quality_records.labels(*labels, "pass").inc(checked - failed)
+            metrics.quality_records.labels(*labels, "fail").inc(failed)
 
     return count
 
@@ -276,3 +307,18 @@ class _ReadingsCollector(Collector):
             got.add_metric([item.child], item.received)
             gap.add_metric([item.child], item.sent - item.received)
         yield from (sent, got, gap)
+        silent = GaugeMetricFamily(
+            "exchange_quality_silent_seconds",
+            "Seconds since a resource published here last entered the exchange (since the node "
+            "started, if never); accessibility fails above exchange_quality_allowed_seconds.",
+            labels=["resource"],
+        )
+        allowed = GaugeMetricFamily(
+            "exchange_quality_allowed_seconds",
+            "The longest silence a resource's update cycle allows (accessibility).",
+            labels=["resource"],
+        )
+        for label, silent_s, allowed_s in readings.silence():
+            silent.add_metric([label], silent_s)
+            allowed.add_metric([label], allowed_s)
+        yield from (silent, allowed)

@@ -56,7 +56,7 @@ def record(value: bytes | None = None, **replace: bytes) -> Seen:
 
 def test_a_granted_copy_carries_its_projected_value() -> None:
     """The department's copy is projected to the granted items by the decision itself."""
-    outcomes, facts = decider().decide([record()])
+    outcomes, facts = decider().decide([record()], now_ms=1_700_000_000_000)
     [outcome] = outcomes
     assert isinstance(outcome, Delivered)
     [copy] = outcome.copies
@@ -74,7 +74,9 @@ def test_a_granted_copy_carries_its_projected_value() -> None:
 
 def test_a_value_that_cannot_be_projected_is_refused_as_bad_payload() -> None:
     """Without ingress validation, an undecodable value meets the projection and is refused."""
-    [outcome], _ = decider(validate=False).decide([record(value=b"\xc3\x01" + b"\x00" * 8)])
+    [outcome], _ = decider(validate=False).decide(
+        [record(value=b"\xc3\x01" + b"\x00" * 8)], now_ms=0
+    )
     assert isinstance(outcome, Refused)
     assert outcome.reason is Reason.BAD_PAYLOAD
 
@@ -83,7 +85,7 @@ def test_a_doubled_envelope_header_is_refused_whatever_its_values() -> None:
     """A record that names its target twice is refused, not decided on the last value."""
     seen = record()
     doubled = Seen([*seen.headers, ("cx-target", b"region:410000")], seen.value)
-    [outcome], _ = decider().decide([doubled])
+    [outcome], _ = decider().decide([doubled], now_ms=0)
     assert outcome == Refused(Reason.BAD_ENVELOPE, "header cx-target: given more than once")
     assert doubled_envelope_header([("x-note", b"a"), ("x-note", b"b")]) is None
 

@@ -73,6 +73,8 @@ def exported_families() -> dict[str, set[str]]:
     metrics.info.labels("0.1.0", "city", "410100", "city", "410000", "410102").set(1)
     metrics.relay_lag.labels("grants-up").set(0)
     metrics.gateway_requests.labels("publish", "201").inc()
+    metrics.quality_records.labels("R1", "HRSS", "accuracy", "pass").inc()
+    metrics.readings.silence = lambda: [("R1", 100.0, 86400.0)]
     families = {family.name: {s.name for s in family.samples} for family in registry.collect()}
     empty = sorted(name for name, samples in families.items() if not samples)
     assert not empty, f"give these families a sample in exported_families(): {empty}"
