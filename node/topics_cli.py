@@ -18,10 +18,12 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.app import feedback_departments, load_reference
 from node.config import NodeConfig, load_config
 from node.core.provisioning import (
     Action,
@@ -35,7 +37,7 @@ from node.core.provisioning import (
     desired_parent,
     plan,
 )
-from node.errors import ConfigError, TransportError
+from node.errors import CatalogError, ConfigError, SchemaError, TransportError
 from node.kafka.provision import ClusterAdmin, layout_of
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -92,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
         print("exchange-node topics: --timeout: expected 0 < seconds <= 3600", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        targets = choose(load_config(args.config), args.cluster)
-    except (ValueError, ConfigError) as error:
+        config = load_config(args.config)
+        reporters = feedback_departments(config, load_reference(config).catalog)
+        targets = choose(config, args.cluster, reporters)
+    except (ValueError, ConfigError, CatalogError, SchemaError) as error:
         print(f"exchange-node topics: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     outcomes = asyncio.run(
@@ -109,9 +113,11 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(outcome.error for outcome in outcomes) else 0
 
 
-def choose(config: NodeConfig, cluster: str) -> list[tuple[Desired, str]]:
+def choose(
+    config: NodeConfig, cluster: str, reporters: Iterable[str] = ()
+) -> list[tuple[Desired, str]]:
     """Return each chosen cluster's desired state and bootstrap; ValueError for a missing parent."""
-    layout = layout_of(config)
+    layout = layout_of(config, reporters)
     targets = []
     if cluster in ("local", "both"):
         targets.append((desired_local(layout), config.local.bootstrap))

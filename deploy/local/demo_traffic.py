@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from department_client import Published, Received
-from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
+from sample_records import LEGAL_ENTITY, LICENCE, PERSON, Flaw, sample
 
 from node.codec import SchemaSet
 
@@ -28,7 +28,7 @@ class Route:
     target: str
     expect: tuple[str, ...]  # nodes whose inbox must receive it; () = refused at ``at_node``
     weight: int = 10
-    refusal: str = ""  # what makes it refused: "undecodable", "not_shared", "not_authoritative"
+    refusal: str = ""  # why it is refused: undecodable, not_shared, not_authoritative, quality
     gateway: bool = False  # posted as JSON to the node's HTTP gateway instead of Kafka
 
 
@@ -48,6 +48,8 @@ ROUTES = (
     Route("refused: not shared", "county", "410102", "region:410000", (), 2, "not_shared"),
     Route("refused: not the one source", "jiyuan", "419001", "region:410000", (), 2,
           "not_authoritative"),
+    Route("refused: identity number check digit", "county", "410102", "region:410000", (), 2,
+          "quality"),
 )
 # fmt: on
 SCHEMAS = (PERSON, LEGAL_ENTITY, LICENCE)
@@ -87,6 +89,8 @@ class Generator:
             schema, extra = PERSON, {"resource": "410102-PSB-00009"}
         elif route.refusal == "not_authoritative":
             extra = {"source_dept": "HRSS"}
+        elif route.refusal == "quality":
+            schema, extra = PERSON, {"flaw": Flaw.ID_CHECK_CHAR}
         published = sample(
             self._schemas, schema, route.source, route.target, seed=self._seq * 7919,
             created_ms=now, **extra,  # type: ignore[arg-type]

@@ -7,7 +7,8 @@ a cluster and applying a plan is ``node/kafka/provision.py``'s job; this module 
 Topics (as the node's loops use them; ``node/app.py`` creates the same ones at start-up):
 
 - the node's own cluster (``local``): ``outbox``, ``inbox``, ``refused``, ``down.CHILD`` per child,
-  ``deliver.DEPT`` per department, and the state topics ``grants`` and ``stats``;
+  ``deliver.DEPT`` per department, ``feedback.DEPT`` per department with correction feedback, and
+  the state topics ``grants``, ``stats``, ``quality`` and ``feedback``;
 - the parent's cluster (``parent``): the parent's ``outbox``, ``down.REGION`` and ``grants``. They
   are the parent node's topics: created when missing, otherwise never changed here (the parent's
   own plan owns them); a difference is reported as a warning.
@@ -115,6 +116,20 @@ class Namespace(Protocol):
         """Exchange statistics (compacted)."""
         ...
 
+    @property
+    def quality(self) -> str:
+        """Quality counts (compacted)."""
+        ...
+
+    @property
+    def feedback(self) -> str:
+        """Correction feedback that passed this node (compacted)."""
+        ...
+
+    def feedback_for(self, department: str) -> str:
+        """Return the feedback topic of a department."""
+        ...
+
     def deliver(self, department: str) -> str:
         """Return the delivery topic of a department."""
         ...
@@ -209,6 +224,9 @@ class NodeLayout:
     parent: Namespace | None
     partitions: int
     replication_factor: int
+    reporters: tuple[str, ...] = ()
+    """Departments of this level with a correction feedback topic (sources, consumers, gateway
+    clients)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,11 +344,18 @@ def desired_local(layout: NodeLayout) -> Desired:
     topics.append(_topic(layout, names.refused, REFUSED_CONFIGS))
     topics += [_data(layout, names.down(child)) for child in layout.children]
     topics += [_data(layout, names.deliver(code)) for code in layout.departments]
-    topics += [_state(layout, names.grants), _state(layout, names.stats)]
+    topics += [_data(layout, names.feedback_for(code)) for code in layout.reporters]
+    topics += [_state(layout, name) for name in (names.grants, names.stats, names.quality)]
+    topics.append(_state(layout, names.feedback))
     me = node_principal(layout.region)
     acls = _own_cluster_acls(me, layout.node_id, names)
     for code in layout.departments:
         acls += _department_acls(department_principal(code), code, names)
+    for code in layout.reporters:  # a department reads the reports and statuses meant for it
+        acls += _allow(
+            department_principal(code), Resource.TOPIC, Pattern.LITERAL, names.feedback_for(code),
+            "READ", "DESCRIBE",
+        )  # fmt: skip
     for child in layout.children:
         acls += _child_acls(node_principal(child), child, names)
     return Desired(LOCAL, names.prefix, tuple(topics), frozenset(acls), owned=True, principal=me)

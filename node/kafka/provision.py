@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -65,14 +65,14 @@ _PERMISSIONS = {Permission.DENY: 2, Permission.ALLOW: 3}
 _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs v1+ config_source of a topic's own override
 
 
-def layout_of(config: NodeConfig) -> NodeLayout:
-    """Return what the planner reads of ``config``."""
+def layout_of(config: NodeConfig, reporters: Iterable[str] = ()) -> NodeLayout:
+    """Return what the planner reads of ``config`` (``reporters``: departments with feedback)."""
     parent = TopicNames(config.parent.cluster.topic_prefix) if config.parent else None
     return NodeLayout(
         config.node_id, config.topology.region, config.topology.children,
         tuple(department.code for department in config.departments),
         TopicNames(config.local.topic_prefix), parent, config.topics.partitions,
-        config.topics.replication_factor,
+        config.topics.replication_factor, tuple(sorted(reporters)),
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from node.app import feedback_departments, load_reference
 from node.config import load_config
 from node.core.provisioning import (
     DATA_RETENTION_MS,
@@ -169,8 +170,10 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     created = {a["topic"] for a in local["actions"] if a["action"] == "create_topic"}
     assert created == {
         f"{prefix}.{name}"
-        for name in ("inbox", "refused", "down.410102", "deliver.HRSS", "grants", "stats")
-    }
+        for name in ("inbox", "refused", "down.410102", "deliver.HRSS", "grants", "stats",
+                     "quality", "feedback", "feedback.HRSS", "feedback.PSB", "feedback.SAMR",
+                     "feedback.DSB")
+    }  # fmt: skip
     others = [a for a in local["actions"] if a["action"] != "create_topic"]
     assert others == [
         {"action": "add_partitions", "topic": outbox, "from": 1, "to": 2},
@@ -193,12 +196,13 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     local_topics = await describe(
         clusters["city"],
         [f"{prefix}.{name}" for name in ("outbox", "inbox", "refused", "down.410102",
-                                          "deliver.HRSS", "grants", "stats")],
+                                          "deliver.HRSS", "grants", "stats", "quality",
+                                          "feedback", "feedback.HRSS")],
     )  # fmt: skip
     for name, (partitions, configs) in local_topics.items():
         assert partitions == 2, name
         kind = name.rsplit(".", 1)[-1]
-        if kind in ("grants", "stats"):
+        if kind in ("grants", "stats", "quality", "feedback"):
             assert configs["cleanup.policy"] == "compact", name
         else:
             assert configs["cleanup.policy"] == "delete", name
@@ -227,7 +231,9 @@ async def test_apply_creates_exactly_the_planned_acls_under_an_authorizer(
     try:
         bootstrap = started[0].bootstrap
         config = write_city(tmp_path / "city.toml", prefix, bootstrap, None)
-        wanted = desired_local(layout_of(load_config(config))).acls
+        loaded = load_config(config)
+        reporters = feedback_departments(loaded, load_reference(loaded).catalog)
+        wanted = desired_local(layout_of(loaded, reporters)).acls
         assert await asyncio.to_thread(kafka_acls, bootstrap) == set()
 
         code, out, err = await topics("plan", "--config", str(config), "--format", "json")
@@ -235,7 +241,7 @@ async def test_apply_creates_exactly_the_planned_acls_under_an_authorizer(
         [local] = json.loads(out)["clusters"]
         assert local["acls"]["enforced"]
         planned = [a for a in local["actions"] if a["action"] == "create_acl"]
-        assert len(planned) == len(wanted) == 16
+        assert len(planned) == len(wanted) == 24  # 16, and 2 per department with feedback
 
         code, out, err = await topics("apply", "--config", str(config))
         assert code == 0, err

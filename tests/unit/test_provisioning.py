@@ -82,15 +82,15 @@ def test_a_city_needs_its_exchange_topics_on_its_own_cluster() -> None:
     topics = {spec.name: spec for spec in desired_local(CITY).topics}
     assert set(topics) == {
         "cx.outbox", "cx.inbox", "cx.refused", "cx.down.410102", "cx.down.410103",
-        "cx.deliver.HRSS", "cx.grants", "cx.stats",
+        "cx.deliver.HRSS", "cx.grants", "cx.stats", "cx.quality", "cx.feedback",
     }  # fmt: skip
     assert {(s.partitions, s.replication_factor) for s in topics.values()} == {(3, 1)}
 
 
 def test_state_topics_are_compacted_and_data_topics_expire() -> None:
-    """Grants and stats are compacted; data topics keep 7 days, refusals 30."""
+    """State topics are compacted; data topics keep 7 days, refusals 30."""
     topics = {spec.name: spec for spec in desired_local(PROVINCE).topics}
-    for name in ("cx.grants", "cx.stats"):
+    for name in ("cx.grants", "cx.stats", "cx.quality", "cx.feedback"):
         assert topics[name].configs == {"cleanup.policy": "compact"}
         assert topics[name].compacted
     week = {"cleanup.policy": "delete", "retention.ms": str(DATA_RETENTION_MS)}
@@ -147,6 +147,17 @@ def test_acls_of_a_city_on_its_own_cluster() -> None:
         allow(child, topic, lit, "cx.grants", "DESCRIBE_CONFIGS"),
     }
     assert all(a.permission is Permission.ALLOW and a.host == "*" for a in acls)
+
+
+def test_a_department_with_feedback_reads_its_own_feedback_topic() -> None:
+    """A reporter's feedback topic is a data topic; of the departments, only it may read it."""
+    layout = dataclasses.replace(CITY, reporters=("PSB",))
+    desired = desired_local(layout)
+    assert "cx.feedback.PSB" in {spec.name for spec in desired.topics}
+    readers = {
+        a.principal for a in desired.acls if a.name == "cx.feedback.PSB" and a.operation == "READ"
+    }
+    assert readers == {"User:PSB"}  # the node reads every topic of its prefix
 
 
 def test_nobody_but_the_node_reads_another_departments_or_childs_topic() -> None:
