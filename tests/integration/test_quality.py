@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 from department_client import Published, Received, publish, read_topic
 from sample_records import LEGAL_ENTITY, PERSON, Flaw, sample
+from structlog.testing import capture_logs
 
 from node.cli import main
 from node.codec import load_schemas, packaged_schema_dir
@@ -162,7 +162,7 @@ async def test_entry_node_passes_refuses_flags_and_counts_each_dimension(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Valid records go up ``v1 pass``, a bad check character is refused, stale ones go up flagged; counters and report agree."""
+    """Pass goes up, a bad check character is refused, stale goes up flagged: counted, reported."""
     config_path = tmp_path / "county.toml"
     county = await nodes(county_toml(config_path, clusters, prefix))
     valid = [person(1), person(2), company(3), company(4)]
@@ -231,7 +231,7 @@ async def test_entry_node_passes_refuses_flags_and_counts_each_dimension(
 async def test_a_later_hop_forwards_the_verdict_without_checking_again(
     clusters: dict[str, str], prefix: str, nodes: Any, tmp_path: Path
 ) -> None:
-    """The city forwards a flagged county record to the province with its header unchanged and counts no quality check."""
+    """The city forwards county verdicts to the province unchanged and checks nothing itself."""
     city = await nodes(
         node_config(
             CITY, "city", clusters["city"], prefix,
