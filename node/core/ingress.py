@@ -8,6 +8,7 @@ passes the bytes through untouched and reads the verdict from the ``cx-quality``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from node.core.avro import SchemaSet
 from node.core.catalog import Catalog
@@ -38,16 +39,16 @@ def admit(
     """Check a freshly published record: envelope, value, and its resource's quality rules.
 
     A failure of a rule its resource refuses on is Refused(QUALITY) naming every failure; other
-    failures only flag the verdict, which travels with the record.
+    failures only flag the verdict, which travels with the record. The envelope is parsed and the
+    value decoded once.
     """
-    refused = check_ingress(headers, value, region, schemas, catalog)
-    if refused is not None:
-        return Entry(refused)
-    envelope = Envelope.from_headers(headers)
+    read = _read(headers, value, region, schemas, catalog)
+    if isinstance(read, Refused):
+        return Entry(read)
+    envelope, datum = read
     entry = catalog.get(envelope.resource) if catalog else None
-    if schemas is None or entry is None or not entry.quality.checked:
+    if datum is None or entry is None or not entry.quality.checked:
         return Entry()
-    _, datum = schemas.decode(value or b"")
     verdict = check(entry.quality, datum, region, now_ms, created_ms=envelope.created_ms)
     if verdict.refused:
         return Entry(Refused(Reason.QUALITY, verdict.message()), verdict)
@@ -67,6 +68,18 @@ def check_ingress(
     be a datum of the schema the catalog gives its resource (an unknown resource is left to the
     sharing rules). Quality rules are ``admit``'s.
     """
+    read = _read(headers, value, region, schemas, catalog)
+    return read if isinstance(read, Refused) else None
+
+
+def _read(
+    headers: Headers,
+    value: bytes | None,
+    region: str,
+    schemas: SchemaSet | None,
+    catalog: Catalog | None,
+) -> Refused | tuple[Envelope, dict[str, Any] | None]:
+    """Parse the envelope and decode the value (None when validation is off), or refuse."""
     try:
         envelope = Envelope.from_headers(headers)
     except EnvelopeError as error:
@@ -76,17 +89,18 @@ def check_ingress(
             Reason.BAD_ENVELOPE,
             f"header cx-source-region: {envelope.source_region} but published at {region}",
         )
-    if schemas is not None:
-        if value is None:
-            return Refused(Reason.BAD_PAYLOAD, "record has no value")
-        try:
-            name, _ = schemas.decode(value)
-        except PayloadError as error:
-            return Refused(Reason.BAD_PAYLOAD, str(error))
-        entry = catalog.get(envelope.resource) if catalog is not None else None
-        if entry is not None and entry.schema != name:
-            return Refused(
-                Reason.BAD_PAYLOAD,
-                f"value is a {name}, but {entry.code} is catalogued as {entry.schema}",
-            )
-    return None
+    if schemas is None:
+        return envelope, None
+    if value is None:
+        return Refused(Reason.BAD_PAYLOAD, "record has no value")
+    try:
+        name, datum = schemas.decode(value)
+    except PayloadError as error:
+        return Refused(Reason.BAD_PAYLOAD, str(error))
+    entry = catalog.get(envelope.resource) if catalog is not None else None
+    if entry is not None and entry.schema != name:
+        return Refused(
+            Reason.BAD_PAYLOAD,
+            f"value is a {name}, but {entry.code} is catalogued as {entry.schema}",
+        )
+    return envelope, datum
