@@ -34,11 +34,13 @@ from node.core.routing import Arrival, Router
 from node.core.stats import StatsLedger
 from node.errors import ConfigError, NodeError
 from node.grant_desk import GrantDesk
-from node.kafka.bridge import Destinations, Link, Watch
+from node.kafka.accounting import Watch
+from node.kafka.bridge import Link
 from node.kafka.deliveries import KafkaDeliveryReader
 from node.kafka.feedback import FeedbackStore
 from node.kafka.grants import GrantRelay, GrantStore
 from node.kafka.heartbeat import HeartbeatSender
+from node.kafka.messages import Destinations
 from node.kafka.sink import KafkaSink
 from node.kafka.source import KafkaSource
 from node.kafka.stats import StatsWriter

@@ -34,8 +34,8 @@ from node.core.avro import HEADER_SIZE, MAGIC, SchemaSet
 from node.core.envelope import REFUSAL_MESSAGE, REFUSAL_REASON, REFUSED_BY, Envelope
 from node.core.heartbeat import is_heartbeat
 from node.errors import NodeError, PayloadError, TransportError
-from node.kafka.bridge import PROJECTION
 from node.kafka.closing import close_quietly
+from node.kafka.messages import PROJECTION
 
 DEFAULT_TIMEOUT_S = 30.0
 

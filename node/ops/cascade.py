@@ -15,7 +15,7 @@ from node import __version__
 from node.core.heartbeat import Beat
 from node.core.peers import PeerWatch
 from node.core.topology import Topology
-from node.kafka.bridge import LinkTotals
+from node.kafka.accounting import LinkTotals
 from node.supervisor import Health
 from node.transport import Clock
 

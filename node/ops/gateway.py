@@ -228,11 +228,14 @@ class Gateway:
         record_id, code = body.get("record_id"), body.get("resource")
         if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
             raise _invalid("record_id", "expected 1-64 printable ASCII characters (no spaces)")
-        entry = self._catalog.get(code) if isinstance(code, str) else None
+        if not isinstance(code, str):
+            raise _invalid("resource", "expected a resource code from the catalog")
+        entry = self._catalog.get(code)
         if entry is None:
             raise _Answer(404, f"unknown resource {code!r}")
         fields, items = body.get("fields"), {item.name for item in entry.items}
-        if not isinstance(fields, list) or not fields or not all(f in items for f in fields):
+        names = isinstance(fields, list) and all(isinstance(f, str) for f in fields)
+        if not names or not fields or not set(fields) <= items:  # names first: [[]] is unhashable
             raise _invalid("fields", f"expected a non-empty list of items of {entry.code}")
         problem = _text(body, "problem")
         report = Report(
@@ -260,8 +263,11 @@ class Gateway:
         if state.closed:
             raise _Answer(409, f"report {report_id} is already {state.status.value}")
         body = await _json_body(request)
-        if not isinstance(body, dict) or set(body) - {"reason"}:
-            raise _invalid("$body", "expected an object with reason only")
+        if not isinstance(body, dict):
+            raise _invalid("$body", "expected a JSON object")
+        unknown = sorted(set(body) - {"reason"})
+        if unknown:
+            raise _invalid(unknown[0], "is not a field (reason)")
         change = StatusChange(
             report_id, Status.REJECTED, _text(body, "reason"), 0, self._region, caller.department,
             int(self._clock() * 1000), report.record_id, report.resource, report.reporter_region,
@@ -269,6 +275,7 @@ class Gateway:
         )  # fmt: skip
         headers = [(FEEDBACK, STATUS), (HOPS, b"")]
         await self._send([Message(self._topics.outbox, key_of(change), change.encode(), headers)])
+        self._feedback.add(change)  # closed now: a second rejection is 409 before links fold it in
         request[RECORDS] = 1
         return web.json_response({"report_id": report_id, "status": "rejected"}, status=201)
 
@@ -444,6 +451,10 @@ def _text(body: dict[str, Any], name: str) -> str:
     text = body.get(name)
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
         raise _invalid(name, f"expected a text of 1-{MAX_TEXT} characters")
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # JSON "\ud800" parses to a lone surrogate, which UTF-8 cannot hold
+        raise _invalid(name, "is not Unicode text (a lone surrogate escape)") from None
     return text
 
 

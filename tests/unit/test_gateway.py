@@ -1,4 +1,7 @@
-"""The HTTP gateway over an in-memory cluster: auth, validation, all-or-nothing, cursors, config."""
+"""The HTTP gateway over an in-memory cluster: auth, validation, cursors, feedback, config.
+
+The OpenAPI document is checked against the routes ``Gateway.add_routes`` mounts.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,15 @@ from node.codec import load_schemas, packaged_schema_dir
 from node.compose import compose
 from node.config import GatewayClient, GatewayConfig, parse_config
 from node.core.envelope import Envelope, header_texts
+from node.core.feedback import (
+    FEEDBACK,
+    MAX_TEXT,
+    FeedbackBook,
+    Report,
+    Status,
+    StatusChange,
+    decode,
+)
 from node.core.heartbeat import HEARTBEAT
 from node.errors import ConfigError
 from node.kafka.topics import TopicNames
@@ -89,27 +101,37 @@ class Setup:
     cluster: MemoryCluster
     sink: MemorySink
     answers: list[tuple[str, int, int]]
+    book: FeedbackBook
 
 
-@pytest.fixture
-async def gw() -> AsyncIterator[Setup]:
-    """A gateway for PSB (max 3 records a request) and HRSS over an in-memory cluster."""
-    cluster = MemoryCluster()
-    sink = MemorySink(cluster)
+def gateway_over(
+    cluster: MemoryCluster, sink: MemorySink, book: FeedbackBook,
+    answers: list[tuple[str, int, int]],
+) -> Gateway:  # fmt: skip
+    """A gateway at REGION for PSB (max 3 records a request) and HRSS, as the node builds it."""
     clients = [
         GatewayClient("PSB", digest(PSB_TOKEN), max_batch=3),
         GatewayClient("HRSS", digest(HRSS_TOKEN)),
     ]
-    answers: list[tuple[str, int, int]] = []
-    gateway = Gateway(
+    return Gateway(
         clients, CATALOG, SCHEMAS, REGION, TOPICS, sink, MemoryReader(cluster),
         deadline_s=0.5, clock=lambda: NOW_S,
         on_answer=lambda route, status, records: answers.append((route, status, records)),
+        feedback=book,
     )  # fmt: skip
+
+
+@pytest.fixture
+async def gw() -> AsyncIterator[Setup]:
+    """A gateway for PSB and HRSS over an in-memory cluster, with an empty feedback book."""
+    cluster = MemoryCluster()
+    sink = MemorySink(cluster)
+    answers: list[tuple[str, int, int]] = []
+    book = FeedbackBook()
     app = web.Application()
-    gateway.add_routes(app)
+    gateway_over(cluster, sink, book, answers).add_routes(app)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield Setup(client, cluster, sink, answers)
+        yield Setup(client, cluster, sink, answers, book)
 
 
 def auth(token: str) -> dict[str, str]:
@@ -145,13 +167,17 @@ async def deliveries(setup: Setup, token: str, **query: str) -> tuple[int, Any]:
 async def test_requests_without_a_known_bearer_token_are_refused(
     gw: Setup, headers: dict[str, str]
 ) -> None:
-    """No token, another scheme or an unknown token: 401 with a challenge, and nothing published."""
+    """No token, another scheme or an unknown token: 401 with a challenge, and nothing written."""
     for response in (
         await gw.client.post(
             f"/gateway/v1/resources/{PERSON}/records",
             json={"target": "region:410100", "record": {"value": person()}}, headers=headers,
         ),
         await gw.client.get("/gateway/v1/deliveries", headers=headers),
+        await gw.client.post("/gateway/v1/feedback", json=report_body(), headers=headers),
+        await gw.client.post(
+            "/gateway/v1/feedback/rep-1/reject", json={"reason": "it is right"}, headers=headers
+        ),
     ):  # fmt: skip
         assert response.status == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
@@ -451,18 +477,275 @@ def test_a_cursor_round_trips(positions: dict[int, int]) -> None:
     assert all(c.isalnum() or c in "-_" for c in cursor)
 
 
+def report_body(**changes: Any) -> dict[str, Any]:
+    """A valid report about one of PSB's Person records, with ``changes`` (None removes a field)."""
+    body: dict[str, Any] = {
+        "record_id": "r1", "resource": PERSON, "fields": ["address", "phone"],
+        "problem": "地址已变更",
+    }  # fmt: skip
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+async def post_json(setup: Setup, path: str, body: Any, token: str) -> tuple[int, Any]:
+    """POST ``body`` (JSON, or bytes as they are) to a gateway path; (status, JSON)."""
+    sent: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
+    response = await setup.client.post(f"/gateway/v1{path}", headers=auth(token), **sent)
+    return response.status, await response.json()
+
+
+async def report(setup: Setup, body: Any, token: str = HRSS_TOKEN) -> tuple[int, Any]:
+    """POST a feedback report; (status, JSON)."""
+    return await post_json(setup, "/feedback", body, token)
+
+
+async def reject(
+    setup: Setup, report_id: str, body: Any, token: str = PSB_TOKEN
+) -> tuple[int, Any]:
+    """POST the rejection of a report; (status, JSON)."""
+    return await post_json(setup, f"/feedback/{report_id}/reject", body, token)
+
+
+def known_report(report_id: str = "rep-1", resource: str = PERSON) -> Report:
+    """HRSS's report about a record of ``resource``, as it reaches the source's node."""
+    entry = CATALOG.get(resource)
+    assert entry is not None
+    return Report(
+        report_id, "r1", resource, entry.source_region, entry.source_dept, ("address",),
+        "地址已变更", REGION, "HRSS", 1_700_000_000_000,
+    )  # fmt: skip
+
+
+async def test_a_report_is_written_to_the_outbox_for_the_resources_source(gw: Setup) -> None:
+    """201 names the report and its source; the outbox holds it as feedback with its JSON value."""
+    status, answer = await report(gw, report_body())
+    assert status == 201
+    report_id = answer["report_id"]
+    assert answer == {"report_id": report_id, "source_region": REGION, "source_dept": "PSB"}
+    assert len(report_id) == 36  # a UUID
+    [stored] = gw.cluster.records(TOPICS.outbox)
+    assert stored.key == report_id.encode()
+    assert stored.headers[0] == (FEEDBACK, b"report")
+    assert stored.headers == [(FEEDBACK, b"report"), ("cx-hops", b"")]
+    assert json.loads(stored.value or b"") == {
+        "report_id": report_id, "record_id": "r1", "resource": PERSON, "source_region": REGION,
+        "source_dept": "PSB", "fields": ["address", "phone"], "problem": "地址已变更",
+        "reporter_region": REGION, "reporter_dept": "HRSS", "reported_ms": int(NOW_S * 1000),
+    }  # fmt: skip
+    assert isinstance(decode(b"report", stored.value), Report)  # links will take it
+    assert gw.answers == [("feedback", 201, 1)]
+
+
+async def test_a_report_about_an_unknown_resource_is_404(gw: Setup) -> None:
+    """A resource code the catalog does not have: 404 naming it, nothing written."""
+    status, answer = await report(gw, report_body(resource="410102-PSB-09999"))
+    assert status == 404
+    assert "410102-PSB-09999" in answer["error"]
+    assert gw.cluster.count(TOPICS.outbox) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (report_body(record_id=None), "record_id"),
+        (report_body(record_id=""), "record_id"),
+        (report_body(record_id="has space"), "record_id"),
+        (report_body(record_id="x" * 65), "record_id"),
+        (report_body(record_id=7), "record_id"),
+        (report_body(resource=None), "resource"),
+        (report_body(resource=["410102-PSB-00001"]), "resource"),
+        (report_body(fields=None), "fields"),
+        (report_body(fields="address"), "fields"),
+        (report_body(fields=[]), "fields"),
+        (report_body(fields=[1]), "fields"),
+        (report_body(fields=[["address"]]), "fields"),
+        (report_body(fields=[{"name": "address"}]), "fields"),
+        (report_body(fields=["address", "nickname"]), "fields"),
+        (report_body(problem=None), "problem"),
+        (report_body(problem=""), "problem"),
+        (report_body(problem=" \n\t"), "problem"),
+        (report_body(problem="x" * (MAX_TEXT + 1)), "problem"),
+        (report_body(problem=5), "problem"),
+        (report_body(reporter_dept="PSB"), "reporter_dept"),
+        ([report_body()], "$body"),
+        ("地址已变更", "$body"),
+    ],
+)
+async def test_each_bad_field_of_a_report_is_named(gw: Setup, body: Any, field: str) -> None:
+    """422 naming the one field that is wrong, without a record index; nothing is written."""
+    status, answer = await report(gw, body)
+    assert status == 422, answer
+    assert answer["errors"] == [{"field": field, "problem": answer["errors"][0]["problem"]}]
+    assert answer["error"].startswith(f"{field}: ")
+    assert gw.cluster.count(TOPICS.outbox) == 0
+
+
+async def test_a_text_that_is_not_unicode_is_named_not_a_server_error(gw: Setup) -> None:
+    """A lone surrogate escape parses as JSON but cannot be written as UTF-8: 422, not 500."""
+    body = json.dumps(report_body(problem="x")).replace('"x"', '"bad \\ud800"').encode()
+    status, answer = await report(gw, body)
+    assert (status, answer["errors"][0]["field"]) == (422, "problem")
+    gw.book.add(known_report())
+    status, answer = await reject(gw, "rep-1", b'{"reason": "\\udfff"}')
+    assert (status, answer["errors"][0]["field"]) == (422, "reason")
+    assert gw.cluster.count(TOPICS.outbox) == 0
+
+
+async def test_a_report_that_is_not_json_is_a_bad_request(gw: Setup) -> None:
+    """400 for a body that does not parse."""
+    status, answer = await report(gw, b"{not json")
+    assert (status, answer) == (400, {"error": "the body is not valid JSON"})
+
+
+async def test_a_report_kafka_does_not_ack_in_time_is_503(gw: Setup) -> None:
+    """A stalled cluster: 503 past the deadline, and the sink is reset."""
+    gw.cluster.stall()
+    status, answer = await report(gw, report_body())
+    assert status == 503
+    assert "in time" in answer["error"]
+    assert gw.sink.resets == 1
+
+
+async def test_the_source_department_rejects_a_report_with_a_reason(gw: Setup) -> None:
+    """201; the outbox holds the rejected status for the reporter; a second rejection is 409."""
+    gw.book.add(known_report())
+    status, answer = await reject(gw, "rep-1", {"reason": "核实无误"})
+    assert (status, answer) == (201, {"report_id": "rep-1", "status": "rejected"})
+    [stored] = gw.cluster.records(TOPICS.outbox)
+    assert stored.headers == [(FEEDBACK, b"status"), ("cx-hops", b"")]
+    assert stored.key == f"rep-1/rejected/{int(NOW_S * 1000)}".encode()
+    assert json.loads(stored.value or b"") == {
+        "report_id": "rep-1", "status": "rejected", "reason": "核实无误", "version": 0,
+        "at_region": REGION, "by_dept": "PSB", "at_ms": int(NOW_S * 1000), "record_id": "r1",
+        "resource": PERSON, "reporter_region": REGION, "reporter_dept": "HRSS",
+    }  # fmt: skip
+    status, answer = await reject(gw, "rep-1", {"reason": "again"})
+    assert status == 409, answer
+    assert gw.cluster.count(TOPICS.outbox) == 1
+    assert gw.answers == [("reject", 201, 1), ("reject", 409, 0)]
+
+
+async def test_only_the_source_department_at_the_source_node_rejects(gw: Setup) -> None:
+    """403 for another department, and for the source department of a resource of another region."""
+    gw.book.add(known_report())
+    gw.book.add(known_report("rep-city", "410100-PSB-00001"))  # PSB of the city is its source
+    status, answer = await reject(gw, "rep-1", {"reason": "not mine"}, token=HRSS_TOKEN)
+    assert status == 403
+    assert "only PSB@410102" in answer["error"]
+    status, answer = await reject(gw, "rep-city", {"reason": "not here"})
+    assert status == 403
+    assert "only PSB@410100" in answer["error"]
+    assert gw.cluster.count(TOPICS.outbox) == 0
+
+
+async def test_rejecting_an_unknown_or_closed_report_is_refused(gw: Setup) -> None:
+    """404 for a report this node has not seen (or knows only by its status); 409 once closed."""
+    status, answer = await reject(gw, "nope", {"reason": "x"})
+    assert status == 404
+    assert "'nope'" in answer["error"]
+    corrected = StatusChange(
+        "rep-1", Status.CORRECTED, "", 2, REGION, "PSB", 5, "r1", PERSON, REGION, "HRSS"
+    )
+    gw.book.add(corrected)  # the status alone: the report itself never passed here
+    assert (await reject(gw, "rep-1", {"reason": "x"}))[0] == 404
+    gw.book.add(known_report())
+    status, answer = await reject(gw, "rep-1", {"reason": "x"})
+    assert status == 409
+    assert "already corrected" in answer["error"]
+    assert gw.cluster.count(TOPICS.outbox) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "reason"),
+        ({"reason": ""}, "reason"),
+        ({"reason": "   "}, "reason"),
+        ({"reason": None}, "reason"),
+        ({"reason": 1}, "reason"),
+        ({"reason": "x" * (MAX_TEXT + 1)}, "reason"),
+        ({"reason": "fine", "status": "corrected"}, "status"),
+        (["reason"], "$body"),
+        ("reason", "$body"),
+    ],
+)
+async def test_a_rejection_without_a_valid_reason_is_named(
+    gw: Setup, body: Any, field: str
+) -> None:
+    """422 naming the field; nothing is written."""
+    gw.book.add(known_report())
+    status, answer = await reject(gw, "rep-1", body)
+    assert status == 422, answer
+    assert [e["field"] for e in answer["errors"]] == [field]
+    assert gw.cluster.count(TOPICS.outbox) == 0
+
+
+async def test_a_rejection_that_is_not_json_is_a_bad_request(gw: Setup) -> None:
+    """400 for a body that does not parse (once the report is known and the caller its source)."""
+    gw.book.add(known_report())
+    status, answer = await reject(gw, "rep-1", b"reason: none")
+    assert (status, answer) == (400, {"error": "the body is not valid JSON"})
+
+
+def mounted_operations() -> set[tuple[str, str]]:
+    """(method, path template) of every route ``Gateway.add_routes`` mounts, but the catch-all."""
+    app = web.Application()
+    gateway_over(MemoryCluster(), MemorySink(MemoryCluster()), FeedbackBook(), []).add_routes(app)
+    operations = set()
+    for route in app.router.routes():
+        if route.method in {"*", "HEAD"}:  # _elsewhere's JSON 404/405; aiohttp's HEAD of each GET
+            continue
+        assert route.resource is not None
+        operations.add((route.method, route.resource.canonical))
+    return operations
+
+
 async def test_the_openapi_document_describes_exactly_the_served_routes(gw: Setup) -> None:
-    """The document is served without a token and lists the gateway's operations."""
+    """The served document is the file, and its operations are exactly the routes mounted."""
     response = await gw.client.get("/gateway/v1/openapi.json")
     assert response.status == 200
     document = await response.json()
     assert document == json.loads(OPENAPI.read_text(encoding="utf-8"))
     operations = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
-    assert operations == {
-        ("GET", "/gateway/v1/openapi.json"), ("GET", "/gateway/v1/deliveries"),
-        ("POST", "/gateway/v1/resources/{code}/records"),
-    }  # fmt: skip
+    mounted = mounted_operations()
+    assert ("POST", "/gateway/v1/feedback/{report_id}/reject") in mounted  # the check sees them
+    assert operations == mounted
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_every_operation_but_the_document_needs_a_token_and_documents_its_errors() -> None:
+    """Bearer security applies to every operation but openapi.json; 401 and 422s are described."""
+    document = json.loads(OPENAPI.read_text(encoding="utf-8"))
+    assert document["security"] == [{"bearer": []}]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if path.endswith("/openapi.json"):
+                assert operation["security"] == []
+                continue
+            assert "security" not in operation, (method, path)  # the document's bearer applies
+            responses = operation["responses"]
+            assert responses["401"] == {"$ref": "#/components/responses/Unauthorized"}
+            if method == "post":
+                assert set(responses) >= {"201", "400", "401", "413", "422", "503"}, path
+                invalid = responses["422"]["content"]["application/json"]["schema"]
+                assert invalid == {"$ref": "#/components/schemas/Invalid"}
+
+
+@pytest.mark.parametrize(
+    ("route", "statuses"),
+    [
+        ("/gateway/v1/feedback", {"201", "400", "401", "404", "413", "422", "503"}),
+        ("/gateway/v1/feedback/{report_id}/reject",
+         {"201", "400", "401", "403", "404", "409", "413", "422", "503"}),
+    ],
+)  # fmt: skip
+def test_the_feedback_routes_document_every_answer_they_give(
+    route: str, statuses: set[str]
+) -> None:
+    """Each status the handler can answer with is in the document, and no other."""
+    operation = json.loads(OPENAPI.read_text(encoding="utf-8"))["paths"][route]["post"]
+    assert set(operation["responses"]) == statuses
+    assert operation["requestBody"]["required"] is True
 
 
 async def test_other_paths_and_methods_answer_json(gw: Setup) -> None:

@@ -1,0 +1,296 @@
+"""What a link's committed batch amounted to, told to the metrics, the totals and the watchers.
+
+The link summarizes each delivered batch over the messages it produced (``Accountant.summarize``)
+and applies the summary only once the batch is committed (``Accountant.apply``), so a batch that
+is abandoned and retried is never counted twice. Applying it moves the record, copy and refusal
+counters, record ages and hop time, per-resource and per-peer traffic, the running ``LinkTotals``
+(with the samples their rates come from), and tells the watchers (``Watch``): heartbeats heard,
+committed feedback, the statistics ledger and the quality ledger.
+
+It does no I/O and never awaits; it decides nothing and builds no message.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.core.decision import Facts
+from node.core.feedback import Event, FeedbackBook
+from node.core.heartbeat import Beat
+from node.core.outcome import Direction, Reason
+from node.core.peers import PeerWatch
+from node.core.quality_ledger import QualityKey
+from node.core.routing import Arrival
+from node.core.tally import Tally, TallyKey
+from node.core.tally import add as tally_add
+from node.core.topology import Topology
+from node.kafka.aside import Aside
+from node.kafka.messages import NO_FACTS, Out
+from node.ops.metrics import Metrics
+from node.transport import Clock, Record
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What a link reports besides its counters: neighbours' heartbeats, statistics, labels."""
+
+    peers: PeerWatch
+    resource_label: Callable[[str], str] = lambda code: "unknown"
+    """Maps a resource code to its (bounded) metric label."""
+    on_tally: Callable[[int, Tally], None] = lambda now_ms, tally: None
+    """Called after each committed batch with what it exchanged (the statistics ledger)."""
+    feedback: FeedbackBook | None = None
+    """The node's correction feedback, read while deciding and added to at commit; None: the
+    link refuses feedback records."""
+    feedback_departments: frozenset[str] = frozenset()
+    """Departments of this level that have a feedback topic."""
+    on_quality: Callable[[int, Mapping[QualityKey, tuple[int, int]], set[str]], None] = (
+        lambda now_ms, counts, published: None
+    )
+    """Called after each committed batch with the quality counts of the records that entered
+    here, and the resources published here (the quality ledger, metrics, accessibility)."""
+
+
+RATE_WINDOW_S = 10.0
+
+
+@dataclass(slots=True)
+class LinkTotals:
+    """Running totals of a link (heartbeats aside), for the cascade page and heartbeats.
+
+    The link samples them as batches commit, so rates are right whenever they are asked for.
+    """
+
+    records_in: int = 0
+    copies_out: int = 0
+    refused: int = 0
+    refused_by: dict[str, int] = field(default_factory=dict)
+    _samples: deque[tuple[float, int, int, int]] = field(default_factory=deque)
+
+    def sample(self, now: float) -> None:
+        """Remember the totals at ``now`` (at most one sample a second, ten seconds' worth)."""
+        samples = self._samples
+        if samples and now - samples[-1][0] < 1.0:
+            samples.pop()
+        samples.append((now, self.records_in, self.copies_out, self.refused))
+        while len(samples) > 2 and samples[1][0] <= now - RATE_WINDOW_S:
+            samples.popleft()
+
+    def rates(self, now: float) -> tuple[float, float, float]:
+        """Return records in, copies out and refusals per second over about ten seconds."""
+        if not self._samples:
+            return 0.0, 0.0, 0.0
+        then, into, out, refused = next(
+            (s for s in reversed(self._samples) if s[0] <= now - RATE_WINDOW_S), self._samples[0]
+        )
+        span = now - then
+        if span <= 0:
+            return 0.0, 0.0, 0.0
+        return (
+            (self.records_in - into) / span, (self.copies_out - out) / span,
+            (self.refused - refused) / span,
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class Summary:
+    """What one delivered batch amounted to, applied to metrics and watchers once committed."""
+
+    records: int
+    copies: int
+    refused: int
+    counts: dict[Direction | Reason, int]
+    oldest_created: dict[Direction, int]
+    oldest_written_ms: int | None
+    tally: Tally
+    peers_in: dict[str, list[int]]  # peer -> [records, bytes]
+    peers_out: dict[str, list[int]]
+    from_children: dict[str, list[int]]  # child -> creation times of records it sent up
+    sent_up: list[int]  # creation times of the copies sent up
+    beats: list[Beat]
+    feedback: list[Event]
+    quality: dict[QualityKey, tuple[int, int]]  # records checked and failed here, at entry
+    published: set[str]  # resources of which a fresh record entered here
+
+
+class Accountant:
+    """Summarizes one link's delivered batches and applies them once committed."""
+
+    def __init__(
+        self,
+        name: str,
+        metrics: Metrics,
+        totals: LinkTotals,
+        watch: Watch,
+        *,
+        arrival: Arrival,
+        topology: Topology,
+        clock: Clock,
+    ) -> None:
+        self._metrics = metrics
+        self._totals = totals
+        self._watch = watch
+        self._arrival = arrival
+        self._region = topology.region
+        self._clock = clock
+        # label children resolved once: .labels() per record costs more than the count itself
+        self._records_in = metrics.records_in.labels(name)
+        self._counters: dict[Direction | Reason, Any] = {
+            **{d: metrics.records_out.labels(name, d.value) for d in Direction},
+            **{r: metrics.records_refused.labels(name, r.value) for r in Reason},
+        }
+        self._record_age = {d: metrics.record_age.labels(d.value) for d in Direction}
+        self._hop_seconds = metrics.hop_seconds.labels(name)
+        self._peer_labels = {*topology.children, topology.region}
+        if topology.parent is not None:
+            self._peer_labels.add(topology.parent)
+        self._names: dict[bytes | None, str] = {}  # decoded header values of delivered records
+
+    def summarize(
+        self,
+        records: Sequence[Record],
+        facts: Sequence[Facts],
+        pending: Sequence[Out],
+        aside: Aside,
+    ) -> Summary:
+        """Count what a delivered batch amounted to (applied only once it is committed)."""
+        counts: dict[Direction | Reason, int] = {}
+        oldest: dict[Direction, int] = {}
+        tally: Tally = {}
+        peers_out: dict[str, list[int]] = {}
+        sent_up: list[int] = []
+        names = self._names
+        for out in pending:
+            kind = out.kind
+            if out.facts is NO_FACTS and kind.__class__ is Direction:
+                continue  # feedback going on: not a record exchanged
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind.__class__ is not Direction:
+                continue
+            created = out.facts.created_ms
+            if created >= 0 and created < oldest.get(kind, created + 1):
+                oldest[kind] = created
+            if kind is Direction.UP:
+                sent_up.append(created)
+            size = len(out.message.value or b"")
+            resource, dept = out.facts.resource, out.facts.source_dept
+            if resource not in names:
+                names[resource] = (resource or b"").decode(errors="replace")
+            if dept not in names:
+                names[dept] = (dept or b"").decode(errors="replace")
+            key = TallyKey(kind.value, names[dept], names[resource], out.destination)
+            tally_add(tally, key, size)
+            towards = self._region if kind is Direction.LOCAL else out.destination
+            line = peers_out.setdefault(towards, [0, 0])
+            line[0] += 1
+            line[1] += size
+        peers_in, from_children = self._arrivals(records, facts)
+        refused = sum(n for kind, n in counts.items() if kind.__class__ is Reason)
+        copies = sum(n for kind, n in counts.items() if kind.__class__ is Direction)
+        written = [record.timestamp for record in records if record.timestamp >= 0]
+        quality, published = _quality_counts(facts)
+        return Summary(
+            len(records) - len(aside.beats) - aside.taken, copies, refused, counts, oldest,
+            min(written) if written else None, tally, peers_in, peers_out, from_children, sent_up,
+            aside.beats, aside.events, quality, published,
+        )  # fmt: skip
+
+    def _arrivals(
+        self, records: Sequence[Record], facts: Sequence[Facts]
+    ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """Count records and bytes per peer they came from; note children's creation times."""
+        peers_in: dict[str, list[int]] = {}
+        from_children: dict[str, list[int]] = {}
+        from_above = self._arrival is Arrival.FROM_ABOVE
+        parent = self._watch.peers.parent or self._region
+        for record, fact in zip(records, facts, strict=True):
+            if fact is NO_FACTS:
+                continue  # a heartbeat, counted on its own
+            hops = fact.hops
+            if from_above:
+                peer = parent
+            elif hops:
+                last = hops.rpartition(b",")[2]
+                peer = last[:-1].decode(errors="replace")
+                if peer not in self._peer_labels:
+                    peer = "other"
+                elif last.endswith(b"^"):
+                    from_children.setdefault(peer, []).append(fact.created_ms)
+            else:
+                peer = self._region
+            line = peers_in.setdefault(peer, [0, 0])
+            line[0] += 1
+            line[1] += len(record.value or b"")
+        return peers_in, from_children
+
+    def apply(self, summary: Summary) -> None:
+        """Apply a committed batch's summary to the metrics, the totals and the watchers."""
+        now_ms = int(self._clock() * 1000)
+        metrics, totals = self._metrics, self._totals
+        self._records_in.inc(summary.records)
+        totals.records_in += summary.records
+        totals.copies_out += summary.copies
+        totals.refused += summary.refused
+        for kind, count in summary.counts.items():
+            self._counters[kind].inc(count)
+            if kind.__class__ is Reason:
+                totals.refused_by[kind.value] = totals.refused_by.get(kind.value, 0) + count
+        for direction, created in summary.oldest_created.items():
+            self._record_age[direction].observe(max(0.0, now_ms - created) / 1000)
+        if summary.oldest_written_ms is not None:
+            self._hop_seconds.observe(max(0.0, now_ms - summary.oldest_written_ms) / 1000)
+        label = self._watch.resource_label
+        for key, (records, size) in summary.tally.items():
+            resource = label(key.resource)
+            metrics.resource_records.labels(resource, key.direction).inc(records)
+            metrics.resource_bytes.labels(resource, key.direction).inc(size)
+        for way, lines in (("in", summary.peers_in), ("out", summary.peers_out)):
+            for peer, (records, size) in lines.items():
+                metrics.peer_records.labels(peer, way).inc(records)
+                metrics.peer_bytes.labels(peer, way).inc(size)
+        peers = self._watch.peers
+        for child, times in summary.from_children.items():
+            peers.received_from(child, times, now_ms)
+        if summary.sent_up:
+            peers.sent_up.add(summary.sent_up, now_ms)
+        for beat in summary.beats:
+            peers.heard(beat, now_ms)
+        self._remember(summary.feedback)
+        totals.sample(now_ms / 1000)
+        if summary.tally:
+            self._watch.on_tally(now_ms, summary.tally)
+        if summary.quality or summary.published:
+            self._watch.on_quality(now_ms, summary.quality, summary.published)
+
+    def _remember(self, events: Sequence[Event]) -> None:
+        """Add committed feedback to the node's book (the store will read it again: no harm)."""
+        book = self._watch.feedback
+        if book is not None:
+            for event in events:
+                book.add(event)
+
+
+def _quality_counts(facts: Sequence[Facts]) -> tuple[dict[QualityKey, tuple[int, int]], set[str]]:
+    """Count records checked and failed per resource, department and dimension, at entry.
+
+    Also return the resources of which a fresh record was admitted (for accessibility).
+    """
+    counts: dict[QualityKey, tuple[int, int]] = {}
+    published: set[str] = set()
+    for fact in facts:
+        verdict = fact.quality
+        if verdict is None:
+            continue
+        resource = (fact.resource or b"").decode(errors="replace")
+        dept = (fact.source_dept or b"").decode(errors="replace")
+        if not verdict.refused:
+            published.add(resource)
+        failed = verdict.failed_dimensions
+        for dimension in verdict.checked:
+            key = QualityKey(resource, dept, dimension.value)
+            checked, failures = counts.get(key, (0, 0))
+            counts[key] = (checked + 1, failures + (dimension in failed))
+    return counts, published
