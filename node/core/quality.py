@@ -30,7 +30,7 @@ Decoded values are duck-typed (``.year/.month/.day``, ``.timestamp()``): the cor
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -40,7 +40,6 @@ from node.core.identifiers import (
     credit_code_check_char,
     credit_code_format_problem,
     days_from_civil,
-    id_number_birth,
     id_number_check_char,
     id_number_format_problem,
     id_number_is_male,
@@ -157,6 +156,8 @@ class QualityRules:
     actions: tuple[tuple[Dimension, Action], ...] = tuple(DEFAULT_ACTIONS.items())
     refusing: frozenset[Dimension] = field(init=False, repr=False, compare=False)
     checked: frozenset[Dimension] = field(init=False, repr=False, compare=False)
+    _compiled: _Compiled | None = field(default=None, init=False, repr=False, compare=False)
+    """The record checkers, built by ``check`` on first use."""
 
     def __post_init__(self) -> None:
         refusing = frozenset(d for d, a in self.actions if a is Action.REFUSE)
@@ -220,18 +221,25 @@ class QualityHeader:
     omitted: int = 0
 
     def render(self) -> bytes:
-        """Return the header value: ASCII, at most HEADER_LIMIT bytes."""
+        """Return the header value: ASCII, at most HEADER_LIMIT bytes.
+
+        Marks are kept in order up to the first that does not fit (or is not plain ASCII); it and
+        every later one are only counted (``+N``), so the marks shown are a prefix of the summary.
+        """
         text = f"v1 {self.status}"
         omitted = self.omitted
         for index, (dimension, path) in enumerate(self.marks):
             token = f" {dimension}:{path}"
             left = len(self.marks) - index - 1 + omitted
             room = HEADER_LIMIT - (len(f" +{left + 1}") if left else 0)
-            if token.isascii() and " " not in path and len(text) + len(token) <= room:
-                text += token
-            else:
-                omitted += 1
+            if not (token.isascii() and " " not in path and len(text) + len(token) <= room):
+                omitted += len(self.marks) - index
+                break
+            text += token
         return (text + (f" +{omitted}" if omitted else "")).encode("ascii")
+
+
+_PASS_HEADER = QualityHeader(Status.PASSED).render()
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +278,8 @@ class Verdict:
 
     def header(self) -> bytes:
         """Return the ``cx-quality`` header value."""
+        if not self.failures and not self.refused:
+            return _PASS_HEADER
         return self.summary().render()
 
 
@@ -312,178 +322,360 @@ def check(
     """Check a decoded record of a resource published at ``source_region``; never raises.
 
     ``created_ms`` (the envelope's) is needed only for timeliness measured from ``cx-created-ms``.
+    The rules are compiled into checkers on first use and kept with them (``QualityRules`` is
+    frozen); a record that passes allocates nothing but the failure list.
     """
     if not rules.checked:
         return _PASS
-    failures = list(_failures(rules, datum, source_region, now_ms, created_ms))
-    refused = any(f.dimension in rules.refusing for f in failures)
+    compiled = rules._compiled
+    if compiled is None:
+        compiled = _compile(rules)
+        object.__setattr__(rules, "_compiled", compiled)
+    failures: list[Failure] = []
+    for checker in compiled.checkers:
+        checker(datum, source_region, now_ms, created_ms, failures)
+    if not failures:
+        return compiled.passed
+    refusing = rules.refusing
+    refused = any(f.dimension in refusing for f in failures)
     return Verdict(tuple(failures), refused, rules.checked)
 
 
 _PASS = Verdict((), refused=False, checked=frozenset())
 
+# Compiled rules. A record checker appends the failures of one rule group (required items, one
+# item's rules, identity, regions, timeliness) to the list it is given, in the order the failures
+# are reported; an item's value checks run only when the item is present. Paths, bounds and
+# lookup tables are computed once per rule set; messages are formatted only on failure.
 
-def _failures(
-    rules: QualityRules,
-    datum: Mapping[str, Any],
-    source_region: str,
-    now_ms: int,
-    created_ms: int | None,
-) -> Iterator[Failure]:
-    for name in rules.required:
-        value = datum.get(name)
-        if value is None:
-            yield Failure(Dimension.COMPLETENESS, "required", f"$.{name}", "missing")
-        elif _is_empty(value):
-            yield Failure(Dimension.COMPLETENESS, "required", f"$.{name}", "empty")
+_Failures = list[Failure]
+_RecordCheck = Callable[[Mapping[str, Any], str, int, int | None, _Failures], None]
+_ValueCheck = Callable[[Any, Mapping[str, Any], int, _Failures], None]
+_EMPTY_WHEN_FALSY = (bytes, list, dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A rule set's record checkers, and its verdict for a record that passes them all."""
+
+    checkers: tuple[_RecordCheck, ...]
+    passed: Verdict
+
+
+def _compile(rules: QualityRules) -> _Compiled:
+    checkers: list[_RecordCheck] = []
+    if rules.required:
+        checkers.append(_required_check(rules.required))
     for rule in rules.items:
-        value = datum.get(rule.name)
-        if value is not None:
-            yield from _item_failures(rule, value, datum, now_ms)
+        item = _item_check(rule)
+        if item is not None:
+            checkers.append(item)
     if rules.identity is not None:
-        yield from _identity_failures(rules.identity, datum)
-    for name in rules.region_within_source:
-        region = datum.get(name)
-        if isinstance(region, str) and not contains(source_region, region):
-            message = f"{region} is not inside the source region {source_region}"
-            yield Failure(Dimension.CONSISTENCY, "region_within_source", f"$.{name}", message)
+        checkers.append(_identity_check(rules.identity))
+    if rules.region_within_source:
+        checkers.append(_region_check(rules.region_within_source))
     if rules.timeliness_field is not None and rules.max_age_ms is not None:
-        name = rules.timeliness_field
-        stamp = created_ms if name == CREATED else _ms_of(datum.get(name))
-        if stamp is not None and now_ms - stamp > rules.max_age_ms:
-            path = name if name == CREATED else f"$.{name}"
-            message = (
-                f"{(now_ms - stamp) / HOUR_MS:.1f} h old; "
-                f"the update cycle allows {rules.max_age_ms / HOUR_MS:g} h"
-            )
-            yield Failure(Dimension.TIMELINESS, "max_age", path, message)
+        checkers.append(_timeliness_check(rules.timeliness_field, rules.max_age_ms))
+    return _Compiled(tuple(checkers), Verdict((), refused=False, checked=rules.checked))
 
 
-def _item_failures(
-    rule: ItemRule, value: Any, datum: Mapping[str, Any], now_ms: int
-) -> Iterator[Failure]:
+def _required_check(names: tuple[str, ...]) -> _RecordCheck:
+    paths = tuple((name, f"$.{name}") for name in names)
+
+    def run(
+        datum: Mapping[str, Any], _region: str, _now: int, _created: int | None, out: _Failures
+    ) -> None:
+        get = datum.get
+        for name, path in paths:
+            value = get(name)
+            if value is None:
+                out.append(Failure(Dimension.COMPLETENESS, "required", path, "missing"))
+            elif isinstance(value, str):
+                if not value or value.isspace():
+                    out.append(Failure(Dimension.COMPLETENESS, "required", path, "empty"))
+            elif isinstance(value, _EMPTY_WHEN_FALSY) and not value:
+                out.append(Failure(Dimension.COMPLETENESS, "required", path, "empty"))
+
+    return run
+
+
+def _item_check(rule: ItemRule) -> _RecordCheck | None:
+    """Return the checker of one item's rules, or None if it has none."""
     path = f"$.{rule.name}"
-    if rule.non_empty and _is_empty(value):
-        yield Failure(Dimension.COMPLETENESS, "non_empty", path, "empty")
-    kind = rule.format
+    checks: list[_ValueCheck] = []
+    if rule.non_empty:
+        checks.append(_non_empty_check(path))
     if rule.format_by is not None:
-        kind = dict(rule.formats).get(str(datum.get(rule.format_by)))
-    if kind is not None:
-        yield from _format_failures(kind, value, path, now_ms)
-    if rule.codes is not None and value not in rule.codes:
-        yield Failure(Dimension.CONFORMITY, "codes", path, f"{value!r} is not in the code list")
+        checks.append(_format_choice_check(rule.format_by, rule.formats, path))
+    elif rule.format is not None:
+        checks.append(_format_check(rule.format, path))
+    if rule.codes is not None:
+        checks.append(_codes_check(rule.codes, path))
     if rule.minimum is not None or rule.maximum is not None:
-        yield from _range_failures(rule, value, path)
+        checks.append(_range_check(rule.minimum, rule.maximum, path))
     if rule.plausible or rule.min_date is not None or rule.max_date is not None:
-        yield from _date_failures(rule, value, path, now_ms)
+        checks.append(_date_check(rule, path))
     if rule.not_before is not None:
-        day, other = _day_of(value), _day_of(datum.get(rule.not_before))
-        if day is not None and other is not None and day < other:
-            message = f"{_iso(day)} is before {rule.not_before} {_iso(other)}"
-            yield Failure(Dimension.CONSISTENCY, "not_before", path, message)
+        checks.append(_not_before_check(rule.not_before, path))
+    if not checks:
+        return None
+    name = rule.name
+    if len(checks) == 1:
+        only = checks[0]
+
+        def run_one(
+            datum: Mapping[str, Any], _region: str, now_ms: int, _created: int | None,
+            out: _Failures,
+        ) -> None:  # fmt: skip
+            value = datum.get(name)
+            if value is not None:
+                only(value, datum, now_ms, out)
+
+        return run_one
+    sequence = tuple(checks)
+
+    def run(
+        datum: Mapping[str, Any], _region: str, now_ms: int, _created: int | None, out: _Failures
+    ) -> None:
+        value = datum.get(name)
+        if value is not None:
+            for one in sequence:
+                one(value, datum, now_ms, out)
+
+    return run
 
 
-def _format_failures(kind: Format, value: Any, path: str, now_ms: int) -> Iterator[Failure]:
+def _non_empty_check(path: str) -> _ValueCheck:
+    def run(value: Any, _datum: Mapping[str, Any], _now: int, out: _Failures) -> None:
+        if _is_empty(value):
+            out.append(Failure(Dimension.COMPLETENESS, "non_empty", path, "empty"))
+
+    return run
+
+
+def _format_choice_check(
+    chooser: str, formats: tuple[tuple[str, Format], ...], path: str
+) -> _ValueCheck:
+    """Return the format check picked by the value of ``chooser`` (none if it names none)."""
+    choices = {value: _format_check(kind, path) for value, kind in formats}
+
+    def run(value: Any, datum: Mapping[str, Any], now_ms: int, out: _Failures) -> None:
+        chosen = choices.get(str(datum.get(chooser)))
+        if chosen is not None:
+            chosen(value, datum, now_ms, out)
+
+    return run
+
+
+def _format_check(kind: Format, path: str) -> _ValueCheck:
     if kind is Format.DATE:
+        return _date_format_check(path)
+    not_text = Failure(Dimension.CONFORMITY, str(kind), path, "expected text")
+    if kind is Format.REGION_CODE:
+
+        def region_code(value: Any, _datum: Mapping[str, Any], _now: int, out: _Failures) -> None:
+            if not isinstance(value, str):
+                out.append(not_text)
+                return
+            problem = region_code_problem(value)
+            if problem is not None:
+                out.append(Failure(Dimension.CONFORMITY, "region_code", path, problem))
+
+        return region_code
+    if kind is Format.ID_NUMBER:
+
+        def id_number(value: Any, _datum: Mapping[str, Any], now_ms: int, out: _Failures) -> None:
+            if not isinstance(value, str):
+                out.append(not_text)
+                return
+            problem = id_number_format_problem(value)
+            if problem is not None:
+                out.append(Failure(Dimension.CONFORMITY, "id_number", path, problem))
+                return
+            expected = id_number_check_char(value[:17])
+            if value[17] != expected:
+                message = f"check character {value[17]}, expected {expected}"
+                out.append(Failure(Dimension.ACCURACY, "id_number_check", path, message))
+            birth = _birth_day(value)
+            if not EARLIEST_PLAUSIBLE_DAY <= birth <= _today(now_ms):
+                message = f"birth date {_iso(birth)} is not plausible"
+                out.append(Failure(Dimension.ACCURACY, "id_number_birth", path, message))
+
+        return id_number
+
+    def credit_code(value: Any, _datum: Mapping[str, Any], _now: int, out: _Failures) -> None:
+        if not isinstance(value, str):
+            out.append(not_text)
+            return
+        problem = credit_code_format_problem(value)
+        if problem is not None:
+            out.append(Failure(Dimension.CONFORMITY, "credit_code", path, problem))
+            return
+        expected = credit_code_check_char(value[:17])
+        if value[17] != expected:
+            message = f"check character {value[17]}, expected {expected}"
+            out.append(Failure(Dimension.ACCURACY, "credit_code_check", path, message))
+
+    return credit_code
+
+
+def _date_format_check(path: str) -> _ValueCheck:
+    def run(value: Any, _datum: Mapping[str, Any], _now: int, out: _Failures) -> None:
         if not isinstance(value, str):
             if _day_of(value) is None:
-                yield Failure(Dimension.CONFORMITY, "date", path, "not a date")
+                out.append(Failure(Dimension.CONFORMITY, "date", path, "not a date"))
         elif _iso_day(value) is None:
-            yield Failure(Dimension.CONFORMITY, "date", path, f"{value!r} is not a YYYY-MM-DD date")
-        return
-    if not isinstance(value, str):
-        yield Failure(Dimension.CONFORMITY, str(kind), path, "expected text")
-        return
-    if kind is Format.REGION_CODE:
-        problem = region_code_problem(value)
-        if problem is not None:
-            yield Failure(Dimension.CONFORMITY, "region_code", path, problem)
-    elif kind is Format.ID_NUMBER:
-        yield from _id_number_failures(value, path, now_ms)
-    else:
-        yield from _credit_code_failures(value, path)
+            message = f"{value!r} is not a YYYY-MM-DD date"
+            out.append(Failure(Dimension.CONFORMITY, "date", path, message))
+
+    return run
 
 
-def _id_number_failures(value: str, path: str, now_ms: int) -> Iterator[Failure]:
-    problem = id_number_format_problem(value)
-    if problem is not None:
-        yield Failure(Dimension.CONFORMITY, "id_number", path, problem)
-        return
-    expected = id_number_check_char(value[:17])
-    if value[17] != expected:
-        message = f"check character {value[17]}, expected {expected}"
-        yield Failure(Dimension.ACCURACY, "id_number_check", path, message)
-    birth = days_from_civil(*id_number_birth(value))
-    if not EARLIEST_PLAUSIBLE_DAY <= birth <= _today(now_ms):
-        message = f"birth date {_iso(birth)} is not plausible"
-        yield Failure(Dimension.ACCURACY, "id_number_birth", path, message)
+def _codes_check(codes: frozenset[str], path: str) -> _ValueCheck:
+    def run(value: Any, _datum: Mapping[str, Any], _now: int, out: _Failures) -> None:
+        if value not in codes:
+            message = f"{value!r} is not in the code list"
+            out.append(Failure(Dimension.CONFORMITY, "codes", path, message))
+
+    return run
 
 
-def _credit_code_failures(value: str, path: str) -> Iterator[Failure]:
-    problem = credit_code_format_problem(value)
-    if problem is not None:
-        yield Failure(Dimension.CONFORMITY, "credit_code", path, problem)
-        return
-    expected = credit_code_check_char(value[:17])
-    if value[17] != expected:
-        message = f"check character {value[17]}, expected {expected}"
-        yield Failure(Dimension.ACCURACY, "credit_code_check", path, message)
+def _range_check(minimum: float | None, maximum: float | None, path: str) -> _ValueCheck:
+    not_number = Failure(Dimension.CONFORMITY, "min" if minimum is not None else "max", path,
+                         "not a number")  # fmt: skip
+
+    def run(value: Any, _datum: Mapping[str, Any], _now: int, out: _Failures) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            out.append(not_number)
+        elif minimum is not None and value < minimum:
+            out.append(Failure(Dimension.ACCURACY, "min", path, f"{value} is below {minimum:g}"))
+        elif maximum is not None and value > maximum:
+            out.append(Failure(Dimension.ACCURACY, "max", path, f"{value} is above {maximum:g}"))
+
+    return run
 
 
-def _range_failures(rule: ItemRule, value: Any, path: str) -> Iterator[Failure]:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        yield Failure(Dimension.CONFORMITY, "min" if rule.minimum is not None else "max", path,
-                      "not a number")  # fmt: skip
-    elif rule.minimum is not None and value < rule.minimum:
-        yield Failure(Dimension.ACCURACY, "min", path, f"{value} is below {rule.minimum:g}")
-    elif rule.maximum is not None and value > rule.maximum:
-        yield Failure(Dimension.ACCURACY, "max", path, f"{value} is above {rule.maximum:g}")
+def _date_check(rule: ItemRule, path: str) -> _ValueCheck:
+    plausible, min_date, max_date = rule.plausible, rule.min_date, rule.max_date
+
+    def run(value: Any, _datum: Mapping[str, Any], now_ms: int, out: _Failures) -> None:
+        # _day_of, with the timestamp kept for the plausibility check
+        stamp = None
+        if isinstance(value, str):
+            day = _iso_day(value)
+        elif hasattr(value, "timestamp"):
+            stamp = _ms_of(value)
+            day = None if stamp is None else stamp // DAY_MS
+        else:
+            day = _civil_day_of(value)
+        if day is None:
+            out.append(Failure(Dimension.CONFORMITY, "date", path, "not a date"))
+            return
+        if plausible:
+            if stamp is not None:
+                future = stamp > now_ms + TIMESTAMP_SLACK_MS
+            else:
+                future = day > _today(now_ms)
+            if future:
+                message = f"{_iso(day)} is in the future"
+                out.append(Failure(Dimension.ACCURACY, "plausible", path, message))
+            elif day < EARLIEST_PLAUSIBLE_DAY:
+                message = f"{_iso(day)} is before 1900"
+                out.append(Failure(Dimension.ACCURACY, "plausible", path, message))
+        if min_date is not None and day < min_date:
+            message = f"{_iso(day)} is before {_iso(min_date)}"
+            out.append(Failure(Dimension.ACCURACY, "min_date", path, message))
+        if max_date is not None and day > max_date:
+            message = f"{_iso(day)} is after {_iso(max_date)}"
+            out.append(Failure(Dimension.ACCURACY, "max_date", path, message))
+
+    return run
 
 
-def _date_failures(rule: ItemRule, value: Any, path: str, now_ms: int) -> Iterator[Failure]:
-    day = _day_of(value)
-    if day is None:
-        yield Failure(Dimension.CONFORMITY, "date", path, "not a date")
-        return
-    if rule.plausible:
-        stamp = _ms_of(value) if hasattr(value, "timestamp") else None
-        future = stamp > now_ms + TIMESTAMP_SLACK_MS if stamp is not None else day > _today(now_ms)
-        if future:
-            yield Failure(Dimension.ACCURACY, "plausible", path, f"{_iso(day)} is in the future")
-        elif day < EARLIEST_PLAUSIBLE_DAY:
-            yield Failure(Dimension.ACCURACY, "plausible", path, f"{_iso(day)} is before 1900")
-    if rule.min_date is not None and day < rule.min_date:
-        message = f"{_iso(day)} is before {_iso(rule.min_date)}"
-        yield Failure(Dimension.ACCURACY, "min_date", path, message)
-    if rule.max_date is not None and day > rule.max_date:
-        message = f"{_iso(day)} is after {_iso(rule.max_date)}"
-        yield Failure(Dimension.ACCURACY, "max_date", path, message)
+def _not_before_check(earlier: str, path: str) -> _ValueCheck:
+    def run(value: Any, datum: Mapping[str, Any], _now: int, out: _Failures) -> None:
+        day, other = _day_of(value), _day_of(datum.get(earlier))
+        if day is not None and other is not None and day < other:
+            message = f"{_iso(day)} is before {earlier} {_iso(other)}"
+            out.append(Failure(Dimension.CONSISTENCY, "not_before", path, message))
+
+    return run
 
 
-def _identity_failures(rule: IdentityRule, datum: Mapping[str, Any]) -> Iterator[Failure]:
-    number = datum.get(rule.id)
-    if not isinstance(number, str) or id_number_format_problem(number) is not None:
-        return  # conformity reports a malformed number; nothing to compare with
-    if rule.birth is not None:
-        birth = _day_of(datum.get(rule.birth))
-        written = days_from_civil(*id_number_birth(number))
-        if birth is not None and birth != written:
-            message = f"{_iso(birth)}, but the identity number says {_iso(written)}"
-            yield Failure(Dimension.CONSISTENCY, "id_matches_birth_and_sex", f"$.{rule.birth}",
-                          message)  # fmt: skip
-    if rule.sex is not None:
-        sex = str(datum.get(rule.sex))
-        male = id_number_is_male(number)
-        if (sex in _MALE and not male) or (sex in _FEMALE and male):
-            message = f"{sex}, but the identity number is a {'man' if male else 'woman'}'s"
-            yield Failure(Dimension.CONSISTENCY, "id_matches_birth_and_sex", f"$.{rule.sex}",
-                          message)  # fmt: skip
+def _identity_check(rule: IdentityRule) -> _RecordCheck:
+    number_item, birth_item, sex_item = rule.id, rule.birth, rule.sex
+    birth_path, sex_path = f"$.{birth_item}", f"$.{sex_item}"
+
+    def run(
+        datum: Mapping[str, Any], _region: str, _now: int, _created: int | None, out: _Failures
+    ) -> None:
+        number = datum.get(number_item)
+        if not isinstance(number, str) or id_number_format_problem(number) is not None:
+            return  # conformity reports a malformed number; nothing to compare with
+        if birth_item is not None:
+            birth = _day_of(datum.get(birth_item))
+            written = _birth_day(number)
+            if birth is not None and birth != written:
+                message = f"{_iso(birth)}, but the identity number says {_iso(written)}"
+                out.append(Failure(Dimension.CONSISTENCY, "id_matches_birth_and_sex", birth_path,
+                                   message))  # fmt: skip
+        if sex_item is not None:
+            sex = str(datum.get(sex_item))
+            male = id_number_is_male(number)
+            if (sex in _MALE and not male) or (sex in _FEMALE and male):
+                message = f"{sex}, but the identity number is a {'man' if male else 'woman'}'s"
+                out.append(Failure(Dimension.CONSISTENCY, "id_matches_birth_and_sex", sex_path,
+                                   message))  # fmt: skip
+
+    return run
+
+
+def _region_check(names: tuple[str, ...]) -> _RecordCheck:
+    paths = tuple((name, f"$.{name}") for name in names)
+
+    def run(
+        datum: Mapping[str, Any], source_region: str, _now: int, _created: int | None,
+        out: _Failures,
+    ) -> None:  # fmt: skip
+        for name, path in paths:
+            region = datum.get(name)
+            if isinstance(region, str) and not contains(source_region, region):
+                message = f"{region} is not inside the source region {source_region}"
+                out.append(Failure(Dimension.CONSISTENCY, "region_within_source", path, message))
+
+    return run
+
+
+def _timeliness_check(name: str, max_age_ms: int) -> _RecordCheck:
+    from_envelope = name == CREATED
+    path = name if from_envelope else f"$.{name}"
+
+    def run(
+        datum: Mapping[str, Any], _region: str, now_ms: int, created_ms: int | None,
+        out: _Failures,
+    ) -> None:  # fmt: skip
+        stamp = created_ms if from_envelope else _ms_of(datum.get(name))
+        if stamp is not None and now_ms - stamp > max_age_ms:
+            message = (
+                f"{(now_ms - stamp) / HOUR_MS:.1f} h old; "
+                f"the update cycle allows {max_age_ms / HOUR_MS:g} h"
+            )
+            out.append(Failure(Dimension.TIMELINESS, "max_age", path, message))
+
+    return run
+
+
+def _birth_day(number: str) -> int:
+    """Return the days since 1970-01-01 of a well-formed identity number's birth date."""
+    year, month_day = divmod(int(number[6:14]), 10_000)
+    month, day = divmod(month_day, 100)
+    return days_from_civil(year, month, day)
 
 
 def _is_empty(value: Any) -> bool:
     if isinstance(value, str):
-        return not value.strip()
-    return isinstance(value, bytes | list | dict) and not value
+        return not value or value.isspace()  # the same as ``not value.strip()``, without a copy
+    return isinstance(value, _EMPTY_WHEN_FALSY) and not value
 
 
 def _today(now_ms: int) -> int:
@@ -514,7 +706,14 @@ def _day_of(value: Any) -> int | None:
     if hasattr(value, "timestamp"):
         stamp = _ms_of(value)
         return None if stamp is None else stamp // DAY_MS
-    year, month, day = (getattr(value, part, None) for part in ("year", "month", "day"))
+    return _civil_day_of(value)
+
+
+def _civil_day_of(value: Any) -> int | None:
+    """Days since 1970-01-01 of a value with int ``year``, ``month`` and ``day``, else None."""
+    year = getattr(value, "year", None)
+    month = getattr(value, "month", None)
+    day = getattr(value, "day", None)
     if isinstance(year, int) and isinstance(month, int) and isinstance(day, int):
         return days_from_civil(year, month, day)
     return None

@@ -480,3 +480,17 @@ def test_a_flaw_must_fit_the_schema() -> None:
         sample(
             SCHEMAS, LICENCE, "410102", "region:410000", seed=1, created_ms=NOW_MS, flaw=Flaw.ID_SEX
         )
+
+
+def test_a_header_shows_a_prefix_of_the_marks_when_one_does_not_fit() -> None:
+    """A long mark that does not fit ends the list: no shorter later mark is shown after it."""
+    marks = tuple(
+        [(Dimension.ACCURACY, f"$.A{'0' * 20}{i}") for i in range(15)]
+        + [(Dimension.ACCURACY, "$." + "x" * 60), (Dimension.ACCURACY, "$.A0")]
+    )
+    header = QualityHeader(Status.FLAGGED, marks)
+    rendered = header.render()
+    parsed = parse_header(rendered)
+    assert len(rendered) <= HEADER_LIMIT
+    assert parsed.marks == marks[: len(parsed.marks)]
+    assert parsed.omitted == len(marks) - len(parsed.marks) > 0
