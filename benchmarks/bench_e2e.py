@@ -6,8 +6,10 @@ a fifth of the records at 1 KB and 10 KB, one round, no one-hop node-ingress, tw
 only and no raw+raw.
 
 Two single-node clusters (city → province, 1 GiB heap each). For each payload size the city's
-outbox is filled with N records that arrived from a child county (hop path ``410102^``), so the
-node passes them through without decoding, as on every hop after the first. Then the bridge under
+``up.410102`` is filled with N records that arrived from a child county (hop path ``410102^``), so
+the node passes them through without decoding, as on every hop after the first (fresh records go
+to the county's ``outbox.PSB``). A node hands its copies up to ``up.REGION`` on the next cluster;
+the raw pipe and MM2 copy a topic to the same name. Then the bridge under
 test starts (the node as ``exchange-node run``, or ``raw_pipe.py``) and the province topic's end
 offsets are polled: throughput is N over the time from the first copied record to the last, so
 start-up is not counted. Peak RSS is the bridge process's VmHWM. Same brokers, same records,
@@ -187,22 +189,25 @@ def mm2_command(work: Path, city: str, province: str, topic: str) -> list[str]:
 
 
 ROLES = {
-    "county": ("410102", "410100"),
-    "city": ("410100", "410000"),
-    "province": ("410000", "000000"),
+    "county": ("410102", "410100", ""),
+    "city": ("410100", "410000", "410102"),
+    "province": ("410000", "000000", "410100"),
 }
-"""A node's region and its parent's, by level: records enter at the county and pass the others."""
+"""A node's region, its parent's and its child's (whose hand-up topic it reads), by level:
+records enter at the county and pass the others."""
 
 
 def node_config(path: Path, city: str, province: str, prefix: str, *, role: str) -> None:
     """A node bridging two clusters as ``role``: county (where records enter), city or province."""
     level = role
-    region, parent = ROLES[role]
+    region, parent, child = ROLES[role]
+    children = f'["{child}"]' if child else "[]"
     path.write_text(f"""
 [node]
 id = "bench-{prefix}"
 level = "{level}"
 region = "{region}"
+children = {children}
 [local]
 bootstrap = "{city}"
 topic_prefix = "{prefix}"
@@ -220,11 +225,21 @@ level = "warning"
 """)
 
 
+def first_topic(prefix: str, *, fresh: bool) -> str:
+    """Where the records are filled: PSB's outbox at the county (fresh), or the county's hand-up."""
+    return f"{prefix}.outbox.PSB" if fresh else f"{prefix}.up.410102"
+
+
+def bridged_topic(kind: str, topic: str, prefix: str, role: str) -> str:
+    """Where bridge ``kind`` as ``role`` writes what it reads from ``topic``."""
+    return f"{prefix}.up.{ROLES[role][0]}" if kind.startswith("node") else topic
+
+
 def bridge_command(
-    kind: str, source: str, target: str, prefix: str, count: int, work: Path, *, role: str
-) -> list[str]:
-    """The command that runs bridge ``kind`` from ``source`` to ``target`` over ``prefix``.outbox."""
-    topic = f"{prefix}.outbox"
+    kind: str, source: str, target: str, prefix: str, topic: str, count: int, work: Path, *,
+    role: str,
+) -> list[str]:  # fmt: skip
+    """The command that runs bridge ``kind`` from ``source`` to ``target``, reading ``topic``."""
     if kind.startswith("node"):
         config = work / f"{prefix}-{kind}-{source.rsplit(':', 1)[1]}.toml"
         node_config(config, source, target, prefix, role=role)
@@ -241,22 +256,23 @@ async def run_chain(
     """Fill a fresh topic, run one bridge per (kind, source, target) hop, and measure at the end."""
     kinds = "+".join(kind for kind, _, _ in hops)
     prefix = f"b{len(hops)}{kinds.replace('+', '')}{size}x{int(time.time() * 1000) % 10_000_000}"
-    topic = f"{prefix}.outbox"
     clusters = [hops[0][1], *(target for _, _, target in hops)]
-    for cluster in clusters:
+    roles = (("county", "city", "province") if fresh else ("city", "province"))[: len(hops)]
+    topics = [first_topic(prefix, fresh=fresh)]  # each node one level above the last
+    for (kind, _, _), role in zip(hops, roles, strict=True):
+        topics.append(bridged_topic(kind, topics[-1], prefix, role))
+    for cluster, topic in zip(clusters, topics, strict=True):
         await ensure_topics(cluster, [topic], PARTITIONS, 1)
-    await fill(clusters[0], topic, records(size, count, fresh=fresh))
+    await fill(clusters[0], topics[0], records(size, count, fresh=fresh))
     processes = []
     logs: list[IO[bytes]] = []
-    levels = iter(("county", "city", "province") if fresh else ("city", "province"))
     try:
-        for kind, source, target in hops:
+        for (kind, source, target), role, topic in zip(hops, roles, topics, strict=False):
             log = (work / f"{prefix}-{len(logs)}.log").open("wb")
             logs.append(log)
-            role = next(levels)  # each node one level above the last
-            command = bridge_command(kind, source, target, prefix, count, work, role=role)
+            command = bridge_command(kind, source, target, prefix, topic, count, work, role=role)
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-        result = await watch(processes[-1], clusters[-1], topic, count, timeout_s=300)
+        result = await watch(processes[-1], clusters[-1], topics[-1], count, timeout_s=300)
     finally:
         localkafka.stop_processes(processes)
         for handle in logs:

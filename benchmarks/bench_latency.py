@@ -20,6 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench_e2e import (
     EXE,
     PARTITIONS,
+    bridged_topic,
+    first_topic,
     mm2_command,
     node_config,
     records,
@@ -90,9 +92,10 @@ async def run_one(
 ) -> dict[str, Any]:
     """Start a bridge on an empty topic, offer load, and measure latencies."""
     prefix = f"lat{kind}{int(time.time() * 1000) % 10_000_000}"
-    topic = f"{prefix}.outbox"
-    for cluster in (city, province):
-        await ensure_topics(cluster, [topic], PARTITIONS, 1)
+    topic = first_topic(prefix, fresh=False)  # handed up by county 410102, as the city reads them
+    arrives = bridged_topic(kind, topic, prefix, "city")
+    await ensure_topics(city, [topic], PARTITIONS, 1)
+    await ensure_topics(province, [arrives], PARTITIONS, 1)
     if kind == "node":
         config = work / f"{prefix}.toml"
         node_config(config, city, province, prefix, role="city")
@@ -105,7 +108,7 @@ async def run_one(
         await asyncio.sleep(15 if kind == "mm2" else 3)  # MM2 needs its internal topics and tasks
         latencies: list[float] = []
         stop = asyncio.Event()
-        collector = asyncio.create_task(collect(province, topic, latencies, stop))
+        collector = asyncio.create_task(collect(province, arrives, latencies, stop))
         sent = await offer(city, topic, rate, seconds)
         for _ in range(100):  # up to 10 s for the tail to arrive
             if len(latencies) >= sent:

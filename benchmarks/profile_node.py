@@ -1,8 +1,8 @@
 """Profile the node under load with py-spy and print where its time goes.
 
-Fills a city outbox with records that pass through (as on every hop after the first), runs the
-node under ``py-spy record`` until they are all copied, then prints the functions with the most
-samples on top of the stack (self time) and in the stack (total time). py-spy comes with the
+Fills the city's ``up.410102`` with records that pass through (as on every hop after the first),
+runs the node under ``py-spy record`` until they are all copied, then prints the functions with
+the most samples on top of the stack (self time) and in the stack (total time). py-spy comes with the
 ``bench`` extra (``make bench`` installs it).
 """
 
@@ -22,8 +22,10 @@ from aiokafka import AIOKafkaConsumer
 from bench_e2e import (
     EXE,
     PARTITIONS,
+    bridged_topic,
     copied,
     fill,
+    first_topic,
     node_config,
     records,
     start_bench_clusters,
@@ -69,9 +71,10 @@ async def main_async(size: int, count: int, top: int) -> None:
     try:
         city, province = clusters[0].bootstrap, clusters[1].bootstrap
         prefix = f"prof{size}"
-        topic = f"{prefix}.outbox"
-        for cluster in (city, province):
-            await ensure_topics(cluster, [topic], PARTITIONS, 1)
+        topic = first_topic(prefix, fresh=False)
+        arrives = bridged_topic("node", topic, prefix, "city")
+        await ensure_topics(city, [topic], PARTITIONS, 1)
+        await ensure_topics(province, [arrives], PARTITIONS, 1)
         await fill(city, topic, records(size, count))
         config = work / "node.toml"
         node_config(config, city, province, prefix, role="city")
@@ -84,7 +87,7 @@ async def main_async(size: int, count: int, top: int) -> None:
         await consumer.start()
         started = time.monotonic()
         try:
-            while await copied(consumer, topic) < count and time.monotonic() - started < 300:  # noqa: ASYNC110 - polling another process's progress
+            while await copied(consumer, arrives) < count and time.monotonic() - started < 300:  # noqa: ASYNC110 - polling another process's progress
                 await asyncio.sleep(0.2)
         finally:
             await consumer.stop()

@@ -29,13 +29,18 @@ from node.core.grants import Grant, GrantBook
 from node.core.heartbeat import Beat
 from node.core.peers import CHILD, PARENT, PeerWatch
 from node.core.policy import Policy, PolicySnapshot
+from node.core.provenance import Checker, Provenance, Stamper
 from node.core.quality_ledger import QualityKey, QualityLedger
 from node.core.routing import Arrival, Router
 from node.core.stats import StatsLedger
+from node.core.trust import TrustedKey, TrustStore
+from node.core.writers import Writers
 from node.errors import ConfigError, NodeError
 from node.grant_desk import GrantDesk
 from node.kafka.accounting import Watch
+from node.kafka.audit import AuditQueue, AuditWriter, read_chain, read_tip
 from node.kafka.bridge import Link
+from node.kafka.connection import PROBE_TIMEOUT_S, Connection, check_access
 from node.kafka.deliveries import KafkaDeliveryReader
 from node.kafka.feedback import FeedbackStore
 from node.kafka.grants import GrantRelay, GrantStore
@@ -44,9 +49,13 @@ from node.kafka.messages import Destinations
 from node.kafka.sink import KafkaSink
 from node.kafka.source import KafkaSource
 from node.kafka.stats import StatsWriter
-from node.kafka.topics import TopicLimits, TopicNames, ensure_topics
+from node.kafka.topics import TopicLimits, TopicNames, ensure_topics, level_writers
+from node.kafka.trust import AfterTrust, TrustKeeper, TrustLocal, TrustUp
+from node.ops.access import Access, server_tls
+from node.ops.audit_routes import AuditSource
 from node.ops.cascade import CascadeView, link_lags
 from node.ops.events import (
+    AdminApiOpen,
     ConfigLoaded,
     GapDetected,
     HardStop,
@@ -62,6 +71,7 @@ from node.ops.events import (
 from node.ops.gateway import Gateway
 from node.ops.http import admin_app, start_admin
 from node.ops.metrics import Metrics, gateway_counter, quality_counter, resource_labels
+from node.signing import load_signer, verifiers
 from node.supervisor import Health, Loop, LoopState, Supervisor
 from node.transport import Gap
 
@@ -111,6 +121,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     log = structlog.get_logger("node").bind(node=config.node_id, region=config.topology.region)
     reference = reference or load_reference(config)
     schemas, catalog = reference.schemas, reference.catalog
+    admin_tls = server_tls(config.admin.tls)  # an unusable certificate or key stops start-up here
     topology = config.topology
     emit(log, ConfigLoaded(
         config.node_id, topology.region, topology.level, topology.parent, topology.children,
@@ -121,8 +132,11 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     flow = config.flow
     local_topics = TopicNames(config.local.topic_prefix)
     parent_topics = TopicNames(config.parent.cluster.topic_prefix) if config.parent else None
-    local_bootstrap = config.local.bootstrap
-    parent_bootstrap = config.parent.cluster.bootstrap if config.parent else None
+    local_bootstrap = Connection.to(config.local, "local")
+    parent_bootstrap = Connection.to(config.parent.cluster, "parent") if config.parent else None
+    probe_s = min(PROBE_TIMEOUT_S, flow.delivery_timeout_s)  # a refused link stops start-up here
+    clusters = [c for c in (local_bootstrap, parent_bootstrap) if c is not None]
+    await asyncio.gather(*(check_access(cluster, timeout_s=probe_s) for cluster in clusters))
     link_names = ["local", "parent"] if config.parent else ["local"]
     watching = config.monitoring
     labels = resource_labels(catalog, watching.resource_label_cap)
@@ -131,7 +145,9 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         neighbours.append(topology.parent)
     loop_names = [*link_names, "grants", "stats", "quality", "feedback"]
     loop_names += ["heartbeat-down"] * bool(topology.children)
+    loop_names += ["trust", *["trust-up"] * bool(config.parent)] * bool(config.provenance)
     loop_names += ["grants-up", "grants-down", "heartbeat-up"] * bool(config.parent)
+    loop_names += ["audit"] * config.audit.enabled
     metrics = Metrics(
         registry, link_names, loop_names, peers=neighbours,
         resource_labels=sorted(set(labels.values())),
@@ -151,9 +167,16 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     on_quality = _quality_watch(catalog, topology.region, labels, metrics, quality)
     feedback = FeedbackBook()
     reporters = feedback_departments(config, catalog)
+    trail = config.audit
+    audit = AuditQueue(
+        trail.max_pending, fail_closed=trail.fail_closed, log=log,
+        on_dropped=metrics.audit_dropped.inc, on_holding=metrics.audit_holding.set,
+    )  # fmt: skip
+    metrics.audit_pending.set_function(lambda: len(audit))
     watch = Watch(
         peers, lambda code: labels.get(code, "unknown"), ledger.add, feedback, reporters,
-        on_quality=on_quality,
+        on_quality=on_quality, on_audit=audit.add if trail.enabled else None,
+        gate=audit if trail.enabled and trail.fail_closed else None,
     )  # fmt: skip
     health = Health()
     health.watch(lambda name, state: _report(metrics, log, link_names, name, state))
@@ -164,7 +187,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         limits[parent_bootstrap] = TopicLimits(parent_bootstrap, deadline_s=flow.delivery_timeout_s)
     sinks: list[KafkaSink] = []
 
-    def sink(bootstrap: str, name: str) -> KafkaSink:
+    def sink(bootstrap: Connection, name: str) -> KafkaSink:
         made = KafkaSink(
             bootstrap, f"{config.node_id}.{name}", limits[bootstrap],
             batch_bytes=flow.batch_bytes, deadline_s=flow.delivery_timeout_s,
@@ -172,7 +195,9 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         sinks.append(made)
         return made
 
-    def source(bootstrap: str, topic: str, name: str, *, max_batch: int) -> KafkaSource:
+    def source(
+        bootstrap: Connection, topic: str | list[str], name: str, *, max_batch: int
+    ) -> KafkaSource:
         return KafkaSource(
             bootstrap, topic, f"exchange-node.{config.node_id}.{name}", max_batch=max_batch,
             fetch_timeout_ms=flow.fetch_timeout_ms, deadline_s=flow.delivery_timeout_s,
@@ -180,28 +205,40 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
             fetch_max_bytes=min(32 * 1024 * 1024, flow.max_in_flight_bytes // 2),
         )  # fmt: skip
 
-    def link(name: str, topic: str, arrival: Arrival, peer: str) -> Loop:
+    def link(
+        name: str, topic: str | list[str], arrival: Arrival, peer: str, writers: Writers | None
+    ) -> Loop:
         up = sink(parent_bootstrap, f"{name}.up") if parent_bootstrap and name == "local" else None
-        destinations = Destinations(sink(local_bootstrap, name), local_topics, up, parent_topics)
+        destinations = Destinations(
+            sink(local_bootstrap, name), local_topics, up, parent_topics, topology.region
+        )
         bootstrap = local_bootstrap if name == "local" else parent_bootstrap
         assert bootstrap is not None
         made = Link(
             name, source(bootstrap, topic, name, max_batch=flow.max_batch), arrival, router,
             policy, destinations, metrics, health, schemas=schemas, settings=flow, peer=peer,
-            log=log, watch=watch,
+            log=log, watch=watch, writers=writers, provenance=provenance,
+            await_keys=keeper.await_keys if keeper else None,
         )  # fmt: skip
         links[name] = made
-        return provision.loop_for(made)
+        return provision.loop_for(made if keeper is None else AfterTrust(made, keeper.ready))
+
+    provenance, keeper = _provenance(config, log)
 
     links: dict[str, Link] = {}
+    writers = level_writers(local_topics, topology.region, reporters, topology.children)
     loops: list[Loop] = [
-        link("local", local_topics.outbox, Arrival.FROM_BELOW, config.topology.region)
+        link("local", writers.topics, Arrival.FROM_BELOW, topology.region, writers)
     ]
     relays: list[GrantRelay] = []
     if config.parent and parent_topics and parent_bootstrap:
         down = parent_topics.down(config.topology.region)
-        loops.append(link("parent", down, Arrival.FROM_ABOVE, config.parent.region))
+        loops.append(link("parent", down, Arrival.FROM_ABOVE, config.parent.region, None))
         relays = _relays(config, local_topics, parent_topics, health, metrics, sink, source, log)
+    loops += map(provision.loop_for, _trust_loops(
+        keeper, health, sink, (local_bootstrap, local_topics), (parent_bootstrap, parent_topics),
+        deadline_s=flow.delivery_timeout_s,
+    ))  # fmt: skip
     view = CascadeView(
         config.node_id, topology, health, links, peers, interval_s=watching.heartbeat_s,
         bucket_s=watching.completeness_bucket_s, clock=time.time,
@@ -210,7 +247,9 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     metrics.readings.heartbeats = lambda: peers.readings(int(time.time() * 1000))
     metrics.readings.completeness = lambda: peers.completeness(int(time.time() * 1000))
 
-    def heartbeat(way: str, bootstrap: str, topics: list[str], beat: Callable[[], Beat]) -> Loop:
+    def heartbeat(
+        way: str, bootstrap: Connection, topics: list[str], beat: Callable[[], Beat]
+    ) -> Loop:
         counted = metrics.heartbeats_sent.labels(way)
         role = CHILD if way == "down" else PARENT  # whom this loop's neighbours are
 
@@ -229,7 +268,8 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         downs = [local_topics.down(child) for child in topology.children]
         loops.append(heartbeat("down", local_bootstrap, downs, view.beat_down))
     if parent_topics and parent_bootstrap:
-        loops.append(heartbeat("up", parent_bootstrap, [parent_topics.outbox], view.beat_up))
+        hand_up = [parent_topics.up(topology.region)]
+        loops.append(heartbeat("up", parent_bootstrap, hand_up, view.beat_up))
     for name, pending, topic in (
         ("stats", ledger, local_topics.stats), ("quality", quality, local_topics.quality)
     ):  # fmt: skip
@@ -237,6 +277,10 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
             pending, sink(local_bootstrap, name), topic, health, flush_s=watching.stats_flush_s,
             deadline_s=flow.delivery_timeout_s, log=log, name=name,
         )))  # fmt: skip
+    writer, audit_source = _audit_writer(
+        config, audit, sink(local_bootstrap, "audit"), limits[local_bootstrap], health, metrics
+    )
+    loops += [_ProvisionedLoop(writer, provision.ensure_audit)] * trail.enabled
 
     def use_grants(book: GrantBook) -> None:
         policy.swap(dataclasses.replace(policy.snapshot, grants=book))
@@ -268,9 +312,12 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         )  # fmt: skip
     app = admin_app(
         registry, health, config.node_id, desk, page=view.document, gateway=gateway,
-        feedback=feedback,
+        feedback=feedback, access=Access.from_config(config.admin, log),
+        audit=audit_source if trail.enabled else None,
     )  # fmt: skip
-    runner, port = await start_admin(app, config.admin.host, config.admin.port)
+    runner, port = await start_admin(app, config.admin.host, config.admin.port, tls=admin_tls)
+    if not config.admin.credentials:
+        emit(log, AdminApiOpen(config.admin.host, port))
     stopping = asyncio.Event()
     supervisor = Supervisor(
         health, stopping, backoff_s=flow.retry_backoff_s, max_backoff_s=flow.max_backoff_s,
@@ -383,6 +430,30 @@ def _report_gap(
     ))  # fmt: skip
 
 
+def _audit_writer(
+    config: NodeConfig,
+    queue: AuditQueue,
+    sink: KafkaSink,
+    limits: TopicLimits,
+    health: Health,
+    metrics: Metrics,
+) -> tuple[AuditWriter, AuditSource]:
+    """Build the ``audit`` loop and what the HTTP routes read the chain through."""
+    local = Connection.to(config.local, "local")
+    topic = TopicNames(config.local.topic_prefix).audit(config.node_id)
+    deadline_s = config.flow.delivery_timeout_s
+    writer = AuditWriter(
+        queue, sink, topic, lambda: read_tip(local, topic, deadline_s=deadline_s), health,
+        node_id=config.node_id, entries_per_record=config.audit.entries_per_record,
+        flush_s=config.audit.flush_s, deadline_s=deadline_s, on_written=metrics.audit_written.inc,
+        on_rejected=limits.forget,
+    )  # fmt: skip
+    source = AuditSource(
+        lambda: read_chain(local, topic, deadline_s=deadline_s), lambda: writer.tip
+    )
+    return writer, source
+
+
 class _Provisioner:
     """Creates, where missing and if configured to, the topics each loop needs before it starts.
 
@@ -400,7 +471,8 @@ class _Provisioner:
         self._config = config
         self._done: set[tuple[str, str]] = set()
         region = config.topology.region
-        plain = [local.outbox, local.inbox, local.refused]
+        writers = level_writers(local, config.topology.region, reporters, config.topology.children)
+        plain = [*writers.topics, local.inbox, local.refused]
         plain += [local.down(child) for child in config.topology.children]
         plain += [local.deliver(department.code) for department in config.departments]
         plain += [local.feedback_for(department) for department in sorted(reporters)]
@@ -409,15 +481,19 @@ class _Provisioner:
             "local": [("local", plain, False), ("local", [local.feedback], True)],
             "feedback": [("local", [local.feedback], True)],
             "grants": [("local", [local.grants], True)],
+            "trust": [
+                ("local", [local.trust, *map(local.trust_from, config.topology.children)], True)
+            ],
             "heartbeat-down": [("local", downs, False)],
             "stats": [("local", [local.stats], True)],
             "quality": [("local", [local.quality], True)],
         }
         if parent is not None:
-            self._needs["parent"] = [("parent", [parent.outbox, parent.down(region)], False)]
-            self._needs["heartbeat-up"] = [("parent", [parent.outbox], False)]
+            self._needs["parent"] = [("parent", [parent.up(region), parent.down(region)], False)]
+            self._needs["heartbeat-up"] = [("parent", [parent.up(region)], False)]
             self._needs["grants-up"] = [("parent", [parent.grants], True)]
             self._needs["grants-down"] = [("parent", [parent.grants], True)]
+            self._needs["trust-up"] = [("parent", [parent.trust, parent.trust_from(region)], True)]
 
     async def ensure(self, name: str) -> None:
         """Create the topics loop ``name`` needs (once); raise TransportError on failure."""
@@ -429,15 +505,27 @@ class _Provisioner:
             if not missing:
                 continue
             bootstrap = (
-                config.parent.cluster.bootstrap
+                Connection.to(config.parent.cluster, "parent")
                 if cluster == "parent" and config.parent
-                else config.local.bootstrap
+                else Connection.to(config.local, "local")
             )
             await ensure_topics(
                 bootstrap, missing, config.topics.partitions, config.topics.replication_factor,
                 {"cleanup.policy": "compact"} if compacted else None,
             )  # fmt: skip
             self._done.update((cluster, n) for n in missing)
+
+    async def ensure_audit(self) -> None:
+        """Create the node's audit topic (once): one partition, deleted only after retention."""
+        config = self._config
+        topic = TopicNames(config.local.topic_prefix).audit(config.node_id)
+        if not config.topics.create or ("local", topic) in self._done:
+            return
+        await ensure_topics(
+            Connection.to(config.local, "local"), [topic], 1, config.topics.replication_factor,
+            {"cleanup.policy": "delete", "retention.ms": str(config.audit.retention_days * DAY_MS)},
+        )  # fmt: skip
+        self._done.add(("local", topic))
 
     def loop_for(self, loop: Loop) -> Loop:
         """Make ``loop`` provision its topics each time it (re)starts."""
@@ -460,19 +548,69 @@ class _ProvisionedLoop:
         await self._loop.run()
 
 
+def _provenance(
+    config: NodeConfig, log: structlog.typing.FilteringBoundLogger
+) -> tuple[Provenance | None, TrustKeeper | None]:
+    """Load this node's key and make what signs, checks and keeps the trust store.
+
+    (None, None) without ``[provenance]``; a bad key is a ConfigError naming the field.
+    """
+    settings = config.provenance
+    if settings is None:
+        return None, None
+    signer = load_signer(settings.key_file, settings.algorithm)
+    now_ms = int(time.time() * 1000)
+    own = TrustedKey(
+        config.topology.region, signer.key_id, signer.algorithm, signer.public_key, now_ms,
+        None, now_ms,
+    )  # fmt: skip
+    checker = Checker(
+        TrustStore([own]), verifiers(), require=settings.require,
+        cache_size=settings.verified_root_cache,
+    )  # fmt: skip
+    keeper = TrustKeeper(
+        config.topology, own, checker.swap, grace_s=settings.rotation_grace_s, log=log
+    )
+    return Provenance(Stamper(signer), checker), keeper
+
+
+def _trust_loops(
+    keeper: TrustKeeper | None,
+    health: Health,
+    sink: Callable[[Connection, str], KafkaSink],
+    local: tuple[Connection, TopicNames],
+    parent: tuple[Connection | None, TopicNames | None],
+    *,
+    deadline_s: float,
+) -> list[Loop]:
+    """Make the loops that keep the trust store: ``trust``, and ``trust-up`` under a parent."""
+    if keeper is None:
+        return []
+    made: list[Loop] = [
+        TrustLocal(keeper, *local, sink(local[0], "trust"), health, deadline_s=deadline_s)
+    ]
+    bootstrap, topics = parent
+    if bootstrap is not None and topics is not None:
+        made.append(TrustUp(
+            keeper, bootstrap, topics, sink(bootstrap, "trust-up"), health, deadline_s=deadline_s
+        ))  # fmt: skip
+    return made
+
+
 def _relays(
     config: NodeConfig,
     local: TopicNames,
     parent: TopicNames,
     health: Health,
     metrics: Metrics,
-    sink: Callable[[str, str], KafkaSink],
+    sink: Callable[[Connection, str], KafkaSink],
     source: Callable[..., KafkaSource],
     log: structlog.typing.FilteringBoundLogger,
 ) -> list[GrantRelay]:
     """Build the up and down grant relays of a node that has a parent."""
     assert config.parent is not None
-    local_bootstrap, parent_bootstrap = config.local.bootstrap, config.parent.cluster.bootstrap
+    local_bootstrap = Connection.to(config.local, "local")
+    parent_bootstrap = Connection.to(config.parent.cluster, "parent")
     topology = config.topology
     deadline = config.flow.delivery_timeout_s
     every = config.grants.max_staleness_s / 5
@@ -530,7 +668,8 @@ async def _stop_when_asked(
         task.cancel()
 
 
-STOPPED_LAST = frozenset({"stats", "quality"})
+STOPPED_LAST = frozenset({"stats", "quality", "audit"})
 """Loops asked to stop only once the others ended, so they record the links' last batches."""
 CLOSE_RESERVE_S = 6.0
+DAY_MS = 86_400_000
 """Of the shutdown deadline, what is kept for closing consumers and producers after a hard stop."""

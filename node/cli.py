@@ -11,13 +11,17 @@
     exchange-node quality report --config FILE [--since WHEN] [--by ...] [--threshold F] ...
                                           quality pass rates in a period, those below marked
     exchange-node send --config FILE --dept DEPT --resource CODE --target TARGET [FILE|-]
-                                          publish records given as JSON to the local outbox
+                                          publish records given as JSON to DEPT's outbox
     exchange-node tail --config FILE TOPIC [--from-beginning] [--format ...] [--max N]
                                           follow a topic, printing records decoded
     exchange-node topics plan|apply --config FILE [--cluster local|parent|both] [--format ...]
                                           the topics and ACLs the node needs, planned or applied
     exchange-node feedback status --config FILE REPORT_ID
                                           a correction report and its status history (JSON)
+    exchange-node audit verify --config FILE [--node ID] [--timeout S] [--format text|json]
+                                          check a node's audit chain, name its first problem
+    exchange-node keys new --out FILE [--algorithm ed25519|sm2]
+                                          write a new provenance signing key (mode 0600)
 
 Exit codes: 0 success, 1 the node failed while running, 2 bad configuration or schemas.
 """
@@ -33,7 +37,17 @@ from pathlib import Path
 
 import structlog
 
-from node import feedback_cli, grants_cli, quality_cli, send_cli, stats_cli, tail_cli, topics_cli
+from node import (
+    audit_cli,
+    feedback_cli,
+    grants_cli,
+    keys_cli,
+    quality_cli,
+    send_cli,
+    stats_cli,
+    tail_cli,
+    topics_cli,
+)
 from node.app import load_reference, run_node
 from node.catalog_files import packaged_catalog_dir, read_catalog
 from node.codec import load_schemas, packaged_schema_dir
@@ -69,23 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     tail_cli.add_parser(commands)
     topics_cli.add_parser(commands)
     feedback_cli.add_parser(commands)
+    audit_cli.add_parser(commands)
+    keys_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "catalog":
         return check_catalog(args.catalog, args.schemas)
-    if args.command == "grants":
-        return grants_cli.run(args)
-    if args.command == "stats":
-        return stats_cli.run(args)
-    if args.command == "quality":
-        return quality_cli.run(args)
-    if args.command == "send":
-        return send_cli.run(args)
-    if args.command == "tail":
-        return tail_cli.run(args)
-    if args.command == "topics":
-        return topics_cli.run(args)
-    if args.command == "feedback":
-        return feedback_cli.run(args)
+    tools = {
+        "grants": grants_cli, "stats": stats_cli, "quality": quality_cli, "send": send_cli,
+        "tail": tail_cli, "topics": topics_cli, "feedback": feedback_cli, "audit": audit_cli,
+        "keys": keys_cli,
+    }  # fmt: skip
+    if args.command in tools:
+        code: int = tools[args.command].run(args)
+        return code
 
     try:
         config = load_config(args.config)
@@ -113,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors = failure.exceptions if isinstance(failure, ExceptionGroup) else (failure,)
         for cause in errors:
             emit(log, NodeFailed(str(cause), type(cause).__name__))
-        return EXIT_FAILED
+        refused = all(isinstance(cause, ConfigError) for cause in errors)  # e.g. a link's password
+        return EXIT_CONFIG if refused else EXIT_FAILED
     return 0
 
 

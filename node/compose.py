@@ -156,7 +156,10 @@ def _primitive(kind: Any, value: Any, path: str) -> Any:
         and isinstance(value, int | float)
         and not isinstance(value, bool)
     ):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ComposeError(path, f"{_shown(value)} is out of range for {kind}") from None
     if kind == "boolean" and isinstance(value, bool):
         return value
     if kind == "bytes" and isinstance(value, str):
@@ -178,7 +181,10 @@ def _date(value: Any, path: str) -> dt.date:
 
 def _timestamp(value: Any, path: str) -> dt.datetime:
     if isinstance(value, int) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value / 1000, _UTC)
+        try:
+            return dt.datetime.fromtimestamp(value / 1000, _UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ComposeError(path, f"epoch ms {_shown(value)} is out of range") from None
     if isinstance(value, str):
         try:
             moment = dt.datetime.fromisoformat(value)

@@ -6,6 +6,9 @@ errors too, so a typo stops start-up instead of silently falling back to a defau
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import ssl
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +24,85 @@ T = TypeVar("T")
 _MISSING = object()
 
 
+class Secret:
+    """A password read from an environment variable or a file; ``repr``/``str`` never show it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """How a link authenticates and encrypts: TLS, mutual TLS, SASL (secrets never in the file)."""
+
+    protocol: str = "plaintext"
+    """``plaintext``, ``ssl``, ``sasl_plaintext`` or ``sasl_ssl`` (Kafka's security.protocol)."""
+    ca_file: Path | None = None
+    """PEM file of the CAs that sign the brokers' certificates (default: the system's CAs)."""
+    cert_file: Path | None = None
+    """PEM client certificate chain for mutual TLS (with ``key_file``)."""
+    key_file: Path | None = None
+    """PEM private key of ``cert_file`` (mutual TLS)."""
+    key_password_env: str = ""
+    """Environment variable holding the password of an encrypted ``key_file``."""
+    key_password_file: str = ""
+    """File holding the password of an encrypted ``key_file`` (instead of ``key_password_env``)."""
+    key_password: Secret | None = None
+    """Never set here (refused: secrets stay out of this file); the node holds the key password it
+    read at start-up from ``key_password_env`` or ``key_password_file``."""
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    """``SCRAM-SHA-512``, ``SCRAM-SHA-256`` or ``PLAIN`` (SASL protocols only)."""
+    username: str = ""
+    """SASL user name (SASL protocols only)."""
+    password_env: str = ""
+    """Environment variable holding the SASL password (this or ``password_file``)."""
+    password_file: str = ""
+    """File holding the SASL password (one line; a trailing newline is dropped)."""
+    password: Secret | None = None
+    """Never set here (refused: secrets stay out of this file); the node holds the SASL password it
+    read at start-up from ``password_env`` or ``password_file``."""
+
+    @property
+    def tls(self) -> bool:
+        """Whether the link is encrypted."""
+        return self.protocol in ("ssl", "sasl_ssl")
+
+    @property
+    def sasl(self) -> bool:
+        """Whether the link authenticates with SASL."""
+        return self.protocol.startswith("sasl_")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Build the TLS context (CA, client certificate); None for an unencrypted link.
+
+        Raises OSError or ssl.SSLError for unreadable or inconsistent files.
+        """
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file is not None:
+            password = self.key_password.value if self.key_password else None
+            context.load_cert_chain(self.cert_file, self.key_file, password)
+        return context
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     """How to reach one Kafka cluster and which topic namespace this node uses there."""
@@ -28,8 +110,10 @@ class ClusterConfig:
     bootstrap: str
     """Kafka bootstrap servers, ``HOST:PORT[,HOST:PORT...]``."""
     topic_prefix: str = "cascade"
-    """The namespace of this exchange's topics on that cluster (``PREFIX.outbox`` ...); two
+    """The namespace of this exchange's topics on that cluster (``PREFIX.inbox`` ...); two
     logical platforms can share one cluster under different prefixes."""
+    security: SecurityConfig = SecurityConfig()
+    """TLS and SASL settings of the link to this cluster (``[local.security]``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +167,69 @@ class FlowConfig:
     record still there, or skip to the ``latest``."""
 
 
+ADMIN_ROLES = ("operator", "auditor", "admin")
+"""Roles of the admin API, least first (what each may do: ``node/ops/access.py``)."""
+ADMIN_OPEN = ("health", "metrics")
+"""Route groups that can stay open without credentials: /livez /readyz /healthz, /metrics."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminUser:
+    """One bearer token of the admin API: who holds it and their role, as a SHA-256."""
+
+    name: str
+    """Who holds the token (logged with the grant decisions they make)."""
+    role: str
+    """``operator``, ``auditor`` or ``admin``."""
+    token_sha256: str
+    """Lower-case hex SHA-256 of the token (the token itself is never configured)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminCert:
+    """A client certificate's subject CN (verified against ``admin.tls.client_ca_file``), a role."""
+
+    subject_cn: str
+    """The common name of the certificate's subject."""
+    role: str
+    """``operator``, ``auditor`` or ``admin``."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminTls:
+    """HTTPS for the admin server, and which CAs sign the client certificates it accepts."""
+
+    cert_file: Path
+    """PEM certificate chain of the admin server."""
+    key_file: Path
+    """PEM private key of ``cert_file`` (unencrypted; keep the file readable by the node only)."""
+    client_ca_file: Path | None = None
+    """PEM CAs trusted to sign client certificates (asked for, optional: tokens still work)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    """Where the admin HTTP server (/metrics, /healthz) listens."""
+    """Where the admin HTTP server listens, over HTTP or HTTPS, and who may call it."""
 
     host: str = "127.0.0.1"
     """Address the admin server listens on (loopback unless a scraper needs more)."""
     port: int = 9100
     """Port of /metrics, /livez, /readyz, /cascade, the grants API and the gateway."""
+    open: tuple[str, ...] = ADMIN_OPEN
+    """Route groups served without credentials: ``health`` (/livez /readyz /healthz) and
+    ``metrics`` (/metrics), for orchestrators and scrapers."""
+    users: tuple[AdminUser, ...] = ()
+    """Bearer tokens (``[[admin.users]]``); with no users and no certs the API is open, which is
+    allowed on a loopback host only."""
+    certs: tuple[AdminCert, ...] = ()
+    """Client certificate CNs and their roles (``[[admin.certs]]``, needs ``[admin.tls]``)."""
+    tls: AdminTls | None = None
+    """HTTPS settings (``[admin.tls]``); plain HTTP without."""
+
+    @property
+    def credentials(self) -> bool:
+        """Whether any credential is configured (else the API is open to whoever reaches it)."""
+        return bool(self.users or self.certs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +251,22 @@ class GrantsConfig:
     closed), and a revocation takes effect within it."""
     default_validity_days: int = 365
     """Validity of an approved grant when the approval names none."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceConfig:
+    """Signed provenance: this node signs what enters the exchange here, checks what others sent."""
+
+    key_file: Path
+    """This node's private key (PEM Ed25519, or an SM2 key file): ``exchange-node keys new``."""
+    algorithm: str = "ed25519"
+    """``ed25519``, or ``sm2`` (needs the optional extra ``sm``)."""
+    require: bool = True
+    """Refuse records from other nodes that carry no signature (a bad one is always refused)."""
+    rotation_grace_s: float = 86400.0
+    """How long this node's previous keys stay valid after it starts with a new one."""
+    verified_root_cache: int = 4096
+    """How many verified signed roots are remembered (each saves one signature check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +313,27 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """The tamper-evident audit trail: an entry per forwarded, delivered and refused record."""
+
+    enabled: bool = True
+    """Write the audit trail to ``PREFIX.audit.NODE_ID`` on the local cluster."""
+    fail_closed: bool = False
+    """Stop forwarding (fetch no new batches) while audit entries cannot be written; false:
+    keep forwarding, drop the oldest pending entries past ``max_pending`` and write a gap entry
+    saying how many."""
+    max_pending: int = 100_000
+    """Entries held in memory while they cannot be written."""
+    entries_per_record: int = 200
+    """Entries packed into one Kafka record of the audit topic (1: one per record). Packed, the
+    writer costs about a quarter of the CPU an entry (``benchmarks/bench_audit.py``)."""
+    flush_s: float = 0.5
+    """Longest an entry waits before it is written (sooner once a record's worth is queued)."""
+    retention_days: int = 400
+    """Retention of the audit topic the node creates."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything one node needs, checked."""
 
@@ -177,6 +353,9 @@ class NodeConfig:
     grants: GrantsConfig = GrantsConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     gateway: GatewayConfig = GatewayConfig()
+    provenance: ProvenanceConfig | None = None
+    """None: records are neither signed nor checked."""
+    audit: AuditConfig = AuditConfig()
 
 
 class _Table:
@@ -190,6 +369,7 @@ class _Table:
         self.seen: set[str] = set()
 
     def field_path(self, key: str) -> str:
+        key = key or '""'  # TOML allows an empty quoted key: show it, not nothing
         return f"{self.path}.{key}" if self.path else key
 
     def get(self, key: str, kind: type[T], default: Any = _MISSING) -> T:
@@ -205,7 +385,10 @@ class _Table:
                 self.field_path(key), f"expected {kind.__name__}, got {_kind(value)} {value!r}"
             )
         checked: Any = value
-        return float(checked) if kind is float else checked  # type: ignore[return-value]
+        try:
+            return float(checked) if kind is float else checked  # type: ignore[return-value]
+        except OverflowError:  # an integer past float range
+            raise ConfigError(self.field_path(key), f"{value} is out of range") from None
 
     def check(self, key: str, ok: Callable[[Any], bool], expected: str, value: Any) -> None:
         if not ok(value):
@@ -234,7 +417,8 @@ def _kind(value: Any) -> str:
 def _bootstrap_ok(value: str) -> bool:
     for server in value.split(","):
         host, sep, port = server.strip().rpartition(":")
-        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        digits = port.isascii() and port.isdigit() and len(port) <= 5
+        if not (sep and host and digits and 0 < int(port) < 65536):
             return False
     return True
 
@@ -248,7 +432,119 @@ def _cluster(table: _Table) -> ClusterConfig:
     table.check("bootstrap", _bootstrap_ok, "HOST:PORT[,HOST:PORT...]", bootstrap)
     prefix = table.get("topic_prefix", str, "cascade")
     table.check("topic_prefix", _prefix_ok, "1-100 characters of [A-Za-z0-9._-]", prefix)
-    return ClusterConfig(bootstrap, prefix)
+    return ClusterConfig(bootstrap, prefix, _security(table.table("security")))
+
+
+def _security(table: _Table | None) -> SecurityConfig:
+    """Read a link's ``security`` table; read its secrets and load its TLS files to check them."""
+    if table is None:
+        return SecurityConfig()
+    protocol = table.get("protocol", str, "plaintext")
+    table.check("protocol", lambda p: p in PROTOCOLS, ", ".join(PROTOCOLS), protocol)
+    tls, sasl = protocol in ("ssl", "sasl_ssl"), protocol.startswith("sasl_")
+    ca_file = _pem(table, "ca_file", tls)
+    cert_file = _pem(table, "cert_file", tls)
+    key_file = _pem(table, "key_file", tls)
+    if (key_file is None) != (cert_file is None):
+        key = "key_file" if key_file is None else "cert_file"
+        raise ConfigError(table.field_path(key), "cert_file and key_file go together (mutual TLS)")
+    key_env, key_file_name, key_password = _secret(
+        table, "key_password", "key_password_env", "key_password_file"
+    )
+    if key_password is not None and key_file is None:
+        raise ConfigError(table.field_path("key_password_env"), "only with key_file")
+    mechanism = table.get("sasl_mechanism", str, "SCRAM-SHA-512")
+    mechanisms = ", ".join(SASL_MECHANISMS)
+    table.check("sasl_mechanism", lambda m: m in SASL_MECHANISMS, mechanisms, mechanism)
+    username = table.get("username", str, "")
+    password_env, password_file, password = _secret(
+        table, "password", "password_env", "password_file"
+    )
+    if not sasl:
+        sasl_keys = {
+            "sasl_mechanism": mechanism != "SCRAM-SHA-512",
+            "username": username,
+            "password_env": password_env,
+            "password_file": password_file,
+        }
+        misplaced = [key for key, value in sasl_keys.items() if value]
+        if misplaced:
+            only = f"only with protocol sasl_ssl or sasl_plaintext, not {protocol}"
+            raise ConfigError(table.field_path(misplaced[0]), only)
+    else:
+        table.check("username", bool, f"a SASL user name (protocol {protocol})", username)
+        if password is None:
+            needed = f"password_env or password_file is needed with protocol {protocol}"
+            raise ConfigError(table.field_path("password_env"), needed)
+    table.done()
+    security = SecurityConfig(
+        protocol, ca_file, cert_file, key_file, key_env, key_file_name, key_password, mechanism,
+        username, password_env, password_file, password,
+    )  # fmt: skip
+    _load_tls(table, security)
+    return security
+
+
+def _pem(table: _Table, key: str, tls: bool) -> Path | None:
+    """Read an optional PEM file name; it must be readable and belongs to ssl or sasl_ssl only."""
+    name = table.get(key, str, "")
+    table.check(key, lambda n: not n or tls, "no TLS file unless protocol is ssl or sasl_ssl", name)
+    table.check(key, lambda n: not n or _readable_file(n), "a readable PEM file", name)
+    return Path(name) if name else None
+
+
+def _secret(table: _Table, key: str, env_key: str, file_key: str) -> tuple[str, str, Secret | None]:
+    """Read secret ``key`` from the variable named by ``env_key`` or the file by ``file_key``.
+
+    Returns both names and the secret (None when neither is given). The secret itself written
+    under ``key`` is refused, and never repeated in the message.
+    """
+    if table.data.get(key, "") != "":
+        raise ConfigError(
+            table.field_path(key),
+            f"secrets never go in the config file: name a variable ({env_key}) or a file "
+            f"({file_key}) that holds it",
+        )
+    table.get(key, str, "")
+    env = table.get(env_key, str, "")
+    file = table.get(file_key, str, "")
+    if env and file:
+        raise ConfigError(table.field_path(file_key), f"either {env_key} or {file_key}, not both")
+    if env:
+        table.check(env_key, lambda n: bool(os.environ.get(n)), "a set environment variable", env)
+        return env, file, Secret(os.environ[env])
+    if not file:
+        return env, file, None
+    table.check(file_key, _readable_file, "a readable file", file)
+    try:
+        value = Path(file).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(table.field_path(file_key), f"cannot read {file}: {error}") from None
+    if not value:
+        raise ConfigError(table.field_path(file_key), f"{file} is empty")
+    return env, file, Secret(value)
+
+
+def _load_tls(table: _Table, security: SecurityConfig) -> None:
+    """Load the CA and the client certificate and key as a link would; raise ConfigError."""
+    if not security.tls:
+        return
+    try:
+        context = ssl.create_default_context(cafile=security.ca_file)
+    except (OSError, ssl.SSLError) as error:
+        problem = f"no usable CA certificate: {error}"
+        raise ConfigError(table.field_path("ca_file"), problem) from None
+    if security.cert_file is None:
+        return
+    password = security.key_password.value if security.key_password else None
+    try:
+        context.load_cert_chain(security.cert_file, security.key_file, password)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(
+            table.field_path("key_file"),
+            f"cannot load it with cert_file (a key that does not match, is encrypted without "
+            f"key_password_env/key_password_file, or a wrong key password): {error}",
+        ) from None
 
 
 def parse_config(data: dict[str, Any]) -> NodeConfig:
@@ -309,12 +605,15 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
     grants = _grants(root.table("grants"))
     monitoring = _monitoring(root.table("monitoring"))
     gateway = _gateway(root.table("gateway"))
+    provenance = _provenance(root.table("provenance"))
+    audit = _audit(root.table("audit"))
     root.done()
     topology = Topology(region, level, parent.region if parent else None, tuple(children))
     return NodeConfig(
         node_id, topology, local, parent, topics, flow, admin, log,
         Path(schema_dir) if schema_dir else None, Path(catalog_dir) if catalog_dir else None,
-        negative, clearance, departments, grants, monitoring, gateway,
+        negative, clearance, departments, grants, monitoring, gateway, provenance=provenance,
+        audit=audit,
     )  # fmt: skip
 
 
@@ -406,6 +705,24 @@ def _gateway(table: _Table | None) -> GatewayConfig:
     table.check("clients", lambda c: c or not enabled, "at least one client when enabled", clients)
     table.done()
     return GatewayConfig(enabled, tuple(clients))
+
+
+def _audit(table: _Table | None) -> AuditConfig:
+    if table is None:
+        return AuditConfig()
+    default = AuditConfig()
+    enabled = table.get("enabled", bool, default.enabled)
+    fail_closed = table.get("fail_closed", bool, default.fail_closed)
+    pending = table.get("max_pending", int, default.max_pending)
+    table.check("max_pending", lambda n: 1 <= n <= 10_000_000, "1-10000000 entries", pending)
+    per_record = table.get("entries_per_record", int, default.entries_per_record)
+    table.check("entries_per_record", lambda n: 1 <= n <= 10_000, "1-10000", per_record)
+    flush = table.get("flush_s", float, default.flush_s)
+    table.check("flush_s", lambda s: 0.01 <= s <= 60, "0.01-60 seconds", flush)
+    retention = table.get("retention_days", int, default.retention_days)
+    table.check("retention_days", lambda d: 1 <= d <= 36_500, "1-36500 days", retention)
+    table.done()
+    return AuditConfig(enabled, fail_closed, pending, per_record, flush, retention)
 
 
 def _strings(table: _Table, key: str) -> frozenset[str]:
@@ -503,8 +820,120 @@ def _admin(table: _Table | None) -> AdminConfig:
     table.check("host", bool, "a host name or address", host)
     port = table.get("port", int, default.port)
     table.check("port", lambda p: 0 <= p < 65536, "a TCP port 0-65535 (0: any free port)", port)
+    opened = table.get("open", list, ["health", "metrics"])
+    for index, group in enumerate(opened):
+        table.check(f"open[{index}]", lambda g: g in ADMIN_OPEN, "health or metrics", group)
+    users = _admin_users(table)
+    certs = _admin_certs(table)
+    tls = _admin_tls(table.table("tls"))
+    table.check(
+        "certs",
+        lambda c: not c or (tls is not None and tls.client_ca_file is not None),
+        "[admin.tls] with a client_ca_file to verify the certificates",
+        certs,
+    )
+    if not (users or certs or _loopback(host)):
+        raise ConfigError(
+            table.field_path("users"),
+            f"at least one user (or [[admin.certs]]) when host {host!r} is not a loopback"
+            " address: without credentials the admin API would be open to anyone who reaches it",
+        )
     table.done()
-    return AdminConfig(host, port)
+    return AdminConfig(host, port, tuple(dict.fromkeys(opened)), users, certs, tls)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: where it resolves is not known here, assume reachable
+
+
+def _admin_users(table: _Table) -> tuple[AdminUser, ...]:
+    users: list[AdminUser] = []
+    for index, entry in enumerate(table.get("users", list, [])):
+        user = _Table(entry, table.field_path(f"users[{index}]"))
+        name = user.get("name", str)
+        user.check(
+            "name", lambda n: 0 < len(n) <= 100 and n.isprintable(), "1-100 characters", name
+        )
+        user.check("name", lambda n: n not in {u.name for u in users}, "a unique name", name)
+        role = user.get("role", str)
+        user.check("role", lambda r: r in ADMIN_ROLES, "operator, auditor or admin", role)
+        digest = user.get("token_sha256", str).lower()
+        user.check(
+            "token_sha256",
+            lambda d: len(d) == 64 and all(c in "0123456789abcdef" for c in d),
+            "the SHA-256 of the token as 64 hex digits",
+            digest,
+        )
+        user.check(
+            "token_sha256",
+            lambda d: d not in {u.token_sha256 for u in users},
+            "a token hash no other user has",
+            digest,
+        )
+        user.done()
+        users.append(AdminUser(name, role, digest))
+    return tuple(users)
+
+
+def _admin_certs(table: _Table) -> tuple[AdminCert, ...]:
+    certs: list[AdminCert] = []
+    for index, entry in enumerate(table.get("certs", list, [])):
+        cert = _Table(entry, table.field_path(f"certs[{index}]"))
+        cn = cert.get("subject_cn", str)
+        cert.check("subject_cn", lambda c: 0 < len(c) <= 64, "a common name of 1-64 characters", cn)
+        cert.check(
+            "subject_cn", lambda c: c not in {x.subject_cn for x in certs}, "a unique CN", cn
+        )
+        role = cert.get("role", str)
+        cert.check("role", lambda r: r in ADMIN_ROLES, "operator, auditor or admin", role)
+        cert.done()
+        certs.append(AdminCert(cn, role))
+    return tuple(certs)
+
+
+def _admin_tls(table: _Table | None) -> AdminTls | None:
+    if table is None:
+        return None
+    cert_file = table.get("cert_file", str)
+    table.check("cert_file", _readable_file, "a readable PEM file", cert_file)
+    key_file = table.get("key_file", str)
+    table.check("key_file", _readable_file, "a readable PEM file", key_file)
+    client_ca_file = table.get("client_ca_file", str, "")
+    table.check(
+        "client_ca_file",
+        lambda f: not f or _readable_file(f),
+        "a readable PEM file",
+        client_ca_file,
+    )
+    table.done()
+    return AdminTls(
+        Path(cert_file), Path(key_file), Path(client_ca_file) if client_ca_file else None
+    )
+
+
+def _provenance(table: _Table | None) -> ProvenanceConfig | None:
+    if table is None:
+        return None
+    key_file = table.get("key_file", str)
+    table.check("key_file", _readable_file, "a readable private key file", key_file)
+    algorithm = table.get("algorithm", str, "ed25519")
+    table.check("algorithm", lambda a: a in ("ed25519", "sm2"), "ed25519 or sm2", algorithm)
+    require = table.get("require", bool, True)
+    grace = table.get("rotation_grace_s", float, 86400.0)
+    table.check("rotation_grace_s", lambda g: 0 <= g <= 90 * 86400, "0-7776000 seconds", grace)
+    cache = table.get("verified_root_cache", int, 4096)
+    table.check("verified_root_cache", lambda c: 1 <= c <= 1_000_000, "1-1000000 roots", cache)
+    table.done()
+    return ProvenanceConfig(Path(key_file), algorithm, require, grace, cache)
+
+
+def _readable_file(name: str) -> bool:
+    return bool(name) and os.access(name, os.R_OK) and Path(name).is_file()
 
 
 def _log(table: _Table | None) -> LogConfig:
@@ -526,6 +955,6 @@ def load_config(path: Path) -> NodeConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(str(path), f"cannot read: {error.strerror}") from error
-    except tomllib.TOMLDecodeError as error:
+    except (ValueError, RecursionError) as error:  # TOMLDecodeError, non-UTF-8, int, nesting
         raise ConfigError(str(path), f"not valid TOML: {error}") from error
     return parse_config(data)

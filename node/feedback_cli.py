@@ -18,6 +18,7 @@ from typing import Any
 
 from node.config import load_config
 from node.errors import ConfigError, TransportError
+from node.kafka.connection import Connection
 from node.kafka.feedback import read_feedback
 from node.kafka.topics import TopicNames
 
@@ -38,12 +39,13 @@ def run(args: argparse.Namespace) -> int:
     """Print what the node's feedback topic says of the report; return the exit code."""
     try:
         config = load_config(args.config)
+        local = Connection.to(config.local, "local")
     except ConfigError as error:
         print(f"exchange-node feedback: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     topic = TopicNames(config.local.topic_prefix).feedback
     try:
-        book = asyncio.run(read_feedback(config.local.bootstrap, topic, deadline_s=args.timeout))
+        book = asyncio.run(read_feedback(local, topic, deadline_s=args.timeout))
     except TransportError as error:
         print(f"exchange-node feedback: {error}", file=sys.stderr)
         return EXIT_UNREADABLE

@@ -7,8 +7,9 @@ The input (a file, or standard input for ``-`` or none) is a JSON object, a JSON
 objects, or JSON lines. Every record is checked against the resource's schema first (the catalog
 must name DEPT of the node's region as the resource's one source); if any is bad, each problem is
 printed as ``record N: $.field: problem`` and nothing is published. Otherwise the records go to
-``PREFIX.outbox`` on the node's local cluster with acks=all, each with a fresh id, and their ids
-are printed one a line (``--format json``: one object a line with the id, partition and offset).
+DEPT's own topic ``PREFIX.outbox.DEPT`` on the node's local cluster with acks=all, each with a
+fresh id, and their ids are printed one a line (``--format json``: one object a line with the id,
+partition and offset).
 
 Exit codes: 0 published, 1 the cluster could not be reached or did not ack in time, 2 bad
 arguments, configuration or records.
@@ -35,6 +36,7 @@ from node.compose import Composed, ComposeError, compose
 from node.config import load_config
 from node.errors import CatalogError, ConfigError, SchemaError, TransportError
 from node.kafka.closing import close_quietly
+from node.kafka.connection import Connection, client_options
 from node.kafka.topics import TopicNames
 
 EXIT_UNREACHABLE, EXIT_BAD_INPUT = 1, 2
@@ -49,7 +51,7 @@ def add_parser(commands: Any) -> None:
     """Add the ``send`` command."""
     send = commands.add_parser(
         "send",
-        help="publish records given as JSON to the local outbox",
+        help="publish records given as JSON to the department's outbox",
         description=__doc__.split("\n\n")[2].replace("``", ""),
     )
     send.add_argument("--config", type=Path, required=True, metavar="FILE", help="the node's TOML")
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         reference = load_reference(config)
+        local = Connection.to(config.local, "local")
     except (ConfigError, SchemaError, CatalogError) as error:
         print(f"{_NAME}: invalid configuration: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -103,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{_NAME}: {len(problems)} problem(s); nothing was published", file=sys.stderr)
         return EXIT_BAD_INPUT
-    topic = TopicNames(config.local.topic_prefix).outbox
+    topic = TopicNames(config.local.topic_prefix).outbox(args.dept)
     try:
-        sent = asyncio.run(publish(config.local.bootstrap, topic, composed, args.timeout))
+        sent = asyncio.run(publish(local, topic, composed, args.timeout))
     except TransportError as error:
         print(f"{_NAME}: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -192,7 +195,7 @@ def check_records(
 
 
 async def publish(
-    bootstrap: str, topic: str, records: Sequence[Composed], deadline_s: float
+    bootstrap: Connection | str, topic: str, records: Sequence[Composed], deadline_s: float
 ) -> list[Sent]:
     """Produce ``records`` to ``topic`` with acks=all and wait for every ack, within the deadline.
 
@@ -202,7 +205,7 @@ async def publish(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         client_id="exchange-node-send",
         acks="all",
         enable_idempotence=True,

@@ -27,6 +27,7 @@ from typing import Any
 from node.config import load_config
 from node.core.stats import StatsRow, summarize, total
 from node.errors import ConfigError, TransportError
+from node.kafka.connection import Connection
 from node.kafka.stats import Reading, read_stats
 from node.kafka.topics import TopicNames
 
@@ -90,7 +91,7 @@ class Query:
     since: datetime
     until: datetime
     by: dict[str, tuple[str, str]]
-    bootstrap: str
+    bootstrap: Connection
     topic: str
 
 
@@ -139,7 +140,7 @@ def check(
     by = parse_by(args.by, dimensions)
     config = load_config(args.config)
     name = topic(TopicNames(config.local.topic_prefix))
-    return Query(since, until, by, config.local.bootstrap, name)
+    return Query(since, until, by, Connection.to(config.local, "local"), name)
 
 
 def parse_when(text: str, now: datetime) -> datetime:

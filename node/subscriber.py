@@ -35,6 +35,7 @@ from node.core.envelope import REFUSAL_MESSAGE, REFUSAL_REASON, REFUSED_BY, Enve
 from node.core.heartbeat import is_heartbeat
 from node.errors import NodeError, PayloadError, TransportError
 from node.kafka.closing import close_quietly
+from node.kafka.connection import Connection, client_options
 from node.kafka.messages import PROJECTION
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -210,7 +211,7 @@ class Subscriber:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Connection | str,
         topic: str,
         *,
         schemas: SchemaSet,
@@ -227,7 +228,7 @@ class Subscriber:
         self._timeout_s = timeout_s
         self._max_records = max_records
         self._options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
+            **client_options(bootstrap),
             "group_id": group,
             "client_id": client_id,
             "enable_auto_commit": False,

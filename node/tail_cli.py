@@ -3,10 +3,11 @@
     exchange-node tail --config FILE TOPIC [--cluster local|parent] [--from-beginning]
                        [--format text|json] [--max N] [--timeout S]
 
-TOPIC is short (``outbox``, ``inbox``, ``refused``, ``deliver.PSB``, ``down.410102``) or full
-(``cascade.refused``); short names take the cluster's topic prefix from the config. Each record
-is printed with its id, resource, source, target, hop path, creation time, the refusal reason
-and message if it was refused, and its value decoded (``--format json``: one object a line).
+TOPIC is short (``outbox.PSB``, ``up.410102``, ``inbox``, ``refused``, ``deliver.PSB``,
+``down.410102``) or full (``cascade.refused``); short names take the cluster's topic prefix from
+the config. Each record is printed with its id, resource, source, target, hop path, creation
+time, the refusal reason and message if it was refused, and its value decoded (``--format json``:
+one object a line).
 Heartbeats are skipped. Reads without a consumer group and commits nothing. Stops on Ctrl-C,
 after ``--max`` records, or after ``--timeout`` seconds without a record.
 
@@ -26,11 +27,12 @@ from typing import Any
 from node.app import load_reference
 from node.config import NodeConfig, load_config
 from node.errors import CatalogError, ConfigError, SchemaError, TransportError
+from node.kafka.connection import Connection
 from node.subscriber import Delivered, Subscriber, iso_ms
 
 EXIT_UNREACHABLE, EXIT_BAD_INPUT = 1, 2
-SHORT_TOPICS = ("outbox", "inbox", "refused", "grants", "stats")
-SHORT_FAMILIES = ("deliver.", "down.")
+SHORT_TOPICS = ("inbox", "refused", "grants", "stats")
+SHORT_FAMILIES = ("outbox.", "up.", "deliver.", "down.")
 CONNECT_TIMEOUT_S = 30.0
 _NAME = "exchange-node tail"
 
@@ -43,7 +45,7 @@ def add_parser(commands: Any) -> None:
         description=__doc__.split("\n\n")[2].replace("``", ""),
     )
     tail.add_argument("--config", type=Path, required=True, metavar="FILE", help="the node's TOML")
-    tail.add_argument("topic", metavar="TOPIC", help="outbox, refused, deliver.PSB, or a full name")
+    tail.add_argument("topic", metavar="TOPIC", help="outbox.PSB, refused, ... or a full name")
     tail.add_argument("--cluster", choices=["local", "parent"], default="local")
     tail.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest record, not the end"
@@ -101,13 +103,13 @@ async def follow(
     return printed
 
 
-def cluster_of(config: NodeConfig, cluster: str) -> tuple[str, str]:
+def cluster_of(config: NodeConfig, cluster: str) -> tuple[Connection, str]:
     """Return the bootstrap and topic prefix of ``local`` or ``parent``; raise ConfigError."""
     if cluster == "local":
-        return config.local.bootstrap, config.local.topic_prefix
+        return Connection.to(config.local, "local"), config.local.topic_prefix
     if config.parent is None:
         raise ConfigError("parent", "this node has no parent (it is the root): no parent cluster")
-    return config.parent.cluster.bootstrap, config.parent.cluster.topic_prefix
+    return Connection.to(config.parent.cluster, "parent"), config.parent.cluster.topic_prefix
 
 
 def resolve_topic(name: str, prefix: str) -> str:

@@ -38,6 +38,7 @@ from node.core.provisioning import (
     plan,
 )
 from node.errors import CatalogError, ConfigError, SchemaError, TransportError
+from node.kafka.connection import Connection
 from node.kafka.provision import ClusterAdmin, layout_of
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -115,22 +116,22 @@ def run(args: argparse.Namespace) -> int:
 
 def choose(
     config: NodeConfig, cluster: str, reporters: Iterable[str] = ()
-) -> list[tuple[Desired, str]]:
-    """Return each chosen cluster's desired state and bootstrap; ValueError for a missing parent."""
+) -> list[tuple[Desired, Connection]]:
+    """Return each chosen cluster's desired state and connection; ValueError: no parent."""
     layout = layout_of(config, reporters)
     targets = []
     if cluster in ("local", "both"):
-        targets.append((desired_local(layout), config.local.bootstrap))
+        targets.append((desired_local(layout), Connection.to(config.local, "local")))
     parent = desired_parent(layout)
     if cluster in ("parent", "both") and parent is not None and config.parent is not None:
-        targets.append((parent, config.parent.cluster.bootstrap))
+        targets.append((parent, Connection.to(config.parent.cluster, "parent")))
     elif cluster == "parent":
         raise ValueError(f"--cluster parent: {config.node_id} has no [parent] (it is the root)")
     return targets
 
 
 async def provision(
-    targets: list[tuple[Desired, str]], *, apply: bool, deadline_s: float
+    targets: list[tuple[Desired, Connection]], *, apply: bool, deadline_s: float
 ) -> list[Outcome]:
     """Read each cluster and plan; apply the plan if asked. A failing cluster spares the others."""
     outcomes = []
@@ -140,9 +141,9 @@ async def provision(
                 made = plan(desired, await admin.read(desired))
                 if apply and made.actions:
                     await admin.apply(made)
-            outcomes.append(Outcome(desired.cluster, bootstrap, made, applied=apply))
+            outcomes.append(Outcome(desired.cluster, str(bootstrap), made, applied=apply))
         except TransportError as error:
-            outcomes.append(Outcome(desired.cluster, bootstrap, None, apply, str(error)))
+            outcomes.append(Outcome(desired.cluster, str(bootstrap), None, apply, str(error)))
     return outcomes
 
 

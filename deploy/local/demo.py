@@ -107,7 +107,7 @@ async def traffic(schemas: SchemaSet, duration_s: float, rate: float) -> Sent:
     try:
         async with contextlib.AsyncExitStack() as stack:
             publishers = {
-                node: await stack.enter_async_context(Publisher(topic(node, "outbox")[0]))
+                node: await stack.enter_async_context(Publisher(topic(node, "inbox")[0]))
                 for node in NODES
             }
             session = await stack.enter_async_context(aiohttp.ClientSession())
@@ -168,7 +168,7 @@ async def _generate(
             (posted if route.gateway else batch.setdefault(route.at_node, [])).append(published)
             sent.add(route, published.envelope.record_id)
         for node, records in batch.items():
-            await publishers[node].send(topic(node, "outbox")[1], records)
+            await publishers[node].send_to_outboxes(NODES[node][2], records)
         await gateway.post(posted)
         if time.monotonic() - shown >= 2:
             shown = time.monotonic()

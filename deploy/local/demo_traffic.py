@@ -23,7 +23,7 @@ class Route:
     """A kind of record the demo sends, and where it must end up."""
 
     title: str
-    at_node: str  # the node whose outbox it is published to
+    at_node: str  # the node at whose level it is published (to its department's outbox)
     source: str  # its source region
     target: str
     expect: tuple[str, ...]  # nodes whose inbox must receive it; () = refused at ``at_node``
@@ -87,8 +87,8 @@ class Generator:
         extra = {}
         if route.refusal == "not_shared":
             schema, extra = PERSON, {"resource": "410102-PSB-00009"}
-        elif route.refusal == "not_authoritative":
-            extra = {"source_dept": "HRSS"}
+        elif route.refusal == "not_authoritative":  # a department of the level, not the source
+            extra = {"source_dept": {PERSON: "SAMR", LEGAL_ENTITY: "DSB", LICENCE: "PSB"}[schema]}
         elif route.refusal == "quality":
             schema, extra = PERSON, {"flaw": Flaw.ID_CHECK_CHAR}
         published = sample(

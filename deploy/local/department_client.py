@@ -1,4 +1,7 @@
-"""Department-side helpers: publish resource records into an outbox, read a topic back.
+"""Department-side helpers: publish resource records into outboxes, read a topic back.
+
+Each department of a level publishes to its own topic, ``PREFIX.outbox.DEPT``:
+``send_to_outboxes`` and ``publish_to_outboxes`` send each record to its ``cx-source-dept``'s.
 
 Used by the demo, the tests and the benchmarks. Every wait is bounded by a timeout.
 """
@@ -67,6 +70,24 @@ class Publisher:
         ]  # fmt: skip
         await asyncio.gather(*futures)
 
+    async def send_to_outboxes(self, prefix: str, records: Sequence[Published]) -> None:
+        """Produce each record to its department's ``PREFIX.outbox.DEPT``; wait for every ack."""
+        by_topic: dict[str, list[Published]] = {}
+        for record in records:
+            by_topic.setdefault(outbox_of(prefix, record.envelope), []).append(record)
+        await asyncio.gather(*(self.send(topic, some) for topic, some in by_topic.items()))
+
+
+def outbox_of(prefix: str, envelope: Envelope) -> str:
+    """Return the topic the record's source department publishes to."""
+    return f"{prefix}.outbox.{envelope.source_dept}"
+
+
+async def publish_to_outboxes(bootstrap: str, prefix: str, records: Sequence[Published]) -> None:
+    """Produce each record to its department's outbox under ``prefix``; wait for every ack."""
+    async with Publisher(bootstrap) as publisher:
+        await publisher.send_to_outboxes(prefix, records)
+
 
 async def publish(bootstrap: str, topic: str, records: Sequence[Published]) -> None:
     """Produce ``records`` to ``topic`` (acks=all) and wait until all are acked."""
@@ -85,7 +106,7 @@ async def read_topic(
     """Read ``topic`` from the beginning until ``until(records)`` holds or ``timeout_s`` passes.
 
     Uses no consumer group and commits nothing. Returns what was read either way; the caller
-    asserts on it. Heartbeats between nodes (in outboxes and hand-over topics) are left out
+    asserts on it. Heartbeats between nodes (in up and hand-over topics) are left out
     unless ``heartbeats`` is set.
     """
     consumer = AIOKafkaConsumer(

@@ -65,6 +65,8 @@ class ClusterSpec:
     heap_mb: int = 512
     properties: tuple[tuple[str, str], ...] = ()
     """Extra broker properties, set after (and overriding) the defaults, e.g. an authorizer."""
+    format_args: tuple[str, ...] = ()
+    """Extra arguments of the storage format, e.g. ``--add-scram`` to create SCRAM users."""
 
 
 @dataclass
@@ -336,7 +338,7 @@ def _format(java: str, libs: Path, specs: Sequence[ClusterSpec], data_dirs: list
         command = [
             java, *TOOL_FLAGS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", f"{libs}/*",
             "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id(data_dir)}",
-            "-c", str(config), "--ignore-formatted",
+            "-c", str(config), "--ignore-formatted", *spec.format_args,
         ]  # fmt: skip
         running.append((spec, subprocess.Popen(command, stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True)))  # fmt: skip

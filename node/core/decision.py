@@ -25,6 +25,7 @@ from node.core.envelope import (
 from node.core.ingress import admit
 from node.core.outcome import Copy, Delivered, Outcome, Reason, Refused
 from node.core.policy import Policy, PolicyKey
+from node.core.provenance import Provenance, vouch
 from node.core.quality import QUALITY_HEADER, Verdict
 from node.core.routing import Arrival, RouteKey, Router
 from node.errors import PayloadError
@@ -65,12 +66,14 @@ class Decider:
         schemas: SchemaSet,
         *,
         validate_ingress: bool,
+        provenance: Provenance | None = None,
     ) -> None:
         self._router = router
         self._policy = policy
         self._arrival = arrival
         self._schemas = schemas
         self._validate = validate_ingress and arrival is Arrival.FROM_BELOW
+        self._provenance = provenance
 
     def decide(self, records: Sequence[Seen], *, now_ms: int) -> tuple[list[Outcome], list[Facts]]:
         """Return each record's outcome and its facts (``now_ms`` times the quality checks)."""
@@ -108,6 +111,8 @@ class Decider:
             refusal = doubled_envelope_header(records[index].headers)
             if refusal is not None:
                 outcomes[index] = refusal
+        entry = self._arrival is Arrival.FROM_BELOW  # check records from other nodes, sign fresh
+        vouch(self._provenance, records, route_keys, outcomes, now_ms=now_ms, entry=entry)
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, Delivered) and outcome.projects:
                 outcomes[index] = self._project(records[index].value, outcome)

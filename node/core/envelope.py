@@ -48,6 +48,8 @@ REFUSED_BY = "cx-refused-by"
 
 MIN_GRADE, MAX_GRADE = 1, 4
 _TOKEN = re.compile(r"[\x21-\x7e]{1,64}")
+MAX_DIGITS = 19
+"""Longest decimal number a header may hold (int64); longer ones are refused before ``int()``."""
 
 Headers = Iterable[tuple[str, bytes]]
 
@@ -181,7 +183,7 @@ class Envelope:
         if not is_region_code(source_region):
             raise EnvelopeError(SOURCE_REGION, f"{source_region!r} is not a six-digit region code")
         grade_text = required(GRADE)
-        if not grade_text.isdigit() or not MIN_GRADE <= int(grade_text) <= MAX_GRADE:
+        if not is_number(grade_text) or not MIN_GRADE <= int(grade_text) <= MAX_GRADE:
             raise EnvelopeError(GRADE, f"{grade_text!r} is not a grade {MIN_GRADE}-{MAX_GRADE}")
         sharing_text = required(SHARING)
         try:
@@ -190,7 +192,7 @@ class Envelope:
             kinds = ", ".join(s.value for s in Sharing)
             raise EnvelopeError(SHARING, f"{sharing_text!r} is not one of {kinds}") from None
         created_text = required(CREATED_MS)
-        if not created_text.isdigit():
+        if not is_number(created_text):
             raise EnvelopeError(CREATED_MS, f"{created_text!r} is not milliseconds since epoch")
         return cls(
             record_id=token(RECORD_ID),
@@ -205,11 +207,19 @@ class Envelope:
         )
 
 
+def is_number(text: str) -> bool:
+    """Tell whether ``text`` is an unsigned decimal of at most MAX_DIGITS ASCII digits."""
+    return 0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit()
+
+
 def header_texts(headers: Headers) -> Mapping[str, str]:
-    """Decode the ``cx-`` headers as ASCII text (the last value wins); raise on non-ASCII."""
+    """Decode the ``cx-`` headers as ASCII text (the last value wins); raise on non-ASCII.
+
+    ``cx-prov`` (binary, see ``node.core.provenance``) is left out.
+    """
     texts: dict[str, str] = {}
     for name, value in headers:
-        if name.startswith("cx-"):
+        if name.startswith("cx-") and name != "cx-prov":
             try:
                 texts[name] = value.decode("ascii")
             except (UnicodeDecodeError, AttributeError):

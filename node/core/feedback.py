@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 from node.core.catalog import Catalog
-from node.core.envelope import RECORD_ID, RESOURCE, Mark, parse_hops
+from node.core.envelope import MAX_DIGITS, RECORD_ID, RESOURCE, Mark, parse_hops
 from node.core.outcome import Reason, Refused
 from node.core.routing import Arrival
 from node.core.topology import Topology, contains, is_region_code
@@ -126,7 +126,7 @@ def decode(kind: bytes, value: bytes | None) -> Event:
     """Parse a feedback value of ``kind``; raise EnvelopeError naming the field that is wrong."""
     try:
         body = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # too deeply nested
         raise EnvelopeError(FEEDBACK, f"feedback value is not JSON: {error}") from None
     if not isinstance(body, dict):
         raise EnvelopeError(FEEDBACK, "feedback value must be a JSON object")
@@ -182,7 +182,7 @@ def decode(kind: bytes, value: bytes | None) -> Event:
 class Way(StrEnum):
     """Where feedback goes from this node."""
 
-    UP = "up"  # to the parent's outbox
+    UP = "up"  # to the parent's up.REGION
     DOWN = "down"  # to a child's hand-over topic
     HERE = "here"  # to a department's feedback topic at this node
 
@@ -384,11 +384,11 @@ def correction(
     """
     found = dict(headers)
     answers = found.get(CORRECTS)
-    if answers is None:
+    if CORRECTS not in found:
         return None
-    report_id = answers.decode("ascii", "replace")
-    version_raw = found.get(VERSION, b"")
-    if not version_raw.isdigit() or int(version_raw) < 2:
+    report_id = answers.decode("ascii", "replace") if answers else ""
+    version_raw = found.get(VERSION) or b""
+    if not (version_raw.isdigit() and len(version_raw) <= MAX_DIGITS) or int(version_raw) < 2:
         return Refused(Reason.BAD_ENVELOPE, f"header {VERSION}: a correction needs a version > 1")
     report = book.report(report_id)
     me = topology.region
@@ -396,8 +396,8 @@ def correction(
         return Refused(
             Reason.BAD_ENVELOPE, f"header {CORRECTS}: report {report_id} unknown at {me}"
         )
-    record_id = found.get(RECORD_ID, b"").decode("ascii", "replace")
-    resource = found.get(RESOURCE, b"").decode("ascii", "replace")
+    record_id = (found.get(RECORD_ID) or b"").decode("ascii", "replace")
+    resource = (found.get(RESOURCE) or b"").decode("ascii", "replace")
     if (record_id, resource) != (report.record_id, report.resource):
         return Refused(
             Reason.BAD_ENVELOPE,

@@ -35,6 +35,8 @@ class Reason(StrEnum):
     GRADE = "grade"  # the record's grade exceeds the destination's clearance
     NO_GRANT = "no_grant"  # conditional resource and nobody here holds a grant for it
     QUALITY = "quality"  # fails a quality rule its resource refuses on (every failure is named)
+    PROVENANCE = "provenance"  # signature missing, malformed, wrong, or its key not trusted
+    FORGED = "forged"  # its headers disagree with the writer its topic belongs to
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from node.core.catalog import Catalog, Resource
-from node.core.envelope import MAX_GRADE, MIN_GRADE, Sharing
+from node.core.envelope import MAX_GRADE, MIN_GRADE, Sharing, is_number
 from node.core.grants import GrantBook
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
 
@@ -152,7 +152,7 @@ class Policy:
             )
         except UnicodeDecodeError:
             return Refused(Reason.BAD_ENVELOPE, "a cx-resource/source/grade header is not ASCII")
-        if not grade_text.isdigit() or not MIN_GRADE <= int(grade_text) <= MAX_GRADE:
+        if not is_number(grade_text) or not MIN_GRADE <= int(grade_text) <= MAX_GRADE:
             return Refused(Reason.BAD_ENVELOPE, f"header cx-grade: {grade_text!r} is not 1-4")
         snapshot = self.snapshot
         resource = snapshot.catalog.get(resource_code)

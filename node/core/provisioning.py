@@ -6,12 +6,14 @@ a cluster and applying a plan is ``node/kafka/provision.py``'s job; this module 
 
 Topics (as the node's loops use them; ``node/app.py`` creates the same ones at start-up):
 
-- the node's own cluster (``local``): ``outbox``, ``inbox``, ``refused``, ``down.CHILD`` per child,
-  ``deliver.DEPT`` per department, ``feedback.DEPT`` per department with correction feedback, and
-  the state topics ``grants``, ``stats``, ``quality`` and ``feedback``;
-- the parent's cluster (``parent``): the parent's ``outbox``, ``down.REGION`` and ``grants``. They
-  are the parent node's topics: created when missing, otherwise never changed here (the parent's
-  own plan owns them); a difference is reported as a warning.
+- the node's own cluster (``local``): ``outbox.DEPT`` per department that may publish (the
+  departments of the level: sources, consumers, gateway clients), ``up.CHILD`` per child,
+  ``inbox``, ``refused``, ``down.CHILD`` per child, ``deliver.DEPT`` per department,
+  ``feedback.DEPT`` per department with correction feedback, and the state topics ``grants``,
+  ``stats``, ``quality`` and ``feedback``;
+- the parent's cluster (``parent``): the parent's ``up.REGION``, ``down.REGION`` and ``grants``.
+  They are the parent node's topics: created when missing, otherwise never changed here (the
+  parent's own plan owns them); a difference is reported as a warning.
 
 Topic configs. The config file has no retention settings yet, so these are constants: data topics
 keep records 7 days (``DATA_RETENTION_MS``; an outage of a level longer than that loses records),
@@ -28,17 +30,21 @@ only) and a department of a level as ``User:<department code>`` (``department_pr
 level's cluster. Consumer groups: a node's start with ``exchange-node.<node id>.``, a department's
 with ``<department code>.``.
 
-ACL rules (every ACL allows, from any host):
+ACL rules (every ACL allows, from any host). Each writer may write only its own topic, so the node
+knows who wrote a record from the topic it came from (``node/core/writers.py`` refuses a record
+whose headers disagree):
 
 - on the node's own cluster
     - the node: READ, WRITE, DESCRIBE, DESCRIBE_CONFIGS, CREATE on topics prefixed ``PREFIX.``;
       READ on its groups;
-    - each department: WRITE on ``outbox``; READ, DESCRIBE on its ``deliver.DEPT``; READ on its
-      groups;
+    - each department: WRITE, DESCRIBE_CONFIGS on its ``outbox.DEPT`` (and no other);
+      a consumer department READ, DESCRIBE on its ``deliver.DEPT``, READ on its groups; a
+      department with feedback READ, DESCRIBE on its ``feedback.DEPT``;
     - each child node: the child rule below;
 - on the parent's cluster, this node: the child rule, and READ on its groups;
-- the child rule: WRITE, DESCRIBE_CONFIGS on ``outbox`` (records and heartbeats up); READ on
-  ``down.CHILD``; READ, WRITE, DESCRIBE_CONFIGS on ``grants`` (grant relays both ways).
+- the child rule: WRITE, DESCRIBE_CONFIGS on ``up.CHILD`` (records and heartbeats up, and no
+  other writer topic); READ on ``down.CHILD``; READ, WRITE, DESCRIBE_CONFIGS on ``grants`` (grant
+  relays both ways).
 
 A child's groups on the parent's cluster are named after the child's node id, which the parent does
 not know: they are planned by the child (``topics plan --cluster parent``). Nothing is ever
@@ -54,7 +60,7 @@ from typing import Protocol
 
 DAY_MS = 24 * 3600 * 1000
 DATA_RETENTION_MS = 7 * DAY_MS
-"""How long data topics (outbox, inbox, down, deliver) keep records."""
+"""How long data topics (outbox, up, inbox, down, deliver) keep records."""
 REFUSED_RETENTION_MS = 30 * DAY_MS
 """How long the refusal topic keeps records."""
 DATA_CONFIGS = {"cleanup.policy": "delete", "retention.ms": str(DATA_RETENTION_MS)}
@@ -91,9 +97,12 @@ class Namespace(Protocol):
         """The topic prefix."""
         ...
 
-    @property
-    def outbox(self) -> str:
-        """Records to route at this level."""
+    def outbox(self, department: str) -> str:
+        """Return the topic a department of this level publishes to."""
+        ...
+
+    def up(self, child: str) -> str:
+        """Return the topic a child's node hands records up to."""
         ...
 
     @property
@@ -228,6 +237,11 @@ class NodeLayout:
     """Departments of this level with a correction feedback topic (sources, consumers, gateway
     clients)."""
 
+    @property
+    def writers(self) -> tuple[str, ...]:
+        """Departments that may publish here (each to its ``outbox.DEPT``): every one known."""
+        return tuple(sorted({*self.departments, *self.reporters}))
+
 
 @dataclass(frozen=True, slots=True)
 class Desired:
@@ -340,7 +354,9 @@ class ClusterPlan:
 def desired_local(layout: NodeLayout) -> Desired:
     """Return what the node's own cluster should hold."""
     names = layout.local
-    topics = [_data(layout, names.outbox), _data(layout, names.inbox)]
+    topics = [_data(layout, names.outbox(code)) for code in layout.writers]
+    topics += [_data(layout, names.up(child)) for child in layout.children]
+    topics.append(_data(layout, names.inbox))
     topics.append(_topic(layout, names.refused, REFUSED_CONFIGS))
     topics += [_data(layout, names.down(child)) for child in layout.children]
     topics += [_data(layout, names.deliver(code)) for code in layout.departments]
@@ -349,6 +365,11 @@ def desired_local(layout: NodeLayout) -> Desired:
     topics.append(_state(layout, names.feedback))
     me = node_principal(layout.region)
     acls = _own_cluster_acls(me, layout.node_id, names)
+    for code in layout.writers:  # each publishes to its own outbox, and to no other
+        acls += _allow(
+            department_principal(code), Resource.TOPIC, Pattern.LITERAL, names.outbox(code),
+            "WRITE", "DESCRIBE_CONFIGS",
+        )  # fmt: skip
     for code in layout.departments:
         acls += _department_acls(department_principal(code), code, names)
     for code in layout.reporters:  # a department reads the reports and statuses meant for it
@@ -367,7 +388,7 @@ def desired_parent(layout: NodeLayout) -> Desired | None:
     if names is None:
         return None
     topics = (
-        _data(layout, names.outbox),
+        _data(layout, names.up(layout.region)),
         _data(layout, names.down(layout.region)),
         _state(layout, names.grants),
     )
@@ -407,9 +428,8 @@ def _own_cluster_acls(principal: str, node_id: str, names: Namespace) -> list[Ac
 
 
 def _department_acls(principal: str, code: str, names: Namespace) -> list[Acl]:
-    """Let a department publish to the outbox and read its own delivery topic in its groups."""
-    acls = _allow(principal, Resource.TOPIC, Pattern.LITERAL, names.outbox, "WRITE")
-    acls += _allow(
+    """Let a consumer department read its own delivery topic in its groups."""
+    acls = _allow(
         principal, Resource.TOPIC, Pattern.LITERAL, names.deliver(code), "READ", "DESCRIBE"
     )
     return acls + _allow(
@@ -418,9 +438,9 @@ def _department_acls(principal: str, code: str, names: Namespace) -> list[Acl]:
 
 
 def _child_acls(principal: str, child: str, names: Namespace) -> list[Acl]:
-    """Let a child's node hand records up, take its own down and relay grants both ways."""
+    """Let a child's node hand up to its own topic, take its own down and relay grants."""
     acls = _allow(
-        principal, Resource.TOPIC, Pattern.LITERAL, names.outbox, "WRITE", "DESCRIBE_CONFIGS"
+        principal, Resource.TOPIC, Pattern.LITERAL, names.up(child), "WRITE", "DESCRIBE_CONFIGS"
     )
     acls += _allow(principal, Resource.TOPIC, Pattern.LITERAL, names.down(child), "READ")
     return acls + _allow(

@@ -12,11 +12,13 @@ It does no I/O and never awaits; it decides nothing and builds no message.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from node.core.audit import Fact as AuditFact
 from node.core.decision import Facts
 from node.core.feedback import Event, FeedbackBook
 from node.core.heartbeat import Beat
@@ -28,9 +30,22 @@ from node.core.tally import Tally, TallyKey
 from node.core.tally import add as tally_add
 from node.core.topology import Topology
 from node.kafka.aside import Aside
+from node.kafka.audit import audit_facts
 from node.kafka.messages import NO_FACTS, Out
 from node.ops.metrics import Metrics
 from node.transport import Clock, Record
+
+
+class Gate(Protocol):
+    """What holds the links while records must not move (a fail-closed audit trail)."""
+
+    def is_open(self) -> bool:
+        """Tell whether the link may fetch a new batch now."""
+        ...
+
+    async def wait_open(self, stopping: asyncio.Event) -> None:
+        """Return once the link may fetch again, or ``stopping`` is set."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +67,11 @@ class Watch:
     )
     """Called after each committed batch with the quality counts of the records that entered
     here, and the resources published here (the quality ledger, metrics, accessibility)."""
+    on_audit: Callable[[Sequence[AuditFact]], None] | None = None
+    """Called after each committed batch with an audit fact per copy and per refusal (the audit
+    trail); None: no facts are made."""
+    gate: Gate | None = None
+    """Asked before each fetch (a fail-closed audit trail); None: always fetch."""
 
 
 RATE_WINDOW_S = 10.0
@@ -114,6 +134,7 @@ class Summary:
     feedback: list[Event]
     quality: dict[QualityKey, tuple[int, int]]  # records checked and failed here, at entry
     published: set[str]  # resources of which a fresh record entered here
+    audit: list[AuditFact] = field(default_factory=list)  # one per copy and refusal, if watched
 
 
 class Accountant:
@@ -192,11 +213,14 @@ class Accountant:
         copies = sum(n for kind, n in counts.items() if kind.__class__ is Direction)
         written = [record.timestamp for record in records if record.timestamp >= 0]
         quality, published = _quality_counts(facts)
-        return Summary(
+        summary = Summary(
             len(records) - len(aside.beats) - aside.taken, copies, refused, counts, oldest,
             min(written) if written else None, tally, peers_in, peers_out, from_children, sent_up,
             aside.beats, aside.events, quality, published,
         )  # fmt: skip
+        if self._watch.on_audit is not None:
+            summary.audit = audit_facts(pending, int(self._clock() * 1000))
+        return summary
 
     def _arrivals(
         self, records: Sequence[Record], facts: Sequence[Facts]
@@ -260,10 +284,16 @@ class Accountant:
             peers.heard(beat, now_ms)
         self._remember(summary.feedback)
         totals.sample(now_ms / 1000)
+        self._tell(now_ms, summary)
+
+    def _tell(self, now_ms: int, summary: Summary) -> None:
+        """Hand the watchers what the batch exchanged: statistics, quality, audit facts."""
         if summary.tally:
             self._watch.on_tally(now_ms, summary.tally)
         if summary.quality or summary.published:
             self._watch.on_quality(now_ms, summary.quality, summary.published)
+        if summary.audit and self._watch.on_audit is not None:
+            self._watch.on_audit(summary.audit)
 
     def _remember(self, events: Sequence[Event]) -> None:
         """Add committed feedback to the node's book (the store will read it again: no harm)."""

@@ -1,9 +1,10 @@
-"""A link: one source topic wired through the decision to its own sinks, batch by batch.
+"""A link: its source topics wired through the decision to its own sinks, batch by batch.
 
-For each fetched batch: validate fresh records (ingress), route, produce every copy and every
-refusal, wait for all acks, then commit the next offset of each partition. Up to
-``max_in_flight`` batches (and at most ``max_in_flight_bytes`` of records) are under way at once;
-they are committed strictly in fetch order.
+For each fetched batch: refuse records whose headers disagree with the writer of their topic
+(``node.core.writers``, on the link from below), validate fresh records (ingress), route, produce
+every copy and every refusal, wait for all acks, then commit the next offset of each partition.
+Up to ``max_in_flight`` batches (and at most ``max_in_flight_bytes`` of records) are under way at
+once; they are committed strictly in fetch order.
 
 Failure handling, all inside the link so it keeps going:
 
@@ -16,6 +17,8 @@ Failure handling, all inside the link so it keeps going:
   refusal the refusal topic cannot take is written as a bounded stub (envelope, reason, size,
   SHA-256 of the value). The rest of the batch goes on; no partition is blocked.
 - Errors of the source (fetch, commit) propagate to the supervisor, which restarts the link.
+- While a fail-closed audit trail cannot write (``Watch.gate`` closed) the link commits what
+  is under way and fetches nothing more (a batch fetched meanwhile is rewound) until it opens.
 
 What the link produces is built in ``node.kafka.messages`` (copies, refusals, stubs; where each
 goes), heartbeats and correction feedback are taken aside in ``node.kafka.aside``, and what a
@@ -29,7 +32,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -37,12 +40,14 @@ import structlog
 from node.codec import SchemaSet
 from node.config import FlowConfig
 from node.core.decision import Decider, Facts
-from node.core.outcome import Direction, Outcome, Reason
+from node.core.outcome import Direction, Outcome, Reason, Refused
 from node.core.peers import CHILD, PARENT, PeerWatch
 from node.core.policy import Policy
+from node.core.provenance import Provenance
 from node.core.routing import Arrival, Router
+from node.core.writers import Writers
 from node.errors import RecordRejected, TransportError
-from node.kafka.accounting import RATE_WINDOW_S, Accountant, LinkTotals, Summary, Watch
+from node.kafka.accounting import RATE_WINDOW_S, Accountant, Gate, LinkTotals, Summary, Watch
 from node.kafka.aside import Aside, AsideTaker, is_aside
 from node.kafka.messages import (
     NO_FACTS,
@@ -104,8 +109,13 @@ class Link:
         log: structlog.typing.FilteringBoundLogger,
         clock: Clock = time.time,
         watch: Watch | None = None,
+        writers: Writers | None = None,
+        provenance: Provenance | None = None,
+        await_keys: Callable[[Sequence[Record]], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
+        self._writers = writers  # who may write each source topic; None: not checked
+        self._await_keys = await_keys  # waits (bounded) for signing keys not read yet
         self.totals = LinkTotals()
         self.totals.sample(clock())
         self._source = source
@@ -114,7 +124,12 @@ class Link:
         self._health = health
         self._settings = settings
         self._decider = Decider(
-            router, policy, arrival, schemas, validate_ingress=settings.validate_ingress
+            router,
+            policy,
+            arrival,
+            schemas,
+            validate_ingress=settings.validate_ingress,
+            provenance=provenance,
         )
         self._backoff = Backoff(settings.retry_backoff_s, settings.max_backoff_s)
         self._clock = clock
@@ -159,9 +174,15 @@ class Link:
         emit(self._log, LinkStarted())
         try:
             while not self._stopping.is_set():
+                gate = self._watch.gate
+                if gate is not None and not gate.is_open():
+                    await self._hold(in_flight, gate)
+                    continue
                 if sum(f.size for f in in_flight) < self._settings.max_in_flight_bytes:
                     batch = await self._source.fetch()
-                    if batch:
+                    if batch and gate is not None and not gate.is_open():
+                        self._source.rewind({tp: r[0].offset for tp, r in batch.items() if r})
+                    elif batch:
                         in_flight.append(self._start_delivery(batch))
                 elif in_flight:
                     await self._settle(in_flight)  # over the byte budget: fetch nothing more
@@ -178,6 +199,12 @@ class Link:
                 await self._abandon(in_flight)
             await self._source.stop()
             emit(self._log, LinkStopped())
+
+    async def _hold(self, in_flight: deque[_InFlight], gate: Gate) -> None:
+        """Commit what is under way, then fetch nothing until ``gate`` opens (fail-closed audit)."""
+        while in_flight:
+            await self._settle(in_flight)
+        await gate.wait_open(self._stopping)
 
     def _start_delivery(self, batch: Batch) -> _InFlight:
         size = 0
@@ -261,8 +288,12 @@ class Link:
         """
         try:
             records = [record for part in batch.values() for record in part]
+            if self._await_keys is not None:
+                await self._await_keys(records)
             began = time.perf_counter()
-            outcomes, facts, aside = self._decide(records)
+            writers = self._writers
+            forged = writers.check_batch((p.topic, r) for p, r in batch.items()) if writers else {}
+            outcomes, facts, aside = self._decide(records, forged)
             pending = self._messages.of_batch(
                 records, outcomes, facts, partitions=self._source.partition_count(),
                 parent=self._watch.peers.parent or "",
@@ -288,17 +319,24 @@ class Link:
             if not turn.done():
                 turn.set_result(None)
 
-    def _decide(self, records: Sequence[Record]) -> tuple[list[Outcome | None], list[Facts], Aside]:
+    def _decide(
+        self, records: Sequence[Record], forged: dict[int, Refused]
+    ) -> tuple[list[Outcome | None], list[Facts], Aside]:
         """Decide the data records; take heartbeats and feedback aside (outcome None) or refuse.
 
-        On the link from below, a record published here that corrects a report (``cx-corrects``)
-        and passes the rules also makes the report's ``corrected`` status.
+        A record whose headers disagree with its topic's writer (``forged``, by index) is
+        refused whatever the rules say. On the link from below, a record published here that
+        corrects a report (``cx-corrects``) and passes the rules also makes the report's
+        ``corrected`` status.
         """
         aside = Aside()
         taker = self._aside_taker
         if not any(is_aside(record.headers) for record in records):
             decided, all_facts = self._decider.decide(records, now_ms=self._now_ms())
             outcomes = list[Outcome | None](decided)
+            for index, refused in forged.items():
+                outcomes[index] = refused
+                all_facts[index] = all_facts[index]._replace(quality=None)
             if taker.corrects:
                 taker.correct(records, outcomes, all_facts, aside)
             return outcomes, all_facts, aside
@@ -307,13 +345,14 @@ class Link:
         decisions, facts_of = iter(decided), iter(data_facts)
         outcomes = []
         facts: list[Facts] = []
-        for record in records:
+        for index, record in enumerate(records):
             if not is_aside(record.headers):
-                outcomes.append(next(decisions))
-                facts.append(next(facts_of))
+                decision, fact = next(decisions), next(facts_of)  # advance both, forged or not
+                outcomes.append(forged.get(index) or decision)
+                facts.append(fact._replace(quality=None) if index in forged else fact)
                 continue
             facts.append(NO_FACTS)
-            outcomes.append(taker.take(record, aside))
+            outcomes.append(forged.get(index) or taker.take(record, aside))
         if taker.corrects:
             taker.correct(records, outcomes, facts, aside)
         return outcomes, facts, aside

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from node.errors import TransportError
 from node.kafka.closing import close_quietly
+from node.kafka.connection import Connection, client_options
 from node.transport import Record
 
 FIRST_RECORD_WAIT_S = 5.0
@@ -37,7 +38,12 @@ class KafkaDeliveryReader:
     """Reads topics of one cluster from caller-kept offsets (the gateway's ``DeliveryReader``)."""
 
     def __init__(
-        self, bootstrap: str, client_id: str, *, consumers: int = 4, deadline_s: float = 30.0
+        self,
+        bootstrap: Connection | str,
+        client_id: str,
+        *,
+        consumers: int = 4,
+        deadline_s: float = 30.0,
     ) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
@@ -79,7 +85,7 @@ class KafkaDeliveryReader:
 
     async def _started(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **client_options(self._bootstrap),
             client_id=self._client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # only when retention removed records meanwhile

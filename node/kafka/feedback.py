@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 from node.core.feedback import FeedbackBook, decode, is_feedback
 from node.errors import EnvelopeError, TransportError
 from node.kafka.closing import close_quietly
+from node.kafka.connection import Connection, client_options
 from node.supervisor import Health
 
 
@@ -24,7 +25,13 @@ class FeedbackStore:
     """Reads ``topic`` into ``book`` until stopped; the loop ``feedback``."""
 
     def __init__(
-        self, bootstrap: str, topic: str, book: FeedbackBook, health: Health, *, poll_ms: int = 100
+        self,
+        bootstrap: Connection | str,
+        topic: str,
+        book: FeedbackBook,
+        health: Health,
+        *,
+        poll_ms: int = 100,
     ) -> None:
         self.name = "feedback"
         self.book = book
@@ -60,7 +67,9 @@ class FeedbackStore:
             await close_quietly(consumer.stop())
 
 
-async def read_feedback(bootstrap: str, topic: str, *, deadline_s: float) -> FeedbackBook:
+async def read_feedback(
+    bootstrap: Connection | str, topic: str, *, deadline_s: float
+) -> FeedbackBook:
     """Read ``topic`` to its end into a new book; raise TransportError past ``deadline_s``."""
     book = FeedbackBook()
     consumer = _consumer(bootstrap)
@@ -88,9 +97,9 @@ async def read_feedback(bootstrap: str, topic: str, *, deadline_s: float) -> Fee
     return book
 
 
-def _consumer(bootstrap: str) -> AIOKafkaConsumer:
+def _consumer(bootstrap: Connection | str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        **client_options(bootstrap), enable_auto_commit=False, auto_offset_reset="earliest"
     )
 
 

@@ -28,6 +28,7 @@ from node.core.grants import Grant, GrantBook, newer
 from node.core.outcome import Reason
 from node.errors import RecordRejected, TransportError
 from node.kafka.closing import close_quietly
+from node.kafka.connection import Connection, client_options
 from node.ops.events import (
     GrantEventsRefused,
     GrantsCurrent,
@@ -48,7 +49,7 @@ class GrantStore:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Connection | str,
         topic: str,
         on_change: Callable[[GrantBook], None],
         health: Health,
@@ -84,7 +85,7 @@ class GrantStore:
     async def run(self) -> None:
         """Read the grants topic until stopped, publishing a new book on every change."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **client_options(self._bootstrap),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )

@@ -1,6 +1,7 @@
 """The heartbeat loops: a small record on every link this node feeds, every few seconds.
 
-``heartbeat-up`` writes to the parent's outbox, ``heartbeat-down`` to each child's hand-over topic
+``heartbeat-up`` writes to the parent's ``up.REGION`` (the topic only this node may write there, so
+the parent knows the beat is this node's), ``heartbeat-down`` to each child's hand-over topic
 on the local cluster, so each neighbour can tell a silent link from an idle one. A write that is
 not acked within the deadline raises TransportError: the supervisor marks the loop down with the
 reason and retries; the sink is reset first, so an abandoned heartbeat is never written later.

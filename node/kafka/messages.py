@@ -26,6 +26,7 @@ from node.core.envelope import (
 )  # fmt: skip
 from node.core.feedback import Way
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
+from node.core.provenance import PROVENANCE
 from node.errors import RecordRejected
 from node.kafka.topics import TopicNames
 from node.transport import Header, Message, Record, RecordSink
@@ -40,12 +41,16 @@ STUB_HEADER_BYTES = 256
 
 @dataclass(frozen=True, slots=True)
 class Destinations:
-    """Where each direction's copies go: the link's own sinks and both clusters' topic names."""
+    """Where each direction's copies go: the link's own sinks and both clusters' topic names.
+
+    What goes up is handed to the parent's ``up.REGION``, ``region`` being this node's.
+    """
 
     local: RecordSink
     local_topics: TopicNames
     parent: RecordSink | None
     parent_topics: TopicNames | None
+    region: str
 
     def route(self, copy: Copy) -> tuple[RecordSink, str]:
         """Return the sink and topic for ``copy``."""
@@ -57,7 +62,7 @@ class Destinations:
             return self.local, self.local_topics.down(copy.region)
         if self.parent is None or self.parent_topics is None:
             raise AssertionError("the router sent a record up from the root")
-        return self.parent, self.parent_topics.outbox
+        return self.parent, self.parent_topics.up(self.region)
 
     def feedback(self, way: Way, region: str, department: str | None) -> tuple[RecordSink, str]:
         """Return the sink and topic of feedback going ``way`` (to ``department`` if here)."""
@@ -68,7 +73,7 @@ class Destinations:
             return self.local, self.local_topics.down(region)
         if self.parent is None or self.parent_topics is None:
             raise AssertionError("feedback sent up from the root or from above")
-        return self.parent, self.parent_topics.outbox
+        return self.parent, self.parent_topics.up(self.region)
 
     def sinks(self) -> list[RecordSink]:
         """Every sink of the link."""
@@ -123,8 +128,9 @@ class Messages:
                     sink, topic = self.to.route(copy)
                     headers = [*base, (HOPS, copy.hops)]
                     value = record.value
-                    if copy.items is not None:
+                    if copy.items is not None:  # the signature covers the whole value: drop it
                         value = copy.value
+                        headers = [h for h in headers if h[0] != PROVENANCE]
                         headers.append((PROJECTION, ",".join(copy.items).encode()))
                     message = Message(topic, record.key, value, headers, origin)
                     direction = copy.direction

@@ -44,6 +44,7 @@ from node.core.provisioning import (
     TopicState,
 )
 from node.errors import TransportError
+from node.kafka.connection import Connection, client_options
 from node.kafka.topics import TopicNames
 
 T = TypeVar("T")
@@ -83,12 +84,14 @@ class ClusterAdmin:
     does each request.
     """
 
-    def __init__(self, cluster: str, bootstrap: str, *, deadline_s: float = 30.0) -> None:
+    def __init__(
+        self, cluster: str, bootstrap: Connection | str, *, deadline_s: float = 30.0
+    ) -> None:
         self.cluster = cluster
         self.bootstrap = bootstrap
         self._deadline_s = deadline_s
         self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, client_id="exchange-node-topics",
+            **client_options(bootstrap), client_id="exchange-node-topics",
             request_timeout_ms=int(deadline_s * 1000),
         )  # fmt: skip
 

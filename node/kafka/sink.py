@@ -29,6 +29,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from node.errors import DeliveryError, RecordRejected
 from node.kafka.closing import close_quietly, own_cancellation
+from node.kafka.connection import Connection, client_options
 from node.kafka.topics import TopicLimits
 from node.transport import Message, PartitionOrder, Substitute
 
@@ -42,7 +43,7 @@ class KafkaSink:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Connection | str,
         client_id: str,
         limits: TopicLimits,
         *,
@@ -64,7 +65,7 @@ class KafkaSink:
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
+                **client_options(self.bootstrap),
                 client_id=self._client_id,
                 enable_idempotence=True,
                 acks="all",

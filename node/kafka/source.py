@@ -1,4 +1,4 @@
-"""A source over aiokafka: one consumer group reading one topic, with explicit commits.
+"""A source over aiokafka: one consumer group reading one or more topics, with explicit commits.
 
 Implements ``node.transport.RecordSource``. Every aiokafka error is translated to TransportError
 here. Three things a plain consumer hides are made visible:
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -28,6 +28,7 @@ from aiokafka.errors import (
 
 from node.errors import TransportError
 from node.kafka.closing import close_quietly
+from node.kafka.connection import Connection, client_options
 from node.transport import Batch, Gap, Partition
 
 CLOSE_TIMEOUT_S = 5.0
@@ -35,12 +36,15 @@ T = TypeVar("T")
 
 
 class KafkaSource:
-    """Reads ``topic`` as consumer ``group``; auto-commit off; a new group starts earliest."""
+    """Reads ``topic`` (one or several) as consumer ``group``; auto-commit off, earliest first.
+
+    Given several topics, ``topic`` is their names joined with commas (for messages).
+    """
 
     def __init__(
         self,
-        bootstrap: str,
-        topic: str,
+        bootstrap: Connection | str,
+        topic: str | Sequence[str],
         group: str,
         *,
         max_batch: int,
@@ -51,7 +55,8 @@ class KafkaSource:
         resume_at: str = "earliest",
         fetch_max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
-        self.topic = topic
+        self.topics = (topic,) if isinstance(topic, str) else tuple(topic)
+        self.topic = ",".join(self.topics)
         self.bootstrap = bootstrap
         self._group = group
         self._max_batch = max_batch
@@ -68,8 +73,8 @@ class KafkaSource:
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=self.bootstrap,
+            *self.topics,
+            **client_options(self.bootstrap),
             group_id=self._group,
             client_id=self._group,
             enable_auto_commit=False,
@@ -127,8 +132,8 @@ class KafkaSource:
 
     async def _probe(self, consumer: AIOKafkaConsumer) -> None:
         """Ask for end offsets within the deadline: proof that the cluster answers."""
-        partitions = consumer.partitions_for_topic(self.topic) or {0}
-        ends = consumer.end_offsets([TopicPartition(self.topic, p) for p in partitions])
+        known = self._known(consumer) or [TopicPartition(self.topics[0], 0)]
+        ends = consumer.end_offsets(known)
         self._ends = await self._answered(ends, self._deadline_s, "probing")
         for tp in consumer.assignment() - self._committed.keys():  # known once, then tracked
             committed = await self._answered(consumer.committed(tp), self._deadline_s, "probing")
@@ -178,12 +183,23 @@ class KafkaSource:
             self._on_gap(gap)
             consumer.seek(tp, resume)
 
+    def _known(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """Every partition of the topics known from the consumer's metadata."""
+        return [
+            TopicPartition(topic, p)
+            for topic in self.topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+
     def partition_count(self) -> int | None:
-        """Partitions of the topic, from the consumer's metadata; None before it is known."""
+        """Partitions of each topic, from the consumer's metadata.
+
+        None before they are known, or when the topics' counts differ.
+        """
         if self._consumer is None:
             return None
-        partitions = self._consumer.partitions_for_topic(self.topic)
-        return len(partitions) if partitions else None
+        counts = {len(self._consumer.partitions_for_topic(t) or ()) for t in self.topics}
+        return counts.pop() if len(counts) == 1 and 0 not in counts else None
 
     async def commit(self, offsets: Mapping[Partition, int]) -> bool:
         """Commit the next offsets to read; False if the group rebalanced (records come again).
@@ -203,8 +219,9 @@ class KafkaSource:
     def lag_by_partition(self) -> dict[int, int]:
         """Count records per assigned partition not committed yet (no I/O).
 
-        The last seen end offset (high watermark of the last fetch, or of the last probe) less
-        the committed offset; partitions where either is unknown are left out.
+        Partitions of the same number in several topics are added up. The last seen end offset
+        (high watermark of the last fetch, or of the last probe) less the committed offset;
+        partitions where either is unknown are left out.
         """
         consumer = self._consumer
         if consumer is None:
@@ -215,7 +232,7 @@ class KafkaSource:
             end = self._ends.get(tp) if end is None else end
             committed = self._committed.get(tp)
             if end is not None and committed is not None:
-                found[tp.partition] = max(0, end - committed)
+                found[tp.partition] = found.get(tp.partition, 0) + max(0, end - committed)
         return found
 
     def rewind(self, offsets: Mapping[Partition, int]) -> None:
@@ -228,7 +245,7 @@ class KafkaSource:
                 consumer.seek(partition, offset)
 
     async def lag(self, timeout_s: float) -> int | None:
-        """Count the records of the topic that the group has not committed yet.
+        """Count the records of the topics that the group has not committed yet.
 
         Measured from the group's committed offsets, not this member's positions, so it also
         holds when another member of the group owns the partitions. None before the topic's
@@ -236,10 +253,9 @@ class KafkaSource:
         ``timeout_s``.
         """
         consumer = self._running
-        known = consumer.partitions_for_topic(self.topic)
-        if not known:
+        partitions = self._known(consumer)
+        if not partitions:
             return None
-        partitions = [TopicPartition(self.topic, p) for p in sorted(known)]
 
         async def behind() -> int:
             ends = await consumer.end_offsets(partitions)

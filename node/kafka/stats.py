@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 from node.core.stats import Line, StatsLine
 from node.errors import StatsError, TransportError
 from node.kafka.closing import close_quietly
+from node.kafka.connection import Connection, client_options
 from node.ops.events import StatsLinesDropped, emit
 from node.supervisor import Health
 from node.transport import Message, RecordSink
@@ -153,7 +154,7 @@ StatsReading = Reading[StatsLine]
 
 
 async def read_stats(
-    bootstrap: str, topic: str, *, deadline_s: float, poll_ms: int = 200
+    bootstrap: Connection | str, topic: str, *, deadline_s: float, poll_ms: int = 200
 ) -> StatsReading:
     """Read the stats ``topic`` with ``read_lines``."""
     return await read_lines(
@@ -162,7 +163,7 @@ async def read_stats(
 
 
 async def read_lines(
-    bootstrap: str,
+    bootstrap: Connection | str,
     topic: str,
     parse: Callable[[bytes], LineT],
     *,
@@ -181,7 +182,7 @@ async def read_lines(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -212,7 +213,7 @@ async def read_lines(
 
 async def _read_to_end(
     consumer: AIOKafkaConsumer,
-    bootstrap: str,
+    bootstrap: Connection | str,
     topic: str,
     parse: Callable[[bytes], LineT],
     poll_ms: int,
@@ -235,7 +236,7 @@ async def _read_to_end(
 
 
 async def _partitions(
-    consumer: AIOKafkaConsumer, bootstrap: str, topic: str
+    consumer: AIOKafkaConsumer, bootstrap: Connection | str, topic: str
 ) -> list[TopicPartition]:
     cluster = await consumer._client.fetch_all_metadata()  # aiokafka has no public describe
     found = cluster.partitions_for_topic(topic)

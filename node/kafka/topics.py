@@ -3,20 +3,32 @@
 On each cluster, under the node's topic prefix (default ``cascade``):
 
 =======================  ============================================================
-``PREFIX.outbox``        records to route at this level: published by its departments,
-                         or handed up by a child's node
+``PREFIX.outbox.DEPT``   records published by department ``DEPT`` of this level (only
+                         ``DEPT`` may write it: fresh records from ``DEPT`` at this level)
+``PREFIX.up.CHILD``      records and heartbeats handed up by the node of child region
+                         ``CHILD`` (only that node may write it)
 ``PREFIX.down.REGION``   records handed down to the node of child region ``REGION``
 ``PREFIX.inbox``         records delivered to this level
 ``PREFIX.refused``       refused records, with reason headers (the dead-letter topic)
 ``PREFIX.deliver.DEPT``  records delivered to department ``DEPT`` of this level
 ``PREFIX.grants``        grant requests, approvals, rejections, revocations (compacted)
+``PREFIX.trust``         public keys trusted for provenance, by region (compacted; only
+                         the node writes it)
+``PREFIX.trust.from.CHILD`` public keys of child ``CHILD``'s subtree, handed up by its node
+                         (compacted; only that node writes it)
 ``PREFIX.stats``         exchange statistics in time buckets (compacted)
 ``PREFIX.quality``       quality pass/fail counts in time buckets (compacted)
 ``PREFIX.feedback``      correction feedback that passed this node: reports and their
                          status changes (compacted, one key per event)
 ``PREFIX.feedback.DEPT`` reports for source department ``DEPT``, status changes for
                          reporter ``DEPT``
+``PREFIX.audit.NODE``    the audit trail of node ``NODE``: hash-chained entries, one
+                         partition, long delete retention (only that node writes it)
 =======================  ============================================================
+
+The node reads every ``outbox.DEPT`` and ``up.CHILD`` of its level on one link
+(``level_writers``), and knows who wrote a record from the topic it came from
+(``node/core/writers.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +42,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from node.core.writers import Writer, Writers
 from node.errors import TransportError
+from node.kafka.connection import Connection, client_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +53,13 @@ class TopicNames:
 
     prefix: str
 
-    @property
-    def outbox(self) -> str:
-        """Records to route at this level."""
-        return f"{self.prefix}.outbox"
+    def outbox(self, department: str) -> str:
+        """Return the topic department ``department`` of this level publishes to."""
+        return f"{self.prefix}.outbox.{department}"
+
+    def up(self, child: str) -> str:
+        """Return the topic the node of ``child`` hands records and heartbeats up to."""
+        return f"{self.prefix}.up.{child}"
 
     @property
     def inbox(self) -> str:
@@ -58,6 +75,15 @@ class TopicNames:
     def grants(self) -> str:
         """Grant events, compacted by grant id."""
         return f"{self.prefix}.grants"
+
+    @property
+    def trust(self) -> str:
+        """Public keys this node trusts, compacted by ``REGION/KEY_ID`` (only the node writes)."""
+        return f"{self.prefix}.trust"
+
+    def trust_from(self, child: str) -> str:
+        """Return the topic the node of ``child`` hands its subtree's public keys up to."""
+        return f"{self.prefix}.trust.from.{child}"
 
     @property
     def stats(self) -> str:
@@ -86,9 +112,29 @@ class TopicNames:
         """Return the hand-over topic for the node of ``child``."""
         return f"{self.prefix}.down.{child}"
 
+    def audit(self, node_id: str) -> str:
+        """Return the audit trail of node ``node_id``: its hash chain, one partition.
+
+        Only that node's principal writes it (ACLs: WRITE for the node, READ for auditors).
+        """
+        return f"{self.prefix}.audit.{node_id}"
+
+
+def level_writers(
+    names: TopicNames, region: str, departments: Iterable[str], children: Iterable[str]
+) -> Writers:
+    """Return who may write each topic the node reads from below.
+
+    Each department of the level its ``outbox.DEPT``, each child's node its ``up.CHILD``.
+    """
+    return Writers(region, [
+        *(Writer(names.outbox(code), department=code) for code in sorted(departments)),
+        *(Writer(names.up(child), child=child) for child in sorted(children)),
+    ])  # fmt: skip
+
 
 async def ensure_topics(
-    bootstrap: str,
+    bootstrap: Connection | str,
     names: Iterable[str],
     partitions: int,
     replication_factor: int,
@@ -98,7 +144,7 @@ async def ensure_topics(
 
     Raises TransportError if the cluster cannot be reached or refuses.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="exchange-node-admin")
+    admin = AIOKafkaAdminClient(**client_options(bootstrap), client_id="exchange-node-admin")
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -132,7 +178,7 @@ def _errors(response: object) -> list[tuple[str, int, str | None]]:
 class TopicLimits:
     """Each topic's ``max.message.bytes`` on one cluster, read once and kept until forgotten."""
 
-    def __init__(self, bootstrap: str, *, deadline_s: float = 30.0) -> None:
+    def __init__(self, bootstrap: Connection | str, *, deadline_s: float = 30.0) -> None:
         self._bootstrap = bootstrap
         self._deadline_s = deadline_s
         self._known: dict[str, int] = {}
@@ -150,7 +196,7 @@ class TopicLimits:
 
     async def _describe(self, topic: str) -> int:
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._bootstrap, client_id="exchange-node-limits"
+            **client_options(self._bootstrap), client_id="exchange-node-limits"
         )
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
         try:

@@ -288,10 +288,91 @@ class StatsLinesDropped(Event):
     lines: int
 
 
+@dataclass(frozen=True, slots=True)
+class AdminApiOpen(Event):
+    """The admin API has no credentials: whoever reaches its loopback port may call it."""
+
+    name = "admin_api_open"
+    level = "warning"
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminAction(Event):
+    """A change was asked of the admin API (a grant request or decision): who, what, the answer."""
+
+    name = "admin_action"
+    level = "info"
+    user: str
+    """The token's user or the certificate's CN; empty when no credential was recognised."""
+    role: str
+    method: str
+    route: str
+    """The route template (``/grants/{grant_id}/approve``), never the query or the body."""
+    target: str
+    """The grant id (or other path parameter) acted on, empty when none."""
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditDropped(Event):
+    """Audit entries began to be dropped unwritten (fail-open, queue full).
+
+    Logged once per gap; the gap entry says how many, ``exchange_audit_entries_dropped`` counts.
+    """
+
+    name = "audit_dropped"
+    level = "error"
+    entries: int
+    why: str
+    """Why the audit loop could not write, as last known."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditHolding(Event):
+    """Fail-closed audit: the links stop fetching until audit entries can be written again."""
+
+    name = "audit_holding"
+    level = "error"
+    pending: int
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditResumed(Event):
+    """Fail-closed audit: entries can be written again, the links fetch again."""
+
+    name = "audit_resumed"
+    level = "info"
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrustUpdated(Event):
+    """The trusted keys the links check provenance against changed."""
+
+    name = "trust_updated"
+    level = "info"
+    keys: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrustKeyRefused(Event):
+    """A key record was read where its writer may not vouch for its region (or is unreadable)."""
+
+    name = "trust_key_refused"
+    level = "warning"
+    topic: str
+    region: str
+    key_id: str
+
+
 EVENTS: tuple[type[Event], ...] = (
     ConfigLoaded, NodeStarted, NodeStopping, NodeStopped, HardStop, LinkStarted, LinkStopped,
     LinkDown, LinkRetry, LinkUp, BatchDone, GapDetected, LoopDown, LoopEnded, GrantsStale,
     GrantsCurrent, PeerSilent, PeerHeard, NodeFailed, LoopFailed, GrantsUpdated, GrantUnreadable,
-    GrantEventsRefused, HeartbeatRejected, StatsLinesDropped,
+    GrantEventsRefused, HeartbeatRejected, StatsLinesDropped, AdminApiOpen, AdminAction,
+    AuditDropped, AuditHolding, AuditResumed, TrustUpdated, TrustKeyRefused,
 )  # fmt: skip
 """Every event the node logs itself (the catalogue the docs and tests read)."""

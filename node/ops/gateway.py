@@ -61,6 +61,7 @@ from node.core.envelope import (
     SOURCE_REGION,
     TARGET,
     header_texts,
+    is_number,
 )
 from node.core.feedback import (
     FEEDBACK,
@@ -208,7 +209,8 @@ class Gateway:
                 problems.append(_problem(error, index))
                 continue
             headers = composed.envelope.to_headers()
-            messages.append(Message(self._topics.outbox, composed.key, composed.value, headers))
+            outbox = self._topics.outbox(caller.department)
+            messages.append(Message(outbox, composed.key, composed.value, headers))
         if problems:
             raise _Answer(422, f"{len(problems)} record(s) are not valid; none was published",
                           errors=problems)  # fmt: skip
@@ -217,7 +219,7 @@ class Gateway:
         return web.json_response({"ids": ids}, status=201)
 
     async def _report(self, request: web.Request) -> web.Response:
-        """Write a report about a record to the outbox, for the resource's source."""
+        """Write a report about a record to the caller's outbox, for the resource's source."""
         caller = self._caller(request)
         body = await _json_body(request)
         if not isinstance(body, dict):
@@ -243,7 +245,8 @@ class Gateway:
             tuple(fields), problem, self._region, caller.department, int(self._clock() * 1000),
         )  # fmt: skip
         headers = [(FEEDBACK, REPORT), (HOPS, b"")]
-        await self._send([Message(self._topics.outbox, key_of(report), report.encode(), headers)])
+        outbox = self._topics.outbox(caller.department)
+        await self._send([Message(outbox, key_of(report), report.encode(), headers)])
         request[RECORDS] = 1
         answer = {"report_id": report.report_id, "source_region": report.source_region,
                   "source_dept": report.source_dept}  # fmt: skip
@@ -274,7 +277,8 @@ class Gateway:
             report.reporter_dept,
         )  # fmt: skip
         headers = [(FEEDBACK, STATUS), (HOPS, b"")]
-        await self._send([Message(self._topics.outbox, key_of(change), change.encode(), headers)])
+        outbox = self._topics.outbox(caller.department)
+        await self._send([Message(outbox, key_of(change), change.encode(), headers)])
         self._feedback.add(change)  # closed now: a second rejection is 409 before links fold it in
         request[RECORDS] = 1
         return web.json_response({"report_id": report_id, "status": "rejected"}, status=201)
@@ -336,7 +340,7 @@ class Gateway:
             "id": texts.get(RECORD_ID, ""), "resource": texts.get(RESOURCE, ""),
             "source_region": texts.get(SOURCE_REGION, ""),
             "source_dept": texts.get(SOURCE_DEPT, ""), "target": texts.get(TARGET, ""),
-            "created_ms": int(created) if created.isdigit() else 0,
+            "created_ms": int(created) if is_number(created) else 0,
             "hops": hops.split(",") if hops else [],
             "projection": projection.split(",") if projection else None,
         }  # fmt: skip
@@ -508,7 +512,7 @@ def decode_cursor(cursor: str) -> dict[int, int]:
         raise bad
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         raise bad from None
     if not isinstance(data, dict):
         raise bad

@@ -18,11 +18,16 @@ Grants API (JSON in and out; errors are ``{"error": "..."}`` with a 4xx status):
 
 Correction feedback (what passed this node): ``GET /feedback/{report_id}`` answers the report and
 its status history (``FeedbackState.to_json``), 404 when this node never saw it.
+
+Who may call what (roles operator, auditor, admin; bearer tokens or client certificates; which
+routes stay open) is ``node/ops/access.py``: its middleware guards every route but the gateway's.
+With ``[admin.tls]`` the server speaks HTTPS only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +38,8 @@ from node.core.feedback import FeedbackBook
 from node.core.grants import Grant, GrantStatus
 from node.errors import GrantProblem, GrantRefused
 from node.grant_desk import GrantDesk
+from node.ops.access import Access
+from node.ops.audit_routes import AuditSource, add_audit_routes
 from node.ops.gateway import Gateway
 from node.ops.page import add_page_routes
 from node.supervisor import Health
@@ -47,8 +54,13 @@ def admin_app(
     page: Callable[[], dict[str, Any]] | None = None,
     gateway: Gateway | None = None,
     feedback: FeedbackBook | None = None,
+    access: Access | None = None,
+    audit: AuditSource | None = None,
 ) -> web.Application:
-    """Build the admin application (grants API, cascade page, gateway, feedback: when given)."""
+    """Build the admin application (grants API, cascade page, gateway, feedback: when given).
+
+    ``access`` decides who may call which route; without it the application is open to all.
+    """
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -68,7 +80,7 @@ def admin_app(
     async def livez(_: web.Request) -> web.Response:
         return web.json_response({"node": node_id, "live": True, "loops": states()})
 
-    app = web.Application()
+    app = web.Application(middlewares=[(access or Access()).middleware])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/healthz", readyz)
@@ -81,6 +93,8 @@ def admin_app(
         gateway.add_routes(app)
     if feedback is not None:
         _add_feedback_route(app, feedback)
+    if audit is not None:
+        add_audit_routes(app, audit)
     return app
 
 
@@ -186,10 +200,15 @@ def _add_grant_routes(app: web.Application, desk: GrantDesk) -> None:
         app.router.add_post(f"/grants/{{grant_id}}/{action}", _errors_as_json(deciding(status)))
 
 
-async def start_admin(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on host:port (0 picks a free port); return the runner and the bound port."""
+async def start_admin(
+    app: web.Application, host: str, port: int, *, tls: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on host:port (0 picks a free port), over HTTPS with ``tls``.
+
+    Return the runner and the bound port.
+    """
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
     await site.start()
     return runner, int(runner.addresses[0][1])

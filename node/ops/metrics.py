@@ -27,7 +27,7 @@ from node.core.quality_ledger import DIMENSIONS, QualityKey
 
 LOOPS = (
     "local", "parent", "grants", "grants-up", "grants-down", "heartbeat-up", "heartbeat-down",
-    "stats", "quality",
+    "stats", "quality", "audit",
 )  # fmt: skip
 """Every loop name the supervisor may run (the ``loop`` label's fixed set)."""
 GATEWAY_ROUTES = ("publish", "deliveries")
@@ -156,6 +156,24 @@ class Metrics:
             "exchange_quality_records", "Records checked for quality, by resource (or bounded "
             "resource class), source department, dimension and outcome (pass, fail).",
             ["resource", "dept", "dimension", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.audit_written = Counter(
+            "exchange_audit_entries_written", "Audit entries written to the node's audit topic.",
+            registry=registry,
+        )  # fmt: skip
+        self.audit_dropped = Counter(
+            "exchange_audit_entries_dropped",
+            "Audit entries dropped unwritten (fail-open, queue full); a gap entry records them.",
+            registry=registry,
+        )  # fmt: skip
+        self.audit_pending = Gauge(
+            "exchange_audit_entries_pending", "Audit entries waiting to be written.",
+            registry=registry,
+        )  # fmt: skip
+        self.audit_holding = Gauge(
+            "exchange_audit_holding",
+            "1 while a fail-closed audit trail holds the links (entries cannot be written).",
+            registry=registry,
         )  # fmt: skip
         self.info = Gauge(
             "exchange_node_info", "Build and configuration of the node (value 1).",

@@ -1,8 +1,9 @@
 """The fault harness: real clusters that can be stopped, nodes as processes, a counted stream.
 
-A scenario runs a county → city cascade (county node 410102 sends up to the city cluster's outbox;
-the city node 410100, the root, delivers to its inbox), publishes records of known ids
-(``k{key}-{seq}``, 50 keys) into the county outbox, breaks something, and counts what reached the
+A scenario runs a county → city cascade (county node 410102 hands up to the city cluster's
+``up.410102``; the city node 410100, the root, delivers to its inbox), publishes records of known
+ids (``k{key}-{seq}``, 50 keys) into the county departments' outboxes (each record to its
+department's own), breaks something, and counts what reached the
 city inbox and the refusal topics: sent, delivered, lost, duplicated, out of order, refused.
 
 Resource handling: every node is an ``exchange-node run`` process stopped by its pid (SIGTERM,
@@ -525,9 +526,14 @@ class Outgoing(NamedTuple):
     key: bytes
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    department: str = "PSB"
+    """Who publishes it: the record goes to this department's outbox."""
 
 
 _SCHEMAS_BY_KEY = (PERSON, LEGAL_ENTITY, LICENCE)
+COUNTY_DEPARTMENTS = ("PSB", "SAMR", "DSB")
+"""The sources of the county's person, legal entity and licence records: each publishes to its
+own outbox."""
 _TEMPLATES = [
     sample(SCHEMAS, _SCHEMAS_BY_KEY[key % 3], COUNTY, f"region:{CITY}", seed=key, created_ms=0)
     for key in range(KEYS)
@@ -542,7 +548,10 @@ def good_record(index: int) -> Outgoing:
     envelope = dataclasses.replace(
         template.envelope, record_id=record_id, created_ms=int(time.time() * 1000)
     )
-    return Outgoing(record_id, f"k{key:02d}".encode(), template.value, envelope.to_headers())
+    return Outgoing(
+        record_id, f"k{key:02d}".encode(), template.value, envelope.to_headers(),
+        envelope.source_dept,
+    )  # fmt: skip
 
 
 def key_and_seq(identity: str) -> tuple[str, int] | None:
@@ -568,10 +577,14 @@ class Stream:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, chunks: Iterator[list[Outgoing]], pace_s: float = 0.1
+        self,
+        bootstrap: str,
+        topics: TopicNames,
+        chunks: Iterator[list[Outgoing]],
+        pace_s: float = 0.1,
     ) -> None:
         self.bootstrap = bootstrap
-        self.topic = topic
+        self.topics = topics
         self.acked: list[str] = []
         self.failures = 0
         self.finished = asyncio.Event()
@@ -646,7 +659,10 @@ class Stream:
 
     async def _send(self, producer: AIOKafkaProducer, chunk: list[Outgoing]) -> None:
         futures = [
-            await producer.send(self.topic, r.value, key=r.key, headers=r.headers) for r in chunk
+            await producer.send(
+                self.topics.outbox(r.department), r.value, key=r.key, headers=r.headers
+            )
+            for r in chunk
         ]
         await asyncio.gather(*futures)
 
@@ -855,13 +871,17 @@ class Cascade:
             self.notes.append("flow.delivery_timeout_s not accepted by node/config.py: left out")
 
     async def create_topics(self, city_outbox_config: dict[str, str] | None = None) -> None:
-        """Create every topic of the cascade with 3 partitions (city outbox with its config)."""
+        """Create every topic of the cascade with 3 partitions.
+
+        ``city_outbox_config`` configures the city's ``up.410102``, where the county hands up.
+        """
         names = self.topics
         county = self.clusters.bootstrap("county")
         city = self.clusters.bootstrap("city")
-        await ensure_topics(county, [names.outbox, names.inbox, names.refused], 3, 1)
+        outboxes = [names.outbox(dept) for dept in COUNTY_DEPARTMENTS]
+        await ensure_topics(county, [*outboxes, names.inbox, names.refused], 3, 1)
         await ensure_topics(county, [names.grants], 3, 1, {"cleanup.policy": "compact"})
-        await ensure_topics(city, [names.outbox], 3, 1, city_outbox_config)
+        await ensure_topics(city, [names.up(COUNTY)], 3, 1, city_outbox_config)
         await ensure_topics(city, [names.inbox, names.refused, names.down(COUNTY)], 3, 1)
         await ensure_topics(city, [names.grants], 3, 1, {"cleanup.policy": "compact"})
         self.mark("topics created")
@@ -892,9 +912,9 @@ class Cascade:
         return node
 
     def stream(self, rate_per_s: int) -> Stream:
-        """A stream of good records into the county outbox, ``rate_per_s`` records a second."""
+        """A stream of good records into the county outboxes, ``rate_per_s`` records a second."""
         chunk = max(1, rate_per_s // 10)
-        return Stream(self.clusters.bootstrap("county"), self.topics.outbox, good_chunks(chunk))
+        return Stream(self.clusters.bootstrap("county"), self.topics, good_chunks(chunk))
 
     async def count(
         self, acked: Sequence[str], *, delivering: Callable[[], bool], timing: Durations
@@ -906,7 +926,11 @@ class Cascade:
         """
         self.mark("counting")
         county, city = self.clusters.bootstrap("county"), self.clusters.bootstrap("city")
-        source = await read_all(county, self.topics.outbox)
+        source = [
+            record
+            for dept in COUNTY_DEPARTMENTS
+            for record in await read_all(county, self.topics.outbox(dept))
+        ]
         expected = {identity(r) for r in source}
         async with (
             TopicTail(city, self.topics.inbox) as inbox,

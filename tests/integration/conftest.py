@@ -66,9 +66,13 @@ def node_config(
     *,
     parent: tuple[str, str, str] | None = None,
     children: tuple[str, ...] = (),
+    security: tuple[dict[str, Any], dict[str, Any]] | None = None,
     **sections: Any,
 ) -> NodeConfig:
-    """Build a checked config; ``parent`` is (bootstrap, region, topic prefix)."""
+    """Build a checked config; ``parent`` is (bootstrap, region, topic prefix).
+
+    ``security`` holds the ``[local.security]`` and ``[parent.security]`` tables (empty: none).
+    """
     data: dict[str, Any] = {
         "node": {
             "id": f"{prefix}-{region}",
@@ -89,6 +93,9 @@ def node_config(
             "region": parent_region,
             "topic_prefix": parent_prefix,
         }
+    for link, table in zip(("local", "parent"), security or (), strict=False):
+        if table and link in data:
+            data[link]["security"] = table
     for name, values in sections.items():
         if isinstance(values, dict):
             data.setdefault(name, {}).update(values)

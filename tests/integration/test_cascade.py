@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from department_client import Published, Received, publish, read_topic
+from department_client import Published, Received, publish, publish_to_outboxes, read_topic
 from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
 
 from node.codec import load_schemas, packaged_schema_dir
@@ -70,7 +70,7 @@ async def test_county_record_reaches_the_province_unchanged(
         record(s, COUNTY, f"region:{PROVINCE}", seed)
         for seed, s in enumerate((PERSON, LEGAL_ENTITY, LICENCE))
     ]
-    await publish(clusters["county"], TopicNames(prefix).outbox, sent)
+    await publish_to_outboxes(clusters["county"], prefix, sent)
 
     ids = [p.envelope.record_id for p in sent]
     got = await read_topic(
@@ -99,7 +99,7 @@ async def test_province_record_for_one_county_reaches_no_sibling(
     await cascade(clusters, prefix, nodes)
     for_county = record(PERSON, PROVINCE, f"region:{COUNTY}", seed=11)
     marker = record(PERSON, PROVINCE, f"region:{SIBLING}", seed=12)
-    await publish(clusters["province"], TopicNames(prefix).outbox, [for_county, marker])
+    await publish_to_outboxes(clusters["province"], prefix, [for_county, marker])
 
     county = await read_topic(
         clusters["county"], TopicNames(prefix).inbox,
@@ -122,7 +122,7 @@ async def test_city_subtree_record_reaches_every_county_below(
     await cascade(clusters, prefix, nodes)
     broadcast = record(LICENCE, PROVINCE, f"subtree:{CITY}", seed=21)
     record_id = broadcast.envelope.record_id
-    await publish(clusters["province"], TopicNames(prefix).outbox, [broadcast])
+    await publish_to_outboxes(clusters["province"], prefix, [broadcast])
 
     for cluster, topic in (
         ("city", TopicNames(prefix).inbox),
@@ -141,12 +141,12 @@ async def test_restart_resumes_from_the_committed_position(
     config = node_config(
         COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix)
     )
-    outbox_local, outbox_up = TopicNames(prefix).outbox, TopicNames(prefix).outbox
+    outbox_up = TopicNames(prefix).up(COUNTY)
     first = [record(PERSON, COUNTY, f"region:{CITY}", seed=100 + i) for i in range(30)]
     second = [record(PERSON, COUNTY, f"region:{CITY}", seed=200 + i) for i in range(30)]
 
     node = await nodes(config)
-    await publish(clusters["county"], outbox_local, first)
+    await publish_to_outboxes(clusters["county"], prefix, first)
     await read_topic(
         clusters["city"],
         outbox_up,
@@ -155,7 +155,7 @@ async def test_restart_resumes_from_the_committed_position(
     )
     await node.stop()
 
-    await publish(clusters["county"], outbox_local, second)
+    await publish_to_outboxes(clusters["county"], prefix, second)
     restarted = await nodes(config)
     all_ids = [p.envelope.record_id for p in first + second]
     got = await read_topic(clusters["city"], outbox_up, until=has_ids(*all_ids), timeout_s=WAIT_S)
@@ -169,17 +169,21 @@ async def test_restart_resumes_from_the_committed_position(
 async def test_misconfigured_cycle_terminates_with_a_cycle_refusal(
     clusters: dict[str, str], prefix: str, nodes: Any
 ) -> None:
-    """Two nodes that name each other as parent refuse the record as ``cycle`` instead of looping."""
+    """Two nodes that name each other as parent refuse the record as ``cycle`` instead of looping.
+
+    The city also names the county as its child, so it reads what the county hands up.
+    """
     county = node_config(
         COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix)
     )
     city = node_config(
-        CITY, "city", clusters["city"], prefix, parent=(clusters["county"], COUNTY, prefix)
-    )
+        CITY, "city", clusters["city"], prefix, parent=(clusters["county"], COUNTY, prefix),
+        children=(COUNTY,),
+    )  # fmt: skip
     await nodes(county)
     city_node = await nodes(city)
     lost = record(PERSON, COUNTY, "region:320000", seed=31)
-    await publish(clusters["county"], TopicNames(prefix).outbox, [lost])
+    await publish_to_outboxes(clusters["county"], prefix, [lost])
 
     refused = await read_topic(
         clusters["city"], TopicNames(prefix).refused,
@@ -194,10 +198,11 @@ async def test_misconfigured_cycle_terminates_with_a_cycle_refusal(
         await city_node.settled("exchange_records_refused_total", 1, link="local", reason="cycle")
         == 1
     )
-    county_outbox = await read_topic(
-        clusters["county"], TopicNames(prefix).outbox, until=lambda got: len(got) > 1, timeout_s=2
-    )
-    assert [r.record_id for r in county_outbox] == [lost.envelope.record_id]
+    handed_back = await read_topic(
+        clusters["county"], TopicNames(prefix).up(CITY), until=lambda got: len(got) > 0,
+        timeout_s=2,
+    )  # fmt: skip
+    assert handed_back == []
 
 
 async def test_undecodable_value_goes_to_the_refusal_topic(
@@ -213,7 +218,7 @@ async def test_undecodable_value_goes_to_the_refusal_topic(
     broken = Published(
         record(PERSON, COUNTY, f"region:{COUNTY}", seed=42).envelope, good.value[:-4]
     )
-    await publish(clusters["county"], TopicNames(prefix).outbox, [broken, good])
+    await publish_to_outboxes(clusters["county"], prefix, [broken, good])
 
     refused = await read_topic(
         clusters["county"], TopicNames(prefix).refused,
@@ -239,7 +244,7 @@ async def test_a_record_the_destination_rejects_for_size_is_refused_alone(
 ) -> None:
     """A record too large for the parent's topic goes to the refusal topic; its batch mates go up."""
     names = TopicNames(prefix)
-    await ensure_topics(clusters["city"], [names.outbox], 1, 1, {"max.message.bytes": "50000"})
+    await ensure_topics(clusters["city"], [names.up(COUNTY)], 1, 1, {"max.message.bytes": "50000"})
     node = await nodes(
         node_config(
             COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix)
@@ -249,11 +254,11 @@ async def test_a_record_the_destination_rejects_for_size_is_refused_alone(
     base = record(PERSON, COUNTY, f"region:{CITY}", seed=62)
     _, datum = SCHEMAS.decode(base.value)
     big = Published(base.envelope, SCHEMAS.encode(PERSON, {**datum, "address": "号" * 40_000}))
-    await publish(clusters["county"], names.outbox, [small[0], big, small[1]])
+    await publish_to_outboxes(clusters["county"], prefix, [small[0], big, small[1]])
 
     forwarded = await read_topic(
         clusters["city"],
-        names.outbox,
+        names.up(COUNTY),
         until=has_ids(*(p.envelope.record_id for p in small)),
         timeout_s=WAIT_S,
     )
@@ -281,8 +286,9 @@ async def test_a_copy_keeps_its_partition_when_the_partition_counts_match(
     Different count: the key partitioner picks, as Kafka's default does.
     """
     names = TopicNames(prefix)
-    await ensure_topics(clusters["county"], [names.outbox], 3, 1)
-    await ensure_topics(clusters["city"], [names.outbox], parent_partitions, 1)
+    outbox = names.outbox(record(PERSON, COUNTY, f"region:{CITY}", 70).envelope.source_dept)
+    await ensure_topics(clusters["county"], [outbox], 3, 1)
+    await ensure_topics(clusters["city"], [names.up(COUNTY)], parent_partitions, 1)
     await nodes(
         node_config(
             COUNTY, "county", clusters["county"], prefix, parent=(clusters["city"], CITY, prefix),
@@ -296,10 +302,10 @@ async def test_a_copy_keeps_its_partition_when_the_partition_counts_match(
         key = base.envelope.record_id.encode()
         not_the_key_s = (by_key(key, [0, 1, 2], [0, 1, 2]) + 1) % 3
         sent.append(Published(base.envelope, base.value, key, partition=not_the_key_s))
-    await publish(clusters["county"], names.outbox, sent)
+    await publish(clusters["county"], outbox, sent)
 
     got = await read_topic(
-        clusters["city"], names.outbox,
+        clusters["city"], names.up(COUNTY),
         until=has_ids(*(p.envelope.record_id for p in sent)), timeout_s=WAIT_S,
     )  # fmt: skip
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from department_client import Published, publish, read_topic
+from department_client import Published, publish_to_outboxes, read_topic
 from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
 from selenium import webdriver
 
@@ -202,7 +202,7 @@ async def test_live_cascade_page_follows_heartbeats_and_a_stopped_county(
     schemas = (PERSON, LEGAL_ENTITY, LICENCE)
     sent = [record(schemas[i % 3], f"region:{PROVINCE}", i) for i in range(SENT)]
     refused = [record(PERSON, f"region:{NOWHERE}", 100 + i) for i in range(REFUSED)]
-    await publish(clusters["county"], TopicNames(prefix).outbox, [*sent, *refused])
+    await publish_to_outboxes(clusters["county"], prefix, [*sent, *refused])
     ids = {p.envelope.record_id for p in sent}
     arrived = await read_topic(
         clusters["province"], TopicNames(prefix).inbox,

@@ -85,9 +85,9 @@ async def test_run_serves_health_and_metrics_and_stops_cleanly_on_sigterm(
         published = sample(
             schemas, PERSON, "410102", "region:410100", seed=7, created_ms=int(time.time() * 1000)
         )
-        await publish(clusters["county"], TopicNames(prefix).outbox, [published])
+        await publish(clusters["county"], TopicNames(prefix).outbox("PSB"), [published])
         got = await read_topic(
-            clusters["city"], TopicNames(prefix).outbox,
+            clusters["city"], TopicNames(prefix).up("410102"),
             until=lambda rs: len(rs) >= 1, timeout_s=60,
         )  # fmt: skip
         assert [r.record_id for r in got] == [published.envelope.record_id]

@@ -100,7 +100,7 @@ async def test_a_report_is_corrected_at_the_source_and_closed_at_the_province(
     created = int(time.time() * 1000)
     original = sample(SCHEMAS, PERSON, COUNTY, f"region:{PROVINCE}", seed=1, created_ms=created)
     record_id = original.envelope.record_id
-    await publish(clusters["county"], topics.outbox, [original])
+    await publish(clusters["county"], topics.outbox("PSB"), [original])
     got = await read_topic(
         clusters["province"], topics.inbox, timeout_s=WAIT_S,
         until=lambda rs: any(r.record_id == record_id for r in rs),
@@ -135,7 +135,7 @@ async def test_a_report_is_corrected_at_the_source_and_closed_at_the_province(
     try:
         headers = [*envelope.to_headers(), (VERSION, b"2"), (CORRECTS, report_id.encode())]
         await producer.send_and_wait(
-            topics.outbox, fixed.value, key=record_id.encode(), headers=headers
+            topics.outbox("PSB"), fixed.value, key=record_id.encode(), headers=headers
         )
     finally:
         await producer.stop()

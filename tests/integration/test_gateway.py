@@ -70,10 +70,10 @@ def entities(seed: int, count: int) -> list[dict[str, Any]]:
     return [{"value": to_json(legal_entity(rng, COUNTY))} for _ in range(count)]
 
 
-async def test_published_records_go_up_to_the_parents_outbox(
+async def test_published_records_go_up_to_the_parents_hand_up_topic(
     clusters: dict[str, str], prefix: str, nodes: Any
 ) -> None:
-    """PSB's records, posted as JSON for the city, reach the city's outbox with their envelope."""
+    """PSB's records, posted as JSON for the city, reach the city's up topic with their envelope."""
     node = await nodes(gateway_node(clusters, prefix))
     rng = random.Random(1)
     records = [{"id": f"psb-{n}", "value": to_json(person(rng, COUNTY))} for n in range(5)]
@@ -88,7 +88,7 @@ async def test_published_records_go_up_to_the_parents_outbox(
     )  # fmt: skip
     assert status == 403, refused
     got = await read_topic(
-        clusters["city"], TopicNames(prefix).outbox, timeout_s=60,
+        clusters["city"], TopicNames(prefix).up(COUNTY), timeout_s=60,
         until=lambda rs: len({r.record_id for r in rs} & set(answer["ids"])) == 5,
     )  # fmt: skip
     ours = [r for r in got if r.record_id.startswith("psb-")]
@@ -177,7 +177,7 @@ async def test_schemathesis_finds_no_server_error_or_schema_violation(
     deadline = time.monotonic() + 60
     while (answer := await call(node, "SAMR", "POST", reject_path, {}))[0] == 404:
         assert time.monotonic() < deadline, "the report never reached the source's node"
-        await asyncio.sleep(0.2)  # the link takes it from the outbox; the store reads it back
+        await asyncio.sleep(0.2)  # the link takes it from PSB's outbox; the store reads it back
     assert answer[0] == 422, answer  # known now; {} lacks the reason, so it stays open
     config = tmp_path / "schemathesis.toml"
     config.write_text(

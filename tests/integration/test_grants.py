@@ -17,8 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer
-from department_client import Published, read_topic
-from department_client import publish as produce
+from department_client import Published, publish_to_outboxes, read_topic
 from fastavro import schemaless_reader
 from sample_records import LEGAL_ENTITY, PERSON, sample
 
@@ -116,7 +115,7 @@ async def test_grant_flows_through_the_cascade_and_revocation_takes_effect_in_bo
     await until_grant(county, grant_id, "approved")
 
     first = from_city(1)
-    await produce(clusters["city"], TopicNames(prefix).outbox, [first])
+    await publish_to_outboxes(clusters["city"], prefix, [first])
     got = await read_topic(clusters["county"], deliver, until=lambda rs: len(rs) >= 1, timeout_s=60)
     assert [r.record_id for r in got] == [first.envelope.record_id]
     assert got[0].headers["cx-projection"] == "id_number,name"
@@ -130,7 +129,7 @@ async def test_grant_flows_through_the_cascade_and_revocation_takes_effect_in_bo
     await county.stop()
     county = await nodes(county_config)
     after_restart = from_city(2)
-    await produce(clusters["city"], TopicNames(prefix).outbox, [after_restart])
+    await publish_to_outboxes(clusters["city"], prefix, [after_restart])
     got = await read_topic(clusters["county"], deliver, until=lambda rs: len(rs) >= 2, timeout_s=60)
     assert got[-1].record_id == after_restart.envelope.record_id
 
@@ -140,7 +139,7 @@ async def test_grant_flows_through_the_cascade_and_revocation_takes_effect_in_bo
     for seed in range(100, 140):  # 8 s of records, one every 200 ms
         record = from_city(seed)
         stream.append(record)
-        await produce(clusters["city"], TopicNames(prefix).outbox, [record])
+        await publish_to_outboxes(clusters["city"], prefix, [record])
         await asyncio.sleep(0.2)
     ids = {p.envelope.record_id for p in stream}
     delivered = await read_topic(clusters["county"], deliver, until=lambda rs: False, timeout_s=3)
@@ -180,7 +179,7 @@ async def test_departments_receive_subscribed_resources_on_their_own_topics(
     record = sample(
         SCHEMAS, LEGAL_ENTITY, COUNTY, f"region:{COUNTY}", seed=5, created_ms=0, grade=2
     )
-    await produce(clusters["county"], TopicNames(prefix).outbox, [record])
+    await publish_to_outboxes(clusters["county"], prefix, [record])
     names = TopicNames(prefix)
     hrss = await read_topic(
         clusters["county"], names.deliver("HRSS"), until=lambda rs: len(rs) >= 1, timeout_s=60
@@ -248,7 +247,7 @@ async def test_a_revocation_while_the_relay_to_the_county_is_stalled_is_honoured
     assert (await call(city, "POST", f"/grants/{grant_id}/approve", {}))[0] == 200
     await until_grant(county, grant_id, "approved")
     before = from_city(1)
-    await produce(clusters["city"], names.outbox, [before])
+    await publish_to_outboxes(clusters["city"], prefix, [before])
     got = await read_topic(
         clusters["county"], names.deliver("HRSS"), until=lambda rs: len(rs) >= 1, timeout_s=60
     )
@@ -270,7 +269,7 @@ async def test_a_revocation_while_the_relay_to_the_county_is_stalled_is_honoured
         for seed in range(200, 240):  # 8 s of records, one every 200 ms
             record = from_city(seed)
             stream.append(record)
-            await produce(clusters["city"], names.outbox, [record])
+            await publish_to_outboxes(clusters["city"], prefix, [record])
             await asyncio.sleep(0.2)
         late = {
             p.envelope.record_id

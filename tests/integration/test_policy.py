@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from department_client import Published, read_topic
-from department_client import publish as produce
+from department_client import Published, publish_to_outboxes, read_topic
 from sample_records import PERSON, sample
 
 from node.codec import load_schemas, packaged_schema_dir
@@ -55,6 +54,8 @@ async def test_each_rule_allows_or_refuses_with_its_reason(
         node={"catalog_dir": str(tmp_path)},
         negative_list={"resources": [BANNED], "departments": ["TAX"]},
         clearance={"parent": 3},
+        # departments of the level publish to their own outboxes: TAX and HRSS must be known
+        departments=[{"code": code, "clearance": 1} for code in ("HRSS", "TAX")],
     )  # fmt: skip
     node = await nodes(config)
     up = f"region:{CITY}"
@@ -69,10 +70,10 @@ async def test_each_rule_allows_or_refuses_with_its_reason(
         person(TOP, up, 8): "grade",
     }
     allowed = [person(OPEN, up, 10), person(ASK, up, 11), person(OPEN, up, 12)]
-    await produce(clusters["county"], TopicNames(prefix).outbox, [*expected_refusals, *allowed])
+    await publish_to_outboxes(clusters["county"], prefix, [*expected_refusals, *allowed])
 
     forwarded = await read_topic(
-        clusters["city"], TopicNames(prefix).outbox,
+        clusters["city"], TopicNames(prefix).up(COUNTY),
         until=lambda got: allowed[-1].envelope.record_id in {r.record_id for r in got}, timeout_s=60,
     )  # fmt: skip
     refused = await read_topic(

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from department_client import Published, publish, read_topic
+from department_client import Published, publish_to_outboxes, read_topic
 from prometheus_client import CollectorRegistry
 from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
 
@@ -345,9 +345,9 @@ async def test_prometheus_sees_what_the_cascade_did(
                 assert len(scraped) == len(ports), f"{scraped}\n{prom.tail()}"
 
                 sent = records(COUNTY, f"region:{PROVINCE}", RECORDS, seed=100)
-                await publish(clusters["county"], TopicNames(prefix).outbox, sent)
-                await publish(
-                    clusters["county"], TopicNames(stuck_prefix).outbox,
+                await publish_to_outboxes(clusters["county"], prefix, sent)
+                await publish_to_outboxes(
+                    clusters["county"], stuck_prefix,
                     records(STUCK, f"region:{PROVINCE}", STUCK_RECORDS, seed=500),
                 )  # fmt: skip
                 ids = {p.envelope.record_id for p in sent}

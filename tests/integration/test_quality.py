@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from department_client import Published, Received, publish, read_topic
+from department_client import Published, Received, publish_to_outboxes, read_topic
 from sample_records import LEGAL_ENTITY, PERSON, Flaw, sample
 from structlog.testing import capture_logs
 
@@ -168,11 +168,11 @@ async def test_entry_node_passes_refuses_flags_and_counts_each_dimension(
     valid = [person(1), person(2), company(3), company(4)]
     bad_check = person(5, flaw=Flaw.ID_CHECK_CHAR)
     stale = [company(6, stale=True), company(7, stale=True), company(8, stale=True)]
-    await publish(clusters["county"], TopicNames(prefix).outbox, [*valid, bad_check, *stale])
+    await publish_to_outboxes(clusters["county"], prefix, [*valid, bad_check, *stale])
 
     delivered = [*valid, *stale]
     at_city = await read_topic(
-        clusters["city"], TopicNames(prefix).outbox,
+        clusters["city"], TopicNames(prefix).up(COUNTY),
         until=has_ids(ids(delivered)), timeout_s=WAIT_S,
     )  # fmt: skip
     refused = await read_topic(
@@ -240,14 +240,14 @@ async def test_a_later_hop_forwards_the_verdict_without_checking_again(
     )  # fmt: skip
     county = await nodes(county_toml(tmp_path / "county.toml", clusters, prefix))
     flagged, passed = company(11, stale=True, target=PROVINCE), company(12, target=PROVINCE)
-    await publish(clusters["county"], TopicNames(prefix).outbox, [flagged, passed])
+    await publish_to_outboxes(clusters["county"], prefix, [flagged, passed])
 
     sent = ids([flagged, passed])
     at_city = await read_topic(
-        clusters["city"], TopicNames(prefix).outbox, until=has_ids(sent), timeout_s=WAIT_S
+        clusters["city"], TopicNames(prefix).up(COUNTY), until=has_ids(sent), timeout_s=WAIT_S
     )
     at_province = await read_topic(
-        clusters["province"], TopicNames(prefix).outbox, until=has_ids(sent), timeout_s=WAIT_S
+        clusters["province"], TopicNames(prefix).up(CITY), until=has_ids(sent), timeout_s=WAIT_S
     )
 
     assert [r.record_id for r in at_city] == sent

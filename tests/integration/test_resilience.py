@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 SCHEMAS = load_schemas(packaged_schema_dir())
 WAIT_S = 60.0
 CITY, COUNTY = "410100", "410102"
+PSB = "PSB"
+"""The department that publishes the county's person records (to its own outbox)."""
 
 
 def person(target: str, seed: int, *, address: str | None = None) -> Published:
@@ -54,7 +56,7 @@ async def test_a_too_large_record_among_many_batches_is_refused_and_the_rest_kee
 ) -> None:
     """One record over the parent's limit inside a run of batches is refused; the rest keep order."""
     names = TopicNames(prefix)
-    await ensure_topics(clusters["city"], [names.outbox], 1, 1, {"max.message.bytes": "50000"})
+    await ensure_topics(clusters["city"], [names.up(COUNTY)], 1, 1, {"max.message.bytes": "50000"})
     node = await nodes(
         node_config(
             COUNTY, "county", clusters["county"], prefix,
@@ -64,11 +66,14 @@ async def test_a_too_large_record_among_many_batches_is_refused_and_the_rest_kee
     good = [person(f"region:{CITY}", seed=s, address="x" * 3000) for s in range(60)]
     big = person(f"region:{CITY}", seed=1000, address="号" * 30_000)
     stream = [*good[:30], big, *good[30:]]
-    await produce(clusters["county"], names.outbox, stream)
+    await produce(clusters["county"], names.outbox(PSB), stream)
     wanted = [p.envelope.record_id for p in good]
 
     forwarded = await read_topic(
-        clusters["city"], names.outbox, until=lambda got: len(got) >= len(good), timeout_s=WAIT_S
+        clusters["city"],
+        names.up(COUNTY),
+        until=lambda got: len(got) >= len(good),
+        timeout_s=WAIT_S,
     )
     refused = await read_topic(
         clusters["county"], names.refused, until=lambda got: len(got) >= 1, timeout_s=WAIT_S
@@ -95,10 +100,10 @@ async def test_a_refusal_too_large_for_the_refusal_topic_is_written_as_a_stub(
     garbage = bytes(range(256)) * 160
     after = person(f"region:{CITY}", seed=7)
     poison = Published(person(f"region:{CITY}", seed=8).envelope, garbage)
-    await produce(clusters["county"], names.outbox, [poison, after])
+    await produce(clusters["county"], names.outbox(PSB), [poison, after])
 
     forwarded = await read_topic(
-        clusters["city"], names.outbox, until=lambda got: len(got) >= 1, timeout_s=WAIT_S
+        clusters["city"], names.up(COUNTY), until=lambda got: len(got) >= 1, timeout_s=WAIT_S
     )
     refused = await read_topic(
         clusters["county"], names.refused, until=lambda got: len(got) >= 1, timeout_s=WAIT_S
@@ -132,7 +137,7 @@ async def test_a_node_starts_and_delivers_locally_while_its_parent_is_unreachabl
     try:
         port = (await asyncio.wait_for(running, READY_TIMEOUT_S)).admin_port
         local = person(f"region:{COUNTY}", seed=21)
-        await produce(clusters["county"], names.outbox, [local])
+        await produce(clusters["county"], names.outbox(PSB), [local])
         delivered = await read_topic(
             clusters["county"], names.inbox, until=lambda got: len(got) >= 1, timeout_s=WAIT_S
         )
@@ -164,22 +169,24 @@ async def test_records_lost_to_retention_are_reported_with_their_offsets(
     )
     first = await nodes(config)
     early = [person(f"region:{CITY}", seed=s) for s in range(5)]
-    await produce(clusters["county"], names.outbox, early)
-    await read_topic(clusters["city"], names.outbox, until=lambda g: len(g) >= 5, timeout_s=WAIT_S)
+    await produce(clusters["county"], names.outbox(PSB), early)
+    await read_topic(
+        clusters["city"], names.up(COUNTY), until=lambda g: len(g) >= 5, timeout_s=WAIT_S
+    )
     await first.stop()
 
     late = [person(f"region:{CITY}", seed=s) for s in range(100, 110)]
-    await produce(clusters["county"], names.outbox, late)
+    await produce(clusters["county"], names.outbox(PSB), late)
     admin = AIOKafkaAdminClient(bootstrap_servers=clusters["county"])
     await admin.start()
     try:
-        await admin.delete_records({TopicPartition(names.outbox, 0): RecordsToDelete(12)})
+        await admin.delete_records({TopicPartition(names.outbox(PSB), 0): RecordsToDelete(12)})
     finally:
         await admin.close()
     second = await nodes(config)
 
     forwarded = await read_topic(
-        clusters["city"], names.outbox, until=lambda got: len(got) >= 8, timeout_s=WAIT_S
+        clusters["city"], names.up(COUNTY), until=lambda got: len(got) >= 8, timeout_s=WAIT_S
     )
     assert [r.record_id for r in forwarded] == [p.envelope.record_id for p in (*early, *late[7:])]
     assert second.metric("exchange_source_gaps_total", link="local") == 1

@@ -77,7 +77,7 @@ async def test_records_sent_as_json_are_tailed_back_with_their_envelopes(
 ) -> None:
     """Three JSON lines are published and read back: same ids, values, envelopes, in order."""
     bootstrap = clusters["county"]
-    outbox = TopicNames(prefix).outbox
+    outbox = TopicNames(prefix).outbox("PSB")  # send --dept PSB writes to PSB's own outbox
     await ensure_topics(bootstrap, [outbox], 1, 1)
     config = write_config(tmp_path / "node.toml", bootstrap, prefix)
     source = tmp_path / "people.jsonl"
@@ -87,7 +87,7 @@ async def test_records_sent_as_json_are_tailed_back_with_their_envelopes(
     ids = capsys.readouterr().out.split()
     assert len(set(ids)) == 3
 
-    tail = ["tail", "--config", str(config), "outbox", "--from-beginning", "--format", "json"]
+    tail = ["tail", "--config", str(config), "outbox.PSB", "--from-beginning", "--format", "json"]
     assert await cli(*tail, "--max", "3", "--timeout", str(WAIT_S)) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["id"] for line in lines] == ids
@@ -123,7 +123,7 @@ async def test_records_sent_as_json_are_tailed_back_with_their_envelopes(
     text = capsys.readouterr().out
     assert [json.loads(line)["id"] for line in text.splitlines()] == [*ids, sent["id"]]
 
-    assert await cli("tail", "--config", str(config), f"{prefix}.outbox", "--from-beginning",
+    assert await cli("tail", "--config", str(config), outbox, "--from-beginning",
                      "--max", "1") == 0  # fmt: skip
     block = capsys.readouterr().out.splitlines()
     assert block[:6] == [
@@ -143,7 +143,7 @@ async def test_a_group_subscriber_resumes_after_its_commit(
 ) -> None:
     """After a commit, the next member of the group gets only what was published since."""
     bootstrap = clusters["county"]
-    outbox = TopicNames(prefix).outbox
+    outbox = TopicNames(prefix).outbox("PSB")
     await ensure_topics(bootstrap, [outbox], 2, 1)
     config = write_config(tmp_path / "node.toml", bootstrap, prefix)
     source = tmp_path / "people.json"

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import localkafka
@@ -158,8 +159,8 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     """Plan lists what is missing, apply creates and repairs it, a second apply does nothing."""
     config = write_city(tmp_path / "city.toml", prefix, clusters["city"], clusters["province"])
     week, month = str(DATA_RETENTION_MS), str(REFUSED_RETENTION_MS)
-    # an outbox made by hand: too few partitions, short retention, an override of its own
-    outbox = f"{prefix}.outbox"
+    # a department's outbox made by hand: too few partitions, short retention, its own override
+    outbox = f"{prefix}.outbox.HRSS"
     hand_made = {"retention.ms": "60000", "max.message.bytes": "123456"}
     await create_topic(clusters["city"], outbox, 1, hand_made)
 
@@ -170,9 +171,9 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     created = {a["topic"] for a in local["actions"] if a["action"] == "create_topic"}
     assert created == {
         f"{prefix}.{name}"
-        for name in ("inbox", "refused", "down.410102", "deliver.HRSS", "grants", "stats",
-                     "quality", "feedback", "feedback.HRSS", "feedback.PSB", "feedback.SAMR",
-                     "feedback.DSB")
+        for name in ("outbox.PSB", "outbox.SAMR", "outbox.DSB", "up.410102", "inbox", "refused",
+                     "down.410102", "deliver.HRSS", "grants", "stats", "quality", "feedback",
+                     "feedback.HRSS", "feedback.PSB", "feedback.SAMR", "feedback.DSB")
     }  # fmt: skip
     others = [a for a in local["actions"] if a["action"] != "create_topic"]
     assert others == [
@@ -183,7 +184,7 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
         },
     ]  # fmt: skip
     assert [a["topic"] for a in parent["actions"]] == [
-        f"{prefix}p.outbox", f"{prefix}p.down.410100", f"{prefix}p.grants",
+        f"{prefix}p.up.410100", f"{prefix}p.down.410100", f"{prefix}p.grants",
     ]  # fmt: skip
     assert not local["acls"]["enforced"]
     assert not parent["acls"]["enforced"]
@@ -193,12 +194,16 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     assert code == 0, err
     assert "ACLs: not enforced on this cluster (no authorizer)" in out
     assert f"~ added partitions of {outbox}: 1 -> 2" in out
-    local_topics = await describe(
-        clusters["city"],
-        [f"{prefix}.{name}" for name in ("outbox", "inbox", "refused", "down.410102",
-                                          "deliver.HRSS", "grants", "stats", "quality",
-                                          "feedback", "feedback.HRSS")],
-    )  # fmt: skip
+    wanted = [f"{prefix}.{name}" for name in ("outbox.HRSS", "up.410102", "inbox", "refused",
+                                              "down.410102", "deliver.HRSS", "grants", "stats",
+                                              "quality", "feedback", "feedback.HRSS")]  # fmt: skip
+    deadline = time.monotonic() + 15  # a broker's metadata follows the controller's a moment later
+    while True:
+        local_topics = await describe(clusters["city"], wanted)
+        changed = local_topics[outbox][0] == 2 and local_topics[outbox][1]["retention.ms"] == week
+        if changed or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
     for name, (partitions, configs) in local_topics.items():
         assert partitions == 2, name
         kind = name.rsplit(".", 1)[-1]
@@ -209,7 +214,8 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
             assert configs["retention.ms"] == (month if kind == "refused" else week), name
     assert local_topics[outbox][1]["max.message.bytes"] == "123456"  # its own override is kept
     parent_topics = await describe(
-        clusters["province"], [f"{prefix}p.outbox", f"{prefix}p.down.410100", f"{prefix}p.grants"]
+        clusters["province"],
+        [f"{prefix}p.up.410100", f"{prefix}p.down.410100", f"{prefix}p.grants"],
     )
     assert parent_topics[f"{prefix}p.grants"][1]["cleanup.policy"] == "compact"
     assert {partitions for partitions, _ in parent_topics.values()} == {2}
@@ -241,7 +247,10 @@ async def test_apply_creates_exactly_the_planned_acls_under_an_authorizer(
         [local] = json.loads(out)["clusters"]
         assert local["acls"]["enforced"]
         planned = [a for a in local["actions"] if a["action"] == "create_acl"]
-        assert len(planned) == len(wanted) == 24  # 16, and 2 per department with feedback
+        # 6 the node's, 6 the child's, 3 HRSS's as a consumer, and 4 per department (DSB, HRSS,
+        # PSB, SAMR): WRITE and DESCRIBE_CONFIGS on its own outbox, READ and DESCRIBE on its
+        # feedback topic
+        assert len(planned) == len(wanted) == 31
 
         code, out, err = await topics("apply", "--config", str(config))
         assert code == 0, err

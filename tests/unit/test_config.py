@@ -10,6 +10,7 @@ import pytest
 
 from node.config import (
     AdminConfig,
+    AdminUser,
     FlowConfig,
     GrantsConfig,
     LogConfig,
@@ -31,7 +32,8 @@ FULL: dict[str, Any] = {
     "topics": {"create": False, "partitions": 6, "replication_factor": 3},
     "flow": {"max_batch": 500, "fetch_timeout_ms": 50, "retry_backoff_s": 2, "shutdown_timeout_s": 12.5,
              "validate_ingress": False, "max_in_flight": 3, "batch_bytes": 500_000},
-    "admin": {"host": "0.0.0.0", "port": 9411},
+    "admin": {"host": "0.0.0.0", "port": 9411,  # not loopback: needs a credential
+              "users": [{"name": "ops", "role": "operator", "token_sha256": "ab" * 32}]},
     "log": {"format": "json", "level": "debug"},
     "negative_list": {"resources": ["410100-PSB-00009"], "departments": ["TAX"]},
     "clearance": {"parent": 3, "children": 2, "local": 4, "child": {"410103": 1}},
@@ -78,7 +80,9 @@ def test_a_full_config_loads_into_typed_values() -> None:
         500, 50, 2.0, 12.5, validate_ingress=False, max_in_flight=3, batch_bytes=500_000
     )
     assert isinstance(config.flow.retry_backoff_s, float)
-    assert config.admin == AdminConfig("0.0.0.0", 9411)
+    assert config.admin == AdminConfig(
+        "0.0.0.0", 9411, users=(AdminUser("ops", "operator", "ab" * 32),)
+    )
     assert config.log == LogConfig("json", "debug")
     assert config.schema_dir == Path("/etc/exchange/schemas")
     assert config.catalog_dir == Path("/etc/exchange/catalog")

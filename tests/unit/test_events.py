@@ -36,11 +36,11 @@ def test_every_event_is_catalogued_once_with_a_level_and_a_docstring() -> None:
 
 def test_emit_logs_the_name_at_the_level_with_every_field() -> None:
     """An emitted event is one log entry: its name, its level, exactly its fields."""
-    gap = GapDetected("local", "cascade.outbox", 2, 10, 19, 10, 20, "retention")
+    gap = GapDetected("local", "cascade.outbox.PSB", 2, 10, 19, 10, 20, "retention")
     with capture_logs() as logs:
         emit(structlog.get_logger("t"), gap)
     assert logs == [{
-        "event": "gap_detected", "log_level": "error", "link": "local", "topic": "cascade.outbox",
+        "event": "gap_detected", "log_level": "error", "link": "local", "topic": "cascade.outbox.PSB",
         "partition": 2, "first_lost": 10, "last_lost": 19, "lost": 10, "resumed_at": 20,
         "why": "retention",
     }]  # fmt: skip

@@ -42,7 +42,7 @@ from node.core.routing import Arrival, Router
 from node.core.topology import Topology
 from node.errors import EnvelopeError
 from node.kafka.bridge import Destinations, Link, Watch
-from node.kafka.topics import TopicNames
+from node.kafka.topics import TopicNames, level_writers
 from node.ops.metrics import Metrics
 from node.supervisor import Health
 from tests.memory_transport import MemoryCluster, MemorySink, MemorySource
@@ -298,12 +298,13 @@ def county_link(book: FeedbackBook) -> tuple[MemoryCluster, MemoryCluster, Link]
     health.register("local")
     peers = PeerWatch(COUNTY_TOPOLOGY, T0, 5.0, bucket_s=60, keep=10, settle_s=120)
     link = Link(
-        "local", MemorySource(local, topics.outbox, "g", 100), Arrival.FROM_BELOW,
+        "local", MemorySource(local, topics.outbox("PSB"), "g", 100), Arrival.FROM_BELOW,
         Router(COUNTY_TOPOLOGY), Policy(PolicySnapshot(CATALOG)),
-        Destinations(MemorySink(local), topics, MemorySink(parent), topics),
+        Destinations(MemorySink(local), topics, MemorySink(parent), topics, COUNTY),
         Metrics(CollectorRegistry(), ["local"], peers=[COUNTY, CITY]), health, schemas=SCHEMAS,
         settings=FlowConfig(), peer=COUNTY, log=structlog.get_logger("test"),
         clock=lambda: (T0 + 7) / 1000, watch=Watch(peers, feedback=book, feedback_departments=DEPTS),
+        writers=level_writers(topics, COUNTY, DEPTS, ()),
     )  # fmt: skip
     return local, parent, link
 
@@ -316,18 +317,19 @@ async def test_the_source_link_turns_a_correction_into_a_corrected_status() -> N
     topics = TopicNames("cascade")
     fixed = sample(SCHEMAS, PERSON, COUNTY, f"region:{PROVINCE}", seed=3, created_ms=T0)
     envelope = dataclasses.replace(fixed.envelope, record_id="rec-1")
-    local.produce(topics.outbox, b"rec-1", fixed.value,
+    outbox = topics.outbox("PSB")
+    local.produce(outbox, b"rec-1", fixed.value,
                   [*envelope.to_headers(), (VERSION, b"2"), (CORRECTS, b"r-1")])  # fmt: skip
     forged = status(status=Status.CORRECTED, version=2)
-    local.produce(topics.outbox, b"f", forged.encode(), [(FEEDBACK, STATUS), (HOPS, b"")])
-    local.produce(topics.outbox, b"g", b"garbage", [(FEEDBACK, REPORT), (HOPS, b"")])
+    local.produce(outbox, b"f", forged.encode(), [(FEEDBACK, STATUS), (HOPS, b"")])
+    local.produce(outbox, b"g", b"garbage", [(FEEDBACK, REPORT), (HOPS, b"")])
     task = asyncio.create_task(link.run())
     try:
-        await local.wait_until(lambda: local.committed_total("g", topics.outbox) == 3)
+        await local.wait_until(lambda: local.committed_total("g", outbox) == 3)
     finally:
         link.request_stop()
         await asyncio.wait_for(task, 10)
-    up = parent.records(topics.outbox)
+    up = parent.records(topics.up(COUNTY))
     assert [dict(r.headers).get("cx-id") for r in up if not is_feedback(r.headers)] == [b"rec-1"]
     [sent] = [r for r in up if is_feedback(r.headers)]
     assert dict(sent.headers)[HOPS] == b"410102^"

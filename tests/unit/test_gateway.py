@@ -44,6 +44,8 @@ CATALOG = load_catalog(packaged_catalog_dir(), SCHEMAS)
 REGION = "410102"
 PERSON = f"{REGION}-PSB-00001"
 TOPICS = TopicNames("gw")
+PSB_OUTBOX, HRSS_OUTBOX = TOPICS.outbox("PSB"), TOPICS.outbox("HRSS")
+"""Each gateway client writes to its department's own outbox."""
 PSB_TOKEN, HRSS_TOKEN = "psb-secret-token", "hrss-secret-token"
 NOW_S = 1_780_000_000.0
 Client = TestClient[web.Request, web.Application]
@@ -63,6 +65,12 @@ def person(**changes: Any) -> dict[str, Any]:
     }  # fmt: skip
     value.update(changes)
     return {k: v for k, v in value.items() if v is not None or k == "phone"}
+
+
+def written(setup: Setup) -> int:
+    """Records written to any department's outbox."""
+    cluster = setup.cluster
+    return sum(cluster.count(t) for t in list(cluster.topics) if t.startswith("gw.outbox."))
 
 
 class MemoryReader:
@@ -182,7 +190,7 @@ async def test_requests_without_a_known_bearer_token_are_refused(
         assert response.status == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert "error" in await response.json()
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
 
 
 async def test_a_department_publishes_only_resources_it_is_the_source_of(gw: Setup) -> None:
@@ -196,13 +204,13 @@ async def test_a_department_publishes_only_resources_it_is_the_source_of(gw: Set
     assert "410102-PSB-09999" in answer["error"]
     status, _ = await publish(gw, body, code="410100-PSB-00001")  # PSB, but of the city
     assert status == 403
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
 
 
 async def test_published_records_carry_their_envelope_and_decode_to_what_was_sent(
     gw: Setup,
 ) -> None:
-    """201 with the ids; each record is on the outbox keyed by its id, its envelope complete."""
+    """201 with the ids; each record is on PSB's outbox keyed by its id, its envelope complete."""
     names = ["王伟", "李娜"]
     records = [{"id": "given-1", "value": person(name=names[0])}, {"value": person(name=names[1])}]
     body = {"target": "region:410100", "records": records}
@@ -213,7 +221,7 @@ async def test_published_records_carry_their_envelope_and_decode_to_what_was_sen
     assert len(ids) == 2
     assert len(ids[1]) == 36  # a UUID
     stored = sorted(
-        gw.cluster.records(TOPICS.outbox),
+        gw.cluster.records(PSB_OUTBOX),
         key=lambda r: [i.encode() for i in ids].index(r.key or b""),
     )
     assert [r.key for r in stored] == [i.encode() for i in ids]
@@ -262,7 +270,7 @@ async def test_one_bad_record_names_its_index_and_field_and_nothing_is_published
         {"record": 2, "field": "$.extra", "problem": "is not a field of this resource"},
     ]  # fmt: skip
     assert "none was published" in answer["error"]
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
     assert gw.sink.calls == 0
 
 
@@ -287,7 +295,7 @@ async def test_each_bad_record_item_is_named(gw: Setup, item: Any, field: str) -
     status, answer = await publish(gw, {"target": "region:410100", "records": [item]})
     assert status == 422
     assert [(e["record"], e["field"]) for e in answer["errors"]] == [(0, field)]
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
 
 
 @pytest.mark.parametrize(
@@ -336,10 +344,10 @@ async def test_more_records_than_the_clients_max_batch_is_413(gw: Setup) -> None
     status, answer = await publish(gw, {"target": "region:410100", "records": records})
     assert status == 413
     assert "max_batch of 3" in answer["error"]
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
     status, _ = await publish(gw, {"target": "region:410100", "records": records[:3]})
     assert status == 201
-    assert gw.cluster.count(TOPICS.outbox) == 3
+    assert gw.cluster.count(PSB_OUTBOX) == 3
 
 
 async def test_kafka_not_acking_in_time_is_503_and_the_next_request_starts_afresh(
@@ -355,7 +363,7 @@ async def test_kafka_not_acking_in_time_is_503_and_the_next_request_starts_afres
     gw.cluster.release()
     status, answer = await publish(gw, body)
     assert (status, answer) == (201, {"ids": ["again-1"]})
-    assert [r.key for r in gw.cluster.records(TOPICS.outbox)] == [b"again-1"]
+    assert [r.key for r in gw.cluster.records(PSB_OUTBOX)] == [b"again-1"]
 
 
 def deliver(cluster: MemoryCluster, department: str, value: dict[str, Any], n: int,
@@ -517,13 +525,13 @@ def known_report(report_id: str = "rep-1", resource: str = PERSON) -> Report:
 
 
 async def test_a_report_is_written_to_the_outbox_for_the_resources_source(gw: Setup) -> None:
-    """201 names the report and its source; the outbox holds it as feedback with its JSON value."""
+    """201 names the report and its source; HRSS's outbox holds it as feedback (JSON value)."""
     status, answer = await report(gw, report_body())
     assert status == 201
     report_id = answer["report_id"]
     assert answer == {"report_id": report_id, "source_region": REGION, "source_dept": "PSB"}
     assert len(report_id) == 36  # a UUID
-    [stored] = gw.cluster.records(TOPICS.outbox)
+    [stored] = gw.cluster.records(HRSS_OUTBOX)
     assert stored.key == report_id.encode()
     assert stored.headers[0] == (FEEDBACK, b"report")
     assert stored.headers == [(FEEDBACK, b"report"), ("cx-hops", b"")]
@@ -541,7 +549,7 @@ async def test_a_report_about_an_unknown_resource_is_404(gw: Setup) -> None:
     status, answer = await report(gw, report_body(resource="410102-PSB-09999"))
     assert status == 404
     assert "410102-PSB-09999" in answer["error"]
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
 
 
 @pytest.mark.parametrize(
@@ -577,7 +585,7 @@ async def test_each_bad_field_of_a_report_is_named(gw: Setup, body: Any, field: 
     assert status == 422, answer
     assert answer["errors"] == [{"field": field, "problem": answer["errors"][0]["problem"]}]
     assert answer["error"].startswith(f"{field}: ")
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
 
 
 async def test_a_text_that_is_not_unicode_is_named_not_a_server_error(gw: Setup) -> None:
@@ -588,7 +596,7 @@ async def test_a_text_that_is_not_unicode_is_named_not_a_server_error(gw: Setup)
     gw.book.add(known_report())
     status, answer = await reject(gw, "rep-1", b'{"reason": "\\udfff"}')
     assert (status, answer["errors"][0]["field"]) == (422, "reason")
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
 
 
 async def test_a_report_that_is_not_json_is_a_bad_request(gw: Setup) -> None:
@@ -607,11 +615,11 @@ async def test_a_report_kafka_does_not_ack_in_time_is_503(gw: Setup) -> None:
 
 
 async def test_the_source_department_rejects_a_report_with_a_reason(gw: Setup) -> None:
-    """201; the outbox holds the rejected status for the reporter; a second rejection is 409."""
+    """201; PSB's outbox holds the rejected status for the reporter; a second rejection is 409."""
     gw.book.add(known_report())
     status, answer = await reject(gw, "rep-1", {"reason": "核实无误"})
     assert (status, answer) == (201, {"report_id": "rep-1", "status": "rejected"})
-    [stored] = gw.cluster.records(TOPICS.outbox)
+    [stored] = gw.cluster.records(PSB_OUTBOX)
     assert stored.headers == [(FEEDBACK, b"status"), ("cx-hops", b"")]
     assert stored.key == f"rep-1/rejected/{int(NOW_S * 1000)}".encode()
     assert json.loads(stored.value or b"") == {
@@ -621,7 +629,7 @@ async def test_the_source_department_rejects_a_report_with_a_reason(gw: Setup) -
     }  # fmt: skip
     status, answer = await reject(gw, "rep-1", {"reason": "again"})
     assert status == 409, answer
-    assert gw.cluster.count(TOPICS.outbox) == 1
+    assert gw.cluster.count(PSB_OUTBOX) == 1
     assert gw.answers == [("reject", 201, 1), ("reject", 409, 0)]
 
 
@@ -635,7 +643,7 @@ async def test_only_the_source_department_at_the_source_node_rejects(gw: Setup) 
     status, answer = await reject(gw, "rep-city", {"reason": "not here"})
     assert status == 403
     assert "only PSB@410100" in answer["error"]
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
 
 
 async def test_rejecting_an_unknown_or_closed_report_is_refused(gw: Setup) -> None:
@@ -652,7 +660,7 @@ async def test_rejecting_an_unknown_or_closed_report_is_refused(gw: Setup) -> No
     status, answer = await reject(gw, "rep-1", {"reason": "x"})
     assert status == 409
     assert "already corrected" in answer["error"]
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
 
 
 @pytest.mark.parametrize(
@@ -677,7 +685,7 @@ async def test_a_rejection_without_a_valid_reason_is_named(
     status, answer = await reject(gw, "rep-1", body)
     assert status == 422, answer
     assert [e["field"] for e in answer["errors"]] == [field]
-    assert gw.cluster.count(TOPICS.outbox) == 0
+    assert written(gw) == 0
 
 
 async def test_a_rejection_that_is_not_json_is_a_bad_request(gw: Setup) -> None:

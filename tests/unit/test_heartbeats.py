@@ -30,7 +30,7 @@ from node.core.routing import Arrival, Router
 from node.core.topology import Topology
 from node.errors import EnvelopeError
 from node.kafka.bridge import Destinations, Link, LinkTotals, Watch
-from node.kafka.topics import TopicNames
+from node.kafka.topics import TopicNames, level_writers
 from node.ops.cascade import CascadeView
 from node.ops.metrics import Metrics
 from node.supervisor import Health
@@ -191,17 +191,21 @@ async def city_link(
     health = Health()
     health.register("local")
     link = Link(
-        "local", MemorySource(local, topics.outbox, "g", 100), Arrival.FROM_BELOW,
+        "local", MemorySource(local, topics.up(COUNTY), "g", 100), Arrival.FROM_BELOW,
         Router(CITY_TOPOLOGY), Policy(PolicySnapshot(load_catalog(packaged_catalog_dir(), schemas))),
-        Destinations(MemorySink(local), topics, MemorySink(parent), topics), metrics, health,
+        Destinations(MemorySink(local), topics, MemorySink(parent), topics, CITY), metrics, health,
         schemas=schemas, settings=FlowConfig(), peer=CITY, log=structlog.get_logger("test"),
         watch=Watch(peers, lambda code: code, lambda now_ms, tally: tallies.append(tally)),
+        writers=level_writers(topics, CITY, (), CITY_TOPOLOGY.children),
     )  # fmt: skip
     return local, parent, link, metrics
 
 
 async def test_a_link_takes_heartbeats_aside_and_refuses_forged_ones() -> None:
-    """A child's beat is taken (never routed), a stranger's or garbage is refused with a reason."""
+    """A child's beat is taken (never routed), a stranger's or garbage is refused with a reason.
+
+    The stranger's beat came by the child's own topic: it is forged.
+    """
     peers = watch()
     tallies: list[object] = []
     local, parent, link, metrics = await city_link(peers, tallies)
@@ -209,27 +213,29 @@ async def test_a_link_takes_heartbeats_aside_and_refuses_forged_ones() -> None:
     schemas = load_schemas(packaged_schema_dir())
     up = sample(schemas, PERSON, COUNTY, f"region:{PROVINCE}", seed=1, created_ms=T0)
     headers = [(n, v) for n, v in up.envelope.to_headers() if n != HOPS] + [(HOPS, b"410102^")]
-    local.produce(topics.outbox, b"k", up.value, headers)
-    local.produce(topics.outbox, b"b", beat(COUNTY).encode(), [(HEARTBEAT, VERSION)])
-    local.produce(topics.outbox, b"b", beat("410199").encode(), [(HEARTBEAT, VERSION)])
-    local.produce(topics.outbox, b"b", b"garbage", [(HEARTBEAT, VERSION)])
+    handed_up = topics.up(COUNTY)
+    local.produce(handed_up, b"k", up.value, headers)
+    local.produce(handed_up, b"b", beat(COUNTY).encode(), [(HEARTBEAT, VERSION)])
+    local.produce(handed_up, b"b", beat("410199").encode(), [(HEARTBEAT, VERSION)])
+    local.produce(handed_up, b"b", b"garbage", [(HEARTBEAT, VERSION)])
     task = asyncio.create_task(link.run())
     try:
-        await local.wait_until(lambda: local.committed_total("g", topics.outbox) == 4)
+        await local.wait_until(lambda: local.committed_total("g", handed_up) == 4)
     finally:
         link.request_stop()
         await asyncio.wait_for(task, 10)
-    assert [dict(r.headers)["cx-id"].decode() for r in parent.records(topics.outbox)] == [
+    assert [dict(r.headers)["cx-id"].decode() for r in parent.records(topics.up(CITY))] == [
         up.envelope.record_id
     ]
     refused = local.records(topics.refused)
-    assert [dict(r.headers)[REFUSAL_REASON] for r in refused] == [b"bad_envelope"] * 2
+    assert [dict(r.headers)[REFUSAL_REASON] for r in refused] == [b"forged", b"bad_envelope"]
     messages = [dict(r.headers)[REFUSAL_MESSAGE].decode() for r in refused]
-    assert "410199, which is not a child" in messages[0]
+    assert "cascade.up.410102" in messages[0]
+    assert "heartbeat field region is '410199'" in messages[0]
     assert "not JSON" in messages[1]
     assert [r.peer for r in peers.readings(10**13) if r.received] == [COUNTY]
     assert (link.totals.records_in, link.totals.copies_out) == (3, 1)  # the beat taken aside
-    assert link.totals.refused_by == {"bad_envelope": 2}
+    assert link.totals.refused_by == {"forged": 1, "bad_envelope": 1}
     sample_value = metrics.registry.get_sample_value
     assert sample_value("exchange_peer_records_total", {"peer": COUNTY, "way": "in"}) == 1
     assert sample_value("exchange_peer_records_total", {"peer": PROVINCE, "way": "out"}) == 1

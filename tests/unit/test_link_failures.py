@@ -1,8 +1,8 @@
 """A real Link over the in-memory transport, under failures: every record is counted by its id.
 
-The node is the city 410100 under the province 410000. Records are published at the city's outbox
-for ``region:410000`` (valid envelopes and values from ``sample_records``), so the link sends them up
-to the parent cluster's outbox. Ids are ``k{key}-{seq}`` over 50 keys; each test counts what
+The node is the city 410100 under the province 410000. Records are published at the outbox of the
+city's department PSB for ``region:410000`` (valid envelopes and values from ``sample_records``), so
+the link sends them up to the province's ``up.410100``. Ids are ``k{key}-{seq}`` over 50 keys; each test counts what
 reached the parent (delivered, lost, duplicated, out of order by first arrival) and what was
 refused, and prints the figures.
 """
@@ -28,12 +28,20 @@ from sample_records import PERSON, person, sample
 from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import load_schemas, packaged_schema_dir
 from node.config import FlowConfig
-from node.core.envelope import REFUSAL_MESSAGE, REFUSAL_REASON, REFUSED_BY, TARGET
+from node.core.envelope import (
+    HOPS,
+    REFUSAL_MESSAGE,
+    REFUSAL_REASON,
+    REFUSED_BY,
+    SOURCE_DEPT,
+    SOURCE_REGION,
+    TARGET,
+)
 from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
 from node.core.topology import Topology
 from node.kafka.bridge import REFUSED_SHA256, REFUSED_SIZE, Destinations, Link
-from node.kafka.topics import TopicNames
+from node.kafka.topics import TopicNames, level_writers
 from node.ops.metrics import Metrics
 from node.supervisor import Health, Supervisor
 from node.transport import Header, Partition
@@ -41,7 +49,10 @@ from tests.memory_transport import MemoryCluster, MemorySink, MemorySource, Stor
 
 CITY, PROVINCE = "410100", "410000"
 TOPICS = TopicNames("cascade")
-"""Both clusters use the default prefix: the city's outbox is the source, the province's the target."""
+"""Both clusters use the default prefix."""
+OUTBOX, UP = TOPICS.outbox("PSB"), TOPICS.up(CITY)
+"""The source: the outbox of PSB (the samples' department); the target: the province's topic for
+what the city hands up."""
 GROUP = "exchange-node.city.local"
 WAIT_S = 10.0
 KEYS = 50
@@ -61,13 +72,13 @@ def headers_of(record_id: str) -> list[Header]:
 
 
 def publish(cluster: MemoryCluster, count: int, first: int = 0, keys: int = KEYS) -> list[str]:
-    """Publish ``count`` valid records (ids ``k{key}-{seq}``) at the city's outbox; return ids."""
+    """Publish ``count`` valid records (ids ``k{key}-{seq}``) at PSB's outbox; return ids."""
     ids = []
     for seq in range(first, first + count):
         key = f"k{seq % keys:02d}"
         record_id = f"{key}-{seq:05d}"
         value = _SAMPLES[seq % len(_SAMPLES)].value
-        cluster.produce(TOPICS.outbox, key.encode(), value, headers_of(record_id))
+        cluster.produce(OUTBOX, key.encode(), value, headers_of(record_id))
         ids.append(record_id)
     return ids
 
@@ -125,7 +136,7 @@ def partition_by_id(cluster: MemoryCluster, topic: str) -> dict[str, int]:
 
 @dataclass
 class Rig:
-    """A link from the city outbox (local cluster) up to the province outbox (parent cluster)."""
+    """A link from PSB's outbox (local cluster) up to the province's up topic (parent cluster)."""
 
     local: MemoryCluster
     parent: MemoryCluster
@@ -162,7 +173,7 @@ class Rig:
 
     def committed(self) -> int:
         """Records of the outbox committed so far."""
-        return self.local.committed_total(GROUP, TOPICS.outbox)
+        return self.local.committed_total(GROUP, OUTBOX)
 
     def up(self) -> bool:
         """Whether Health has the link up."""
@@ -199,16 +210,17 @@ class Rigs:
         parent = parent or MemoryCluster()
         if local.notify not in parent.watchers:
             parent.watchers.append(local.notify)  # Rig.wait waits on the local cluster
-        source = MemorySource(local, TOPICS.outbox, GROUP, max_batch)
+        source = MemorySource(local, OUTBOX, GROUP, max_batch)
         health = Health()
         health.register("local")  # down, "starting", as the supervisor registers it
         health.watch(lambda name, state: local.notify())  # wake waiters on every change
         registry = CollectorRegistry()
-        destinations = Destinations(MemorySink(local), TOPICS, MemorySink(parent), TOPICS)
+        destinations = Destinations(MemorySink(local), TOPICS, MemorySink(parent), TOPICS, CITY)
         link = Link(
             "local", source, Arrival.FROM_BELOW, Router(Topology(CITY, "city", PROVINCE, ())),
             Policy(PolicySnapshot(CATALOG)), destinations, Metrics(registry, ["local"]), health,
             schemas=SCHEMAS, settings=settings, peer=CITY, log=structlog.get_logger("test"),
+            writers=level_writers(TOPICS, CITY, ["PSB"], ()),
         )  # fmt: skip
         rig = Rig(local, parent, source, health, registry, link)
         self.made.append(rig)
@@ -238,7 +250,7 @@ async def test_write_failures_mid_stream_are_retried_in_order(rigs: Rigs) -> Non
     rig.start()
 
     def reached(count: int) -> Callable[[], bool]:
-        return lambda: rig.parent.count(TOPICS.outbox) >= count
+        return lambda: rig.parent.count(UP) >= count
 
     injected = [(300, False), (1200, True), (2100, False), (3000, True)]  # True: the ack is lost
     for threshold, landed in injected:
@@ -247,7 +259,7 @@ async def test_write_failures_mid_stream_are_retried_in_order(rigs: Rigs) -> Non
     await rig.all_committed(len(sent))
     await rig.stop()
 
-    counted = tally(sent, rig.parent.records(TOPICS.outbox))
+    counted = tally(sent, rig.parent.records(UP))
     assert (counted.delivered, counted.lost, counted.out_of_order) == (4000, 0, 0)
     assert rig.parent.failed_writes == 2 * len(injected)
     assert rig.retries() >= len(injected)  # each injection was consumed before the next one
@@ -263,14 +275,14 @@ async def test_stall_past_the_deadline_marks_the_link_down_until_released(rigs: 
     rig.start()
 
     await rig.wait(lambda: not rig.up() and "not acked within 0.3 s" in rig.reason())
-    assert rig.parent.count(TOPICS.outbox) == 0
+    assert rig.parent.count(UP) == 0
     assert rig.committed() == 0
     rig.parent.release()
     await rig.all_committed(len(sent))
     assert rig.up()
     await rig.stop()
 
-    counted = tally(sent, rig.parent.records(TOPICS.outbox))
+    counted = tally(sent, rig.parent.records(UP))
     assert counted == Tally(600, 600, 0, 0, 0)
 
 
@@ -287,29 +299,29 @@ async def test_abandoned_writes_never_land(rigs: Rigs) -> None:
     first.parent.release()
 
     assert first.parent.abandoned_writes >= 2
-    assert (first.parent.count(TOPICS.outbox), first.committed()) == (0, 0)
+    assert (first.parent.count(UP), first.committed()) == (0, 0)
     second = rigs(settings, local=first.local, parent=first.parent)  # the same group again
     second.start()
     await second.all_committed(len(sent))
     await second.stop()
-    assert tally(sent, second.parent.records(TOPICS.outbox)) == Tally(600, 600, 0, 0, 0)
+    assert tally(sent, second.parent.records(UP)) == Tally(600, 600, 0, 0, 0)
 
 
 async def test_too_large_record_is_refused_and_its_neighbours_arrive_in_order(rigs: Rigs) -> None:
     """A record too large for the parent is refused undeliverable; the rest arrive in order, partitions kept."""
     rig = rigs()
-    rig.parent.reject_size(TOPICS.outbox, 3000)
+    rig.parent.reject_size(UP, 3000)
     sent = publish(rig.local, 30, keys=5)
     huge = big_value(5000)
-    rig.local.produce(TOPICS.outbox, b"k00", huge, headers_of("k00-00030"))
+    rig.local.produce(OUTBOX, b"k00", huge, headers_of("k00-00030"))
     sent += publish(rig.local, 30, first=31, keys=5)
     rig.start()
     await rig.all_committed(61)
     await rig.stop()
 
-    assert tally(sent, rig.parent.records(TOPICS.outbox)) == Tally(60, 60, 0, 0, 0)
-    assert partition_by_id(rig.parent, TOPICS.outbox) == {
-        rid: p for rid, p in partition_by_id(rig.local, TOPICS.outbox).items() if rid in set(sent)
+    assert tally(sent, rig.parent.records(UP)) == Tally(60, 60, 0, 0, 0)
+    assert partition_by_id(rig.parent, UP) == {
+        rid: p for rid, p in partition_by_id(rig.local, OUTBOX).items() if rid in set(sent)
     }
     [refusal] = rig.local.records(TOPICS.refused)
     assert record_id(refusal) == "k00-00030"
@@ -322,17 +334,17 @@ async def test_too_large_record_is_refused_and_its_neighbours_arrive_in_order(ri
 async def test_refusal_too_large_for_the_refused_topic_becomes_a_stub(rigs: Rigs) -> None:
     """A refusal the refused topic cannot take is written as a stub: no value, size and SHA-256."""
     rig = rigs()
-    rig.parent.reject_size(TOPICS.outbox, 3000)
+    rig.parent.reject_size(UP, 3000)
     rig.local.reject_size(TOPICS.refused, 4000)
     sent = publish(rig.local, 10, keys=5)
     huge = big_value(5000)
-    rig.local.produce(TOPICS.outbox, b"k00", huge, headers_of("k00-00010"))
+    rig.local.produce(OUTBOX, b"k00", huge, headers_of("k00-00010"))
     sent += publish(rig.local, 10, first=11, keys=5)
     rig.start()
     await rig.all_committed(21)
     await rig.stop()
 
-    assert tally(sent, rig.parent.records(TOPICS.outbox)) == Tally(20, 20, 0, 0, 0)
+    assert tally(sent, rig.parent.records(UP)) == Tally(20, 20, 0, 0, 0)
     [stub] = rig.local.records(TOPICS.refused)
     assert (record_id(stub), stub.key, stub.value) == ("k00-00010", b"k00", None)
     assert header(stub, REFUSED_SHA256) == hashlib.sha256(huge).hexdigest().encode()
@@ -348,7 +360,7 @@ async def test_link_stops_fetching_while_the_byte_budget_is_held(rigs: Rigs) -> 
     )
     rig = rigs(settings, max_batch=10)
     sent = publish(rig.local, 200)
-    sizes = [len(r.key or b"") + len(r.value or b"") for r in rig.local.records(TOPICS.outbox)]
+    sizes = [len(r.key or b"") + len(r.value or b"") for r in rig.local.records(OUTBOX)]
     assert 10 * max(sizes) < budget <= 20 * min(sizes)  # one batch is under it, two are over
     rig.parent.stall()
     rig.start()
@@ -362,7 +374,7 @@ async def test_link_stops_fetching_while_the_byte_budget_is_held(rigs: Rigs) -> 
     rig.parent.release()
     await rig.all_committed(len(sent))
     await rig.stop()
-    assert tally(sent, rig.parent.records(TOPICS.outbox)) == Tally(200, 200, 0, 0, 0)
+    assert tally(sent, rig.parent.records(UP)) == Tally(200, 200, 0, 0, 0)
 
 
 async def test_soft_stop_drains_and_commits_what_was_fetched(rigs: Rigs) -> None:
@@ -370,16 +382,16 @@ async def test_soft_stop_drains_and_commits_what_was_fetched(rigs: Rigs) -> None
     rig = rigs(dataclasses.replace(FAST, max_in_flight=4), max_batch=50)
     publish(rig.local, 3000)
     rig.start()
-    await rig.wait(lambda: rig.parent.count(TOPICS.outbox) >= 500)
+    await rig.wait(lambda: rig.parent.count(UP) >= 500)
     await rig.stop()
 
-    partitions = [Partition(TOPICS.outbox, p) for p in range(3)]
+    partitions = [Partition(OUTBOX, p) for p in range(3)]
     committed = {tp: rig.local.committed.get((GROUP, tp), 0) for tp in partitions}
     assert committed == {tp: rig.source.positions[tp] for tp in partitions}
     below = [
         r for tp in partitions for r in rig.local.records(tp.topic, tp.partition)[: committed[tp]]
     ]
-    landed = {record_id(r) for r in rig.parent.records(TOPICS.outbox)}
+    landed = {record_id(r) for r in rig.parent.records(UP)}
     assert {record_id(r) for r in below} <= landed
     assert rig.source.stops == 1
 
@@ -389,7 +401,7 @@ async def test_hard_stop_commits_nothing_undelivered(rigs: Rigs) -> None:
     rig = rigs(dataclasses.replace(FAST, max_in_flight=4, delivery_timeout_s=5.0), max_batch=50)
     publish(rig.local, 3000)
     rig.start()
-    await rig.wait(lambda: rig.parent.count(TOPICS.outbox) >= 500)
+    await rig.wait(lambda: rig.parent.count(UP) >= 500)
     rig.parent.stall()
     await rig.wait(lambda: rig.parent.blocked_writes >= 1)
     assert rig.task is not None
@@ -398,12 +410,12 @@ async def test_hard_stop_commits_nothing_undelivered(rigs: Rigs) -> None:
         await asyncio.wait_for(rig.task, WAIT_S)
     rig.parent.release()
 
-    partitions = [Partition(TOPICS.outbox, p) for p in range(3)]
+    partitions = [Partition(OUTBOX, p) for p in range(3)]
     committed = {tp: rig.local.committed.get((GROUP, tp), 0) for tp in partitions}
     below = [
         r for tp in partitions for r in rig.local.records(tp.topic, tp.partition)[: committed[tp]]
     ]
-    landed = {record_id(r) for r in rig.parent.records(TOPICS.outbox)}
+    landed = {record_id(r) for r in rig.parent.records(UP)}
     assert {record_id(r) for r in below} <= landed
     assert sum(committed.values()) < rig.source.fetched  # the stalled batches were not committed
     assert rig.parent.abandoned_writes >= 1
@@ -414,18 +426,51 @@ async def test_record_with_two_targets_is_refused_bad_envelope(rigs: Rigs) -> No
     rig = rigs()
     sent = publish(rig.local, 20, keys=5)
     doubled = [*headers_of("k00-00020"), (TARGET, f"region:{CITY}".encode())]
-    rig.local.produce(TOPICS.outbox, b"k00", _SAMPLES[0].value, doubled)
+    rig.local.produce(OUTBOX, b"k00", _SAMPLES[0].value, doubled)
     sent += publish(rig.local, 20, first=21, keys=5)
     rig.start()
     await rig.all_committed(41)
     await rig.stop()
 
-    assert tally(sent, rig.parent.records(TOPICS.outbox)) == Tally(40, 40, 0, 0, 0)
+    assert tally(sent, rig.parent.records(UP)) == Tally(40, 40, 0, 0, 0)
     [refusal] = rig.local.records(TOPICS.refused)
     assert record_id(refusal) == "k00-00020"
     assert header(refusal, REFUSAL_REASON) == b"bad_envelope"
     assert header(refusal, REFUSAL_MESSAGE) == b"header cx-target: given more than once"
     assert rig.local.count(TOPICS.inbox) == 0
+
+
+async def test_records_whose_headers_disagree_with_their_topic_are_refused_forged(
+    rigs: Rigs,
+) -> None:
+    """In PSB's outbox, another department's record or one with a hop path is forged; the rest go up."""
+    rig = rigs()
+    sent = publish(rig.local, 20, keys=5)
+
+    def lying(record_id: str, name: str, value: bytes) -> list[Header]:
+        return [(n, value if n == name else v) for n, v in headers_of(record_id)]
+
+    forged = {
+        "k00-00020": lying("k00-00020", SOURCE_DEPT, b"HRSS"),
+        "k00-00021": lying("k00-00021", HOPS, b"410102^"),  # would skip ingress validation
+        "k00-00022": lying("k00-00022", SOURCE_REGION, b"410102"),
+    }
+    for headers in forged.values():
+        rig.local.produce(OUTBOX, b"k00", _SAMPLES[0].value, headers)
+    sent += publish(rig.local, 20, first=23, keys=5)
+    rig.start()
+    await rig.all_committed(43)
+    await rig.stop()
+
+    assert tally(sent, rig.parent.records(UP)) == Tally(40, 40, 0, 0, 0)
+    refused = rig.local.records(TOPICS.refused)
+    assert sorted(map(record_id, refused)) == sorted(forged)
+    assert {header(r, REFUSAL_REASON) for r in refused} == {b"forged"}
+    said = {record_id(r): (header(r, REFUSAL_MESSAGE) or b"").decode() for r in refused}
+    assert "header cx-source-dept is 'HRSS' (expected PSB)" in said["k00-00020"]
+    assert "header cx-hops is '410102^'" in said["k00-00021"]
+    assert "header cx-source-region is '410102' (expected 410100)" in said["k00-00022"]
+    assert rig.link.totals.refused_by == {"forged": 3}
 
 
 async def test_stalled_last_batch_marks_the_link_down_at_its_deadline(rigs: Rigs) -> None:
@@ -440,7 +485,7 @@ async def test_stalled_last_batch_marks_the_link_down_at_its_deadline(rigs: Rigs
     rig.parent.release()
     await rig.all_committed(len(sent))
     await rig.stop()
-    assert tally(sent, rig.parent.records(TOPICS.outbox)) == Tally(50, 50, 0, 0, 0)
+    assert tally(sent, rig.parent.records(UP)) == Tally(50, 50, 0, 0, 0)
 
 
 async def test_link_waits_out_a_lost_parent_and_delivers_when_it_returns(rigs: Rigs) -> None:
@@ -454,7 +499,7 @@ async def test_link_waits_out_a_lost_parent_and_delivers_when_it_returns(rigs: R
     await rig.all_committed(len(sent))
     assert rig.up()
     await rig.stop()
-    assert tally(sent, rig.parent.records(TOPICS.outbox)) == Tally(600, 600, 0, 0, 0)
+    assert tally(sent, rig.parent.records(UP)) == Tally(600, 600, 0, 0, 0)
 
 
 async def test_supervisor_restarts_a_link_whose_source_cluster_is_lost(rigs: Rigs) -> None:
@@ -480,17 +525,17 @@ async def test_supervisor_restarts_a_link_whose_source_cluster_is_lost(rigs: Rig
     assert rig.source.starts == 2
     stopping.set()
     await rig.stop()
-    counted = tally(sent, rig.parent.records(TOPICS.outbox))
+    counted = tally(sent, rig.parent.records(UP))
     assert (counted.delivered, counted.lost, counted.out_of_order) == (2000, 0, 0)
 
 
 async def test_refusals_of_one_key_keep_their_source_order(rigs: Rigs) -> None:
     """Refusals of one key reach the refused topic in source order, undeliverable ones included."""
     rig = rigs()  # both records in one batch
-    rig.parent.reject_size(TOPICS.outbox, 3000)
-    rig.local.produce(TOPICS.outbox, b"k00", big_value(5000), headers_of("k00-00000"))
+    rig.parent.reject_size(UP, 3000)
+    rig.local.produce(OUTBOX, b"k00", big_value(5000), headers_of("k00-00000"))
     doubled = [*headers_of("k00-00001"), (TARGET, f"region:{CITY}".encode())]
-    rig.local.produce(TOPICS.outbox, b"k00", _SAMPLES[0].value, doubled)
+    rig.local.produce(OUTBOX, b"k00", _SAMPLES[0].value, doubled)
     rig.start()
     await rig.all_committed(2)
     await rig.stop()

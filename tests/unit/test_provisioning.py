@@ -78,11 +78,12 @@ def applied(actual: ClusterState, made: ClusterPlan) -> ClusterState:
 
 
 def test_a_city_needs_its_exchange_topics_on_its_own_cluster() -> None:
-    """Outbox, inbox, refusals, a down topic per child, a delivery topic per department, state."""
+    """Outbox and down and up topics, inbox, refusals, delivery topics, state topics."""
     topics = {spec.name: spec for spec in desired_local(CITY).topics}
     assert set(topics) == {
-        "cx.outbox", "cx.inbox", "cx.refused", "cx.down.410102", "cx.down.410103",
-        "cx.deliver.HRSS", "cx.grants", "cx.stats", "cx.quality", "cx.feedback",
+        "cx.outbox.HRSS", "cx.up.410102", "cx.up.410103", "cx.inbox", "cx.refused",
+        "cx.down.410102", "cx.down.410103", "cx.deliver.HRSS", "cx.grants", "cx.stats",
+        "cx.quality", "cx.feedback",
     }  # fmt: skip
     assert {(s.partitions, s.replication_factor) for s in topics.values()} == {(3, 1)}
 
@@ -94,7 +95,7 @@ def test_state_topics_are_compacted_and_data_topics_expire() -> None:
         assert topics[name].configs == {"cleanup.policy": "compact"}
         assert topics[name].compacted
     week = {"cleanup.policy": "delete", "retention.ms": str(DATA_RETENTION_MS)}
-    for name in ("cx.outbox", "cx.inbox", "cx.down.410100", "cx.deliver.PSB"):
+    for name in ("cx.outbox.PSB", "cx.up.410100", "cx.inbox", "cx.down.410100", "cx.deliver.PSB"):
         assert topics[name].configs == week
         assert not topics[name].compacted
     assert topics["cx.refused"].configs["retention.ms"] == str(REFUSED_RETENTION_MS)
@@ -107,13 +108,13 @@ def test_the_root_plans_nothing_on_a_parent() -> None:
 
 
 def test_a_county_needs_its_parents_topics_but_does_not_own_them() -> None:
-    """On the city's cluster: the outbox, its own down topic, and grants (compacted)."""
+    """On the city's cluster: its own up and down topics, and grants (compacted)."""
     desired = desired_parent(COUNTY)
     assert desired is not None
     assert not desired.owned
     assert desired.principal == "User:node-410102"
     topics = {spec.name: spec for spec in desired.topics}
-    assert set(topics) == {"cx.outbox", "cx.down.410102", "cx.grants"}
+    assert set(topics) == {"cx.up.410102", "cx.down.410102", "cx.grants"}
     assert topics["cx.grants"].compacted
     assert topics["cx.down.410102"].partitions == 2  # this node's [topics] partitions
 
@@ -132,15 +133,16 @@ def test_acls_of_a_city_on_its_own_cluster() -> None:
         allow(node, group, pre, "exchange-node.c.", "READ"),
     }  # fmt: skip
     assert by["User:HRSS"] == {
-        allow("User:HRSS", topic, lit, "cx.outbox", "WRITE"),
+        allow("User:HRSS", topic, lit, "cx.outbox.HRSS", "WRITE"),
+        allow("User:HRSS", topic, lit, "cx.outbox.HRSS", "DESCRIBE_CONFIGS"),
         allow("User:HRSS", topic, lit, "cx.deliver.HRSS", "READ"),
         allow("User:HRSS", topic, lit, "cx.deliver.HRSS", "DESCRIBE"),
         allow("User:HRSS", group, pre, "HRSS.", "READ"),
     }
     child = "User:node-410103"
     assert by[child] == {
-        allow(child, topic, lit, "cx.outbox", "WRITE"),
-        allow(child, topic, lit, "cx.outbox", "DESCRIBE_CONFIGS"),
+        allow(child, topic, lit, "cx.up.410103", "WRITE"),
+        allow(child, topic, lit, "cx.up.410103", "DESCRIBE_CONFIGS"),
         allow(child, topic, lit, "cx.down.410103", "READ"),
         allow(child, topic, lit, "cx.grants", "READ"),
         allow(child, topic, lit, "cx.grants", "WRITE"),
@@ -175,6 +177,25 @@ def test_nobody_but_the_node_reads_another_departments_or_childs_topic() -> None
                 (f"User:node-{child}", "cx.grants"),
             }
         assert {(a.principal, a.name) for a in reads} == allowed
+
+
+def test_each_writer_may_write_only_its_own_topic() -> None:
+    """A department writes only its ``outbox.DEPT``, a child's node its ``up.CHILD`` (and grants)."""
+    layout = dataclasses.replace(CITY, reporters=("PSB",))
+    desired = desired_local(layout)
+    writes = {
+        (a.principal, a.name) for a in desired.acls
+        if a.resource is Resource.TOPIC and a.operation is Operation.WRITE
+    }  # fmt: skip
+    assert writes == {
+        ("User:node-410100", "cx."),
+        ("User:HRSS", "cx.outbox.HRSS"), ("User:PSB", "cx.outbox.PSB"),
+        ("User:node-410102", "cx.up.410102"), ("User:node-410102", "cx.grants"),
+        ("User:node-410103", "cx.up.410103"), ("User:node-410103", "cx.grants"),
+    }  # fmt: skip
+    names = {spec.name for spec in desired.topics}
+    assert {"cx.outbox.HRSS", "cx.outbox.PSB", "cx.up.410102", "cx.up.410103"} <= names
+    assert not any(name == "cx.outbox" for name in names)
 
 
 def test_what_a_county_asks_of_its_parent_is_what_the_city_grants_it() -> None:
@@ -212,10 +233,10 @@ def test_without_an_authorizer_only_topics_are_planned() -> None:
 def test_an_own_data_topic_that_drifted_is_grown_and_reconfigured() -> None:
     """Too few partitions are added; wrong configs are set, keeping the topic's other overrides."""
     desired = desired_local(COUNTY)
-    outbox = topic("kx.outbox", 1, cleanup_policy="delete", retention_ms="1000")
+    outbox = topic("kx.outbox.EDU", 1, cleanup_policy="delete", retention_ms="1000")
     outbox = dataclasses.replace(outbox, overrides={**outbox.overrides, "max.message.bytes": "9"})
-    made = plan(desired, ClusterState({"kx.outbox": outbox}, None))
-    assert AddPartitions("kx.outbox", 1, 2) in made.actions
+    made = plan(desired, ClusterState({"kx.outbox.EDU": outbox}, None))
+    assert AddPartitions("kx.outbox.EDU", 1, 2) in made.actions
     [alter] = [a for a in made.actions if isinstance(a, AlterConfigs)]
     assert alter.changes == (("retention.ms", "1000", str(DATA_RETENTION_MS)),)
     assert alter.configs == {
@@ -249,8 +270,8 @@ def test_the_parents_topics_are_created_but_never_changed() -> None:
     """On the parent's cluster a missing topic is created; a drifted one is only reported."""
     desired = desired_parent(COUNTY)
     assert desired is not None
-    outbox = topic("cx.outbox", 1, cleanup_policy="compact")
-    made = plan(desired, ClusterState({"cx.outbox": outbox}, None))
+    up = topic("cx.up.410102", 1, cleanup_policy="compact")
+    made = plan(desired, ClusterState({"cx.up.410102": up}, None))
     assert {type(a) for a in made.actions} == {CreateTopic}
     assert {a.topic.name for a in made.actions if isinstance(a, CreateTopic)} == {
         "cx.down.410102", "cx.grants",
@@ -263,7 +284,7 @@ def test_extra_topics_and_acls_are_reported_never_removed() -> None:
     desired = desired_local(COUNTY)
     stale = allow("User:OLD", Resource.TOPIC, Pattern.LITERAL, "kx.deliver.OLD", "READ")
     deny = dataclasses.replace(
-        allow("User:EDU", Resource.TOPIC, Pattern.LITERAL, "kx.outbox", "WRITE"),
+        allow("User:EDU", Resource.TOPIC, Pattern.LITERAL, "kx.outbox.EDU", "WRITE"),
         permission=Permission.DENY,
     )
     elsewhere = allow("User:x", Resource.TOPIC, Pattern.LITERAL, "other.topic", "READ")
@@ -286,7 +307,7 @@ def test_on_the_parents_cluster_only_this_nodes_extra_acls_are_reported() -> Non
     """ACLs of the parent's other children are theirs; an unplanned one of this node's is shown."""
     desired = desired_parent(COUNTY)
     assert desired is not None
-    sibling = allow("User:node-410103", Resource.TOPIC, Pattern.LITERAL, "cx.outbox", "WRITE")
+    sibling = allow("User:node-410103", Resource.TOPIC, Pattern.LITERAL, "cx.up.410103", "WRITE")
     mine = allow("User:node-410102", Resource.TOPIC, Pattern.LITERAL, "cx.inbox", "READ")
     made = plan(desired, ClusterState({}, frozenset({sibling, mine})))
     assert made.warnings == (f"ACL not in the plan, left alone: {mine}",)

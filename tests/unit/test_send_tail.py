@@ -122,7 +122,8 @@ def test_a_bad_argument_is_reported_once(overrides: dict[str, str], problem: str
 @pytest.mark.parametrize(
     ("name", "full"),
     [
-        ("outbox", "cx.outbox"),
+        ("outbox.PSB", "cx.outbox.PSB"),
+        ("up.410102", "cx.up.410102"),
         ("refused", "cx.refused"),
         ("deliver.PSB", "cx.deliver.PSB"),
         ("down.410102", "cx.down.410102"),
@@ -237,8 +238,18 @@ def test_tail_reads_the_local_or_the_parent_cluster() -> None:
     local = {"bootstrap": "127.0.0.1:1", "topic_prefix": "a"}
     child = parse_config({"node": node, "local": local, "parent": {
         "bootstrap": "127.0.0.1:2", "region": "410100", "topic_prefix": "b"}})  # fmt: skip
-    assert cluster_of(child, "local") == ("127.0.0.1:1", "a")
-    assert cluster_of(child, "parent") == ("127.0.0.1:2", "b")
+    local_connection, local_prefix = cluster_of(child, "local")
+    parent_connection, parent_prefix = cluster_of(child, "parent")
+    assert (str(local_connection), local_connection.link, local_prefix) == (
+        "127.0.0.1:1",
+        "local",
+        "a",
+    )
+    assert (str(parent_connection), parent_connection.link, parent_prefix) == (
+        "127.0.0.1:2",
+        "parent",
+        "b",
+    )
     root = parse_config({"node": node, "local": local})
     with pytest.raises(ConfigError, match="no parent"):
         cluster_of(root, "parent")

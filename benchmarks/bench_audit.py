@@ -1,0 +1,248 @@
+"""The price of the audit trail, per record, on one core.
+
+- Building and chaining entries alone: ``audit_facts`` over a delivered batch's messages (one
+  fact per copy: headers read, payload digested), then ``chain`` (the SHA-256 of each entry's
+  canonical encoding) and the stored line's encoding.
+- A real link over the in-memory transport (``tests/memory_transport.py``), the city 410100
+  sending its records up, without the trail and with it (the facts, the queue and the writer
+  loop chaining and writing them to the memory cluster): process CPU per record. Rounds are
+  interleaved; median with min and max.
+- With ``--kafka``: the writer alone against a real broker (one local KRaft cluster), one entry
+  per Kafka record against 200 per record: process CPU per entry (the producer runs in this
+  process), which is what ``[audit] entries_per_record`` trades.
+
+Prints a table and writes ``results/audit.json``. About a minute (two with ``--kafka``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common import table, write
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' memory transport
+
+import structlog
+from prometheus_client import CollectorRegistry
+from sample_records import PERSON, sample
+
+from node.catalog_files import load_catalog, packaged_catalog_dir
+from node.codec import load_schemas, packaged_schema_dir
+from node.config import FlowConfig
+from node.core.audit import Fact, Outcome, chain, payload_digest
+from node.core.decision import Facts
+from node.core.outcome import Direction
+from node.core.peers import PeerWatch
+from node.core.policy import Policy, PolicySnapshot
+from node.core.routing import Arrival, Router
+from node.core.topology import Topology
+from node.kafka.accounting import Watch
+from node.kafka.audit import AuditQueue, AuditWriter, audit_facts
+from node.kafka.bridge import Destinations, Link
+from node.kafka.messages import Out
+from node.kafka.topics import TopicNames, level_writers
+from node.ops.metrics import Metrics
+from node.supervisor import Health
+from node.transport import Message
+from tests.memory_transport import MemoryCluster, MemorySink, MemorySource
+
+CITY, PROVINCE = "410100", "410000"
+TOPICS = TopicNames("bench")
+OUTBOX, AUDIT = TOPICS.outbox("PSB"), TOPICS.audit("city")
+GROUP = "bench.local"
+SCHEMAS = load_schemas(packaged_schema_dir())
+CATALOG = load_catalog(packaged_catalog_dir(), SCHEMAS)
+CREATED_MS = 1_780_000_000_000
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
+LOG = structlog.get_logger("bench")
+
+
+def samples(count: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """``count`` distinct valid city records for the province: (key, value, headers)."""
+    made = []
+    for seed in range(count):
+        record = sample(SCHEMAS, PERSON, CITY, f"region:{PROVINCE}", seed=seed,
+                        created_ms=CREATED_MS)  # fmt: skip
+        made.append((f"k{seed % 50}".encode(), record.value, record.envelope.to_headers()))
+    return made
+
+
+def best_per_item(step: Callable[[], object], items: int, seconds: float) -> float:
+    """Best CPU µs per item of ``step`` over repeated runs for ``seconds``."""
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.process_time()
+        step()
+        best = min(best, time.process_time() - started)
+    return best / items * 1e6
+
+
+def core_costs(records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> dict[str, float]:
+    """µs per entry: facts from a batch's messages, chaining (hashing), encoding."""
+    pending = [
+        Out(Message(TOPICS.up(CITY), key, value, headers), None, Direction.UP,  # type: ignore[arg-type]
+            Facts(CREATED_MS, None, None, b""), PROVINCE)
+        for key, value, headers in records
+    ]  # fmt: skip
+    facts = audit_facts(pending, CREATED_MS)
+    entries = chain(facts, None)
+    count = len(pending)
+    return {
+        "facts_us": best_per_item(lambda: audit_facts(pending, CREATED_MS), count, 2.0),
+        "chain_us": best_per_item(lambda: chain(facts, None), count, 2.0),
+        "encode_us": best_per_item(lambda: [e.encode() for e in entries], count, 2.0),
+        "digest_us": best_per_item(lambda: [payload_digest(v) for _, v, _ in records], count, 1.0),
+    }
+
+
+async def link_round(
+    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]], *, audited: bool, per_record: int
+) -> float:
+    """Process CPU µs per record of the city's link carrying ``records`` up (and auditing them)."""
+    local, parent = MemoryCluster(), MemoryCluster()
+    parent.watchers.append(local.notify)
+    for key, value, headers in records:
+        local.produce(OUTBOX, key, value, headers)
+    topology = Topology(CITY, "city", PROVINCE, ())
+    audit = AuditQueue(len(records) + 1, fail_closed=False, log=LOG)
+    watch = Watch(
+        PeerWatch(topology, 0, 5.0, bucket_s=60, keep=30, settle_s=120),
+        on_audit=audit.add if audited else None,
+    )  # fmt: skip
+    link = Link(
+        "local", MemorySource(local, OUTBOX, GROUP, 2000), Arrival.FROM_BELOW, Router(topology),
+        Policy(PolicySnapshot(CATALOG)),
+        Destinations(MemorySink(local), TOPICS, MemorySink(parent), TOPICS, CITY),
+        Metrics(CollectorRegistry(), ["local"]), Health(), schemas=SCHEMAS,
+        settings=FlowConfig(fetch_timeout_ms=5), peer=CITY, log=LOG, watch=watch,
+        writers=level_writers(TOPICS, CITY, ["PSB"], ()),
+    )  # fmt: skip
+    writer = AuditWriter(
+        audit, MemorySink(local), AUDIT, _no_tip, Health(), node_id="city",
+        entries_per_record=per_record, flush_s=0.05, deadline_s=30,
+    )  # fmt: skip
+    started = time.process_time()
+    running = asyncio.ensure_future(link.run())
+    writing = asyncio.ensure_future(writer.run()) if audited else None
+    await local.wait_until(lambda: local.committed_total(GROUP, OUTBOX) == len(records), 120)
+    link.request_stop()
+    await running
+    if writing is not None:
+        writer.request_stop()
+        await writing
+        assert local.count(AUDIT) == -(-len(records) // per_record) or per_record > 1
+    spent = time.process_time() - started
+    return spent / len(records) * 1e6
+
+
+async def _no_tip() -> None:
+    return None
+
+
+async def kafka_rounds(entries: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Writer CPU µs per entry to a real broker, 1 and 200 entries per Kafka record."""
+    import localkafka  # noqa: PLC0415 - only with --kafka
+
+    from node.kafka.sink import KafkaSink  # noqa: PLC0415
+    from node.kafka.topics import TopicLimits, ensure_topics  # noqa: PLC0415
+
+    localkafka.ensure_jars()
+    spec = localkafka.ClusterSpec(name="bench-audit", port=_free(), controller_port=_free())
+    with tempfile.TemporaryDirectory() as folder:
+        [cluster] = localkafka.start_clusters([spec], Path(folder))
+        try:
+            bootstrap = cluster.bootstrap
+            facts = [
+                Fact(f"r{n}", "410100-PSB-00001", CITY, "PSB", f"up:{PROVINCE}", CREATED_MS + n,
+                     Outcome.FORWARDED, "", "", payload_digest(str(n).encode()))
+                for n in range(entries)
+            ]  # fmt: skip
+            figures: dict[str, list[float]] = {"1": [], "200": []}
+            for round_ in range(rounds):
+                for per_record in (1, 200):
+                    topic = f"bench.audit.r{round_}.p{per_record}"
+                    await ensure_topics(bootstrap, [topic], 1, 1)
+                    sink = KafkaSink(bootstrap, "bench-audit", TopicLimits(bootstrap))
+                    audit = AuditQueue(entries + 1, fail_closed=False, log=LOG)
+                    audit.add(facts)
+                    writer = AuditWriter(
+                        audit, sink, topic, _no_tip, Health(), node_id="bench",
+                        entries_per_record=per_record, flush_s=0.05, deadline_s=60,
+                    )  # fmt: skip
+                    writer.request_stop()
+                    started = time.process_time()
+                    await writer.run()
+                    figures[str(per_record)].append((time.process_time() - started) / entries * 1e6)
+                    await sink.stop()
+            return {k: _spread(v) for k, v in figures.items()}
+        finally:
+            localkafka.stop_clusters([cluster])
+
+
+def _free() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every measurement; print the tables; return the results."""
+    records = samples(args.records)
+    core = core_costs(records[:2000])
+    print(table(["what", "µs per entry"], [[k, v] for k, v in core.items()]))
+    figures: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(args.rounds):  # interleaved
+        figures["without"].append(await link_round(records, audited=False, per_record=200))
+        figures["with"].append(await link_round(records, audited=True, per_record=200))
+    link = {k: _spread(v) for k, v in figures.items()}
+    added = link["with"]["median"] - link["without"]["median"]
+    print()
+    print(table(
+        ["link over memory", "median µs/rec", "min", "max"],
+        [[k, v["median"], v["min"], v["max"]] for k, v in link.items()],
+    ))  # fmt: skip
+    print(f"audit trail adds {added:.1f} µs per record "
+          f"({added / link['without']['median']:.0%} of the link without it)")  # fmt: skip
+    results: dict[str, Any] = {
+        "records": args.records, "rounds": args.rounds, "core_us_per_entry": core,
+        "link_cpu_us_per_record": link, "audit_adds_us_per_record": round(added, 2),
+    }  # fmt: skip
+    if args.kafka:
+        kafka = await kafka_rounds(args.kafka_entries, args.rounds)
+        print()
+        print(table(
+            ["writer to Kafka, entries/record", "median µs/entry", "min", "max"],
+            [[k, v["median"], v["min"], v["max"]] for k, v in kafka.items()],
+        ))  # fmt: skip
+        results["kafka_writer_cpu_us_per_entry"] = kafka
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kafka", action="store_true", help="also measure against a real broker")
+    parser.add_argument("--kafka-entries", type=int, default=20_000)
+    arguments = parser.parse_args()
+    print(f"wrote {write('audit', asyncio.run(main(arguments)))}")
