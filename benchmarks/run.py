@@ -17,7 +17,10 @@ from typing import Any
 from common import RESULTS
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_core.py", "bench_codec.py", "bench_e2e.py", "bench_safety.py", "bench_latency.py")
+SCRIPTS = (
+    "bench_core.py", "bench_codec.py", "bench_e2e.py", "bench_safety.py", "bench_latency.py",
+    "bench_provenance.py", "bench_audit.py",
+)  # fmt: skip
 """In this order: bench_safety reads the node's rate from bench_e2e's results."""
 
 

@@ -37,6 +37,7 @@ from department_client import Published, Publisher, Received, read_topic
 
 from node.codec import SchemaSet, load_schemas, packaged_schema_dir
 from node.compose import to_json
+from node.signing import write_new_key
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -57,15 +58,37 @@ def topic(node: str, name: str) -> tuple[str, str]:
     return f"127.0.0.1:{CLUSTERS[cluster]}", f"{prefix}.{name}"
 
 
+def signed_configs(work: Path) -> dict[str, Path]:
+    """Give every demo node a new signing key; return its config with ``[provenance]`` added.
+
+    The committed configs stay key-free (keys are made per run, never committed); the copies in
+    the work folder name the key, so every record is signed where it enters and checked above.
+    """
+    keys, configs = work / "keys", work / "configs"
+    shutil.rmtree(keys, ignore_errors=True)
+    keys.mkdir(parents=True)
+    configs.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for name in NODES:
+        key = write_new_key(keys / f"{name}.pem", "ed25519")
+        text = (HERE / "demo" / f"{name}.toml").read_text()
+        made[name] = configs / f"{name}.toml"
+        made[name].write_text(
+            f"{text}\n[provenance]                 # key {key.key_id}, made for this run\n"
+            f'key_file = "{keys / f"{name}.pem"}"\n'
+        )
+    return made
+
+
 @contextmanager
-def running_nodes(logs: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+def running_nodes(logs: Path, configs: dict[str, Path]) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Start every demo node as ``exchange-node run``; SIGTERM them (by pid) on the way out."""
     exe = Path(sys.executable).with_name("exchange-node")
     processes = []
     try:
         for name in NODES:
             log = (logs / f"node-{name}.log").open("wb")
-            config = HERE / "demo" / f"{name}.toml"
+            config = configs[name]
             processes.append(
                 subprocess.Popen(
                     [exe, "run", "--config", config], stdout=log, stderr=subprocess.STDOUT
@@ -162,13 +185,21 @@ async def _generate(
     began = shown = next_tick = time.monotonic()
     while not stop.is_set() and (not duration_s or time.monotonic() - began < duration_s):
         batch: dict[str, list[Published]] = {}
+        forged: dict[tuple[str, str], list[Published]] = {}
         posted: list[Published] = []
         for _ in range(max(1, int(rate / 2))):
             route, published = generator.make()
-            (posted if route.gateway else batch.setdefault(route.at_node, [])).append(published)
+            if route.gateway:
+                posted.append(published)
+            elif route.writer:
+                forged.setdefault((route.at_node, route.writer), []).append(published)
+            else:
+                batch.setdefault(route.at_node, []).append(published)
             sent.add(route, published.envelope.record_id)
         for node, records in batch.items():
             await publishers[node].send_to_outboxes(NODES[node][2], records)
+        for (node, writer), records in forged.items():
+            await publishers[node].send(f"{NODES[node][2]}.outbox.{writer}", records)
         await gateway.post(posted)
         if time.monotonic() - shown >= 2:
             shown = time.monotonic()
@@ -212,6 +243,10 @@ async def read_back(sent: Sent) -> list[Outcome]:
             until=lambda rs, e=expected: e <= {r.record_id for r in rs},  # type: ignore[misc]
             timeout_s=WAIT_S,
         )
+    inboxes = [r for place, records in found.items() if place.endswith(".inbox") for r in records]
+    signed = sum("cx-prov" in r.headers for r in inboxes)
+    print(f"{signed} of {len(inboxes)} records read from the inboxes carry the signature of the "
+          "node where they entered (cx-prov), checked at every node above it")  # fmt: skip
     return [count(route, ids, found) for route, ids in sent.ids.items()]
 
 
@@ -308,7 +343,7 @@ def main() -> int:
     try:
         print(f"3 clusters up in {time.monotonic() - began:.1f} s: "
               + ", ".join(f"{c.spec.name} {c.bootstrap}" for c in clusters))  # fmt: skip
-        with running_nodes(logs) as processes:
+        with running_nodes(logs, signed_configs(work)) as processes:
             wait_healthy(processes, logs)
             print(f"{len(NODES)} nodes healthy; logs in {logs}; live pages:")
             for name, (port, *_) in NODES.items():

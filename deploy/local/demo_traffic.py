@@ -28,8 +28,11 @@ class Route:
     target: str
     expect: tuple[str, ...]  # nodes whose inbox must receive it; () = refused at ``at_node``
     weight: int = 10
-    refusal: str = ""  # why it is refused: undecodable, not_shared, not_authoritative, quality
+    refusal: str = (
+        ""  # why it is refused: undecodable, not_shared, not_authoritative, quality, forged
+    )
     gateway: bool = False  # posted as JSON to the node's HTTP gateway instead of Kafka
+    writer: str = ""  # a department writing it to its own outbox in another's name (a forgery)
 
 
 # fmt: off
@@ -50,6 +53,8 @@ ROUTES = (
           "not_authoritative"),
     Route("refused: identity number check digit", "county", "410102", "region:410000", (), 2,
           "quality"),
+    Route("refused: PSB publishing as SAMR", "county", "410102", "region:410000", (), 2,
+          "forged", writer="PSB"),
 )
 # fmt: on
 SCHEMAS = (PERSON, LEGAL_ENTITY, LICENCE)
@@ -89,6 +94,8 @@ class Generator:
             schema, extra = PERSON, {"resource": "410102-PSB-00009"}
         elif route.refusal == "not_authoritative":  # a department of the level, not the source
             extra = {"source_dept": {PERSON: "SAMR", LEGAL_ENTITY: "DSB", LICENCE: "PSB"}[schema]}
+        elif route.refusal == "forged":  # SAMR's record, written into PSB's outbox
+            schema = LEGAL_ENTITY
         elif route.refusal == "quality":
             schema, extra = PERSON, {"flaw": Flaw.ID_CHECK_CHAR}
         published = sample(
