@@ -5,24 +5,28 @@
   canonical encoding) and the stored line's encoding.
 - A real link over the in-memory transport (``tests/memory_transport.py``), the city 410100
   sending its records up, without the trail and with it (the facts, the queue and the writer
-  loop chaining and writing them to the memory cluster): process CPU per record. Rounds are
+  loop chaining and writing them to the memory cluster), fail-open and fail-closed (each
+  batch committed once its entries are written): process CPU per record. Rounds are
   interleaved; median with min and max.
-- With ``--kafka``: the writer alone against a real broker (one local KRaft cluster), one entry
+- With ``--before``: the same, side by side, with the facts and the entries' encoding as they
+  were first written (a dict per entry encoded by ``json``), to measure what changed.
+- Unless ``--no-kafka`` (or ``--quick``): the writer alone against a real broker (one local KRaft cluster), one entry
   per Kafka record against 200 per record: process CPU per entry (the producer runs in this
   process), which is what ``[audit] entries_per_record`` trades.
 
-Prints a table and writes ``results/audit.json``. About a minute (two with ``--kafka``).
+Prints a table and writes ``results/audit.json``. About two minutes (under one with ``--quick``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +38,23 @@ import structlog
 from prometheus_client import CollectorRegistry
 from sample_records import PERSON, sample
 
+import node.core.audit
+import node.kafka.accounting
 from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import load_schemas, packaged_schema_dir
 from node.config import FlowConfig
-from node.core.audit import Fact, Outcome, chain, payload_digest
+from node.core.audit import Body, Entry, Fact, Outcome, chain, payload_digest
 from node.core.decision import Facts
+from node.core.envelope import RECORD_ID, REFUSAL_MESSAGE, RESOURCE, SOURCE_DEPT, SOURCE_REGION
 from node.core.outcome import Direction
 from node.core.peers import PeerWatch
 from node.core.policy import Policy, PolicySnapshot
 from node.core.routing import Arrival, Router
 from node.core.topology import Topology
 from node.kafka.accounting import Watch
-from node.kafka.audit import AuditQueue, AuditWriter, audit_facts
+from node.kafka.audit import DETAIL_CHARS, AuditQueue, AuditWriter, audit_facts
 from node.kafka.bridge import Destinations, Link
-from node.kafka.messages import Out
+from node.kafka.messages import NO_FACTS, REFUSED_COPY, Out
 from node.kafka.topics import TopicNames, level_writers
 from node.ops.metrics import Metrics
 from node.supervisor import Health
@@ -86,7 +93,62 @@ def best_per_item(step: Callable[[], object], items: int, seconds: float) -> flo
     return best / items * 1e6
 
 
-def core_costs(records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> dict[str, float]:
+def make_entry_before(seq: int, prev: str, body: Body) -> Entry:
+    """Chain an entry as first written: its fields as a dict, encoded by ``json``, hashed."""
+    core = node.core.audit
+    canonical = core._IN_ORDER.encode(core._ordered(seq, prev, body)).encode()
+    return Entry(seq, prev, body, core._digest(canonical), canonical)
+
+
+def audit_facts_before(pending: list[Out], time_ms: int) -> list[Fact]:
+    """The facts of a batch as first made (names decoded through a cache, keyword tuples)."""
+    facts: list[Fact] = []
+    digests: dict[int, str] = {}
+    text: dict[bytes | None, str] = {}
+    for out in pending:
+        kind = out.kind
+        if out.facts is NO_FACTS and kind.__class__ is Direction:
+            continue
+        headers = dict(out.message.headers)
+        value = out.message.value
+        digest = digests.get(id(value))
+        if digest is None:
+            digest = digests[id(value)] = payload_digest(value)
+        names: list[str] = []
+        for name in (RECORD_ID, RESOURCE, SOURCE_REGION, SOURCE_DEPT):
+            raw = headers.get(name)
+            said = text.get(raw)
+            if said is None:
+                said = text[raw] = (raw or b"").decode(errors="replace")
+            names.append(said)
+        if kind.__class__ is Direction:
+            outcome = Outcome.DELIVERED if kind is Direction.LOCAL else Outcome.FORWARDED
+            destination, reason, detail = f"{kind.value}:{out.destination}", "", ""
+        else:
+            outcome = Outcome.REFUSED
+            destination = headers.get(REFUSED_COPY, b"").decode(errors="replace")
+            reason = kind.value
+            detail = headers.get(REFUSAL_MESSAGE, b"").decode(errors="replace")[:DETAIL_CHARS]
+        facts.append(Fact._make((*names, destination, time_ms, outcome, reason, detail, digest)))
+    return facts
+
+
+@contextlib.contextmanager
+def before() -> Iterator[None]:
+    """Run the trail with the facts and encoding as first written (``--before``)."""
+    core, accounting = vars(node.core.audit), vars(node.kafka.accounting)
+    made, facts = core["make_entry"], accounting["audit_facts"]
+    core["make_entry"] = make_entry_before  # what ``chain`` calls
+    accounting["audit_facts"] = audit_facts_before  # what ``Accountant.summarize`` calls
+    try:
+        yield
+    finally:
+        core["make_entry"], accounting["audit_facts"] = made, facts
+
+
+def core_costs(
+    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]], *, compare: bool
+) -> dict[str, float]:
     """µs per entry: facts from a batch's messages, chaining (hashing), encoding."""
     pending = [
         Out(Message(TOPICS.up(CITY), key, value, headers), None, Direction.UP,  # type: ignore[arg-type]
@@ -96,16 +158,29 @@ def core_costs(records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> d
     facts = audit_facts(pending, CREATED_MS)
     entries = chain(facts, None)
     count = len(pending)
-    return {
+    costs = {
         "facts_us": best_per_item(lambda: audit_facts(pending, CREATED_MS), count, 2.0),
         "chain_us": best_per_item(lambda: chain(facts, None), count, 2.0),
         "encode_us": best_per_item(lambda: [e.encode() for e in entries], count, 2.0),
         "digest_us": best_per_item(lambda: [payload_digest(v) for _, v, _ in records], count, 1.0),
     }
+    if compare:
+        assert audit_facts_before(pending, CREATED_MS) == facts
+        with before():
+            assert chain(facts, None) == entries  # the same bytes, the same hashes
+            costs["facts_before_us"] = best_per_item(
+                lambda: audit_facts_before(pending, CREATED_MS), count, 2.0
+            )
+            costs["chain_before_us"] = best_per_item(lambda: chain(facts, None), count, 2.0)
+    return costs
 
 
 async def link_round(
-    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]], *, audited: bool, per_record: int
+    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+    *,
+    audited: bool,
+    per_record: int,
+    fail_closed: bool = False,
 ) -> float:
     """Process CPU µs per record of the city's link carrying ``records`` up (and auditing them)."""
     local, parent = MemoryCluster(), MemoryCluster()
@@ -113,10 +188,10 @@ async def link_round(
     for key, value, headers in records:
         local.produce(OUTBOX, key, value, headers)
     topology = Topology(CITY, "city", PROVINCE, ())
-    audit = AuditQueue(len(records) + 1, fail_closed=False, log=LOG)
+    audit = AuditQueue(len(records) + 1, fail_closed=fail_closed, log=LOG)
     watch = Watch(
         PeerWatch(topology, 0, 5.0, bucket_s=60, keep=30, settle_s=120),
-        on_audit=audit.add if audited else None,
+        on_audit=audit.add if audited else None, gate=audit if fail_closed else None,
     )  # fmt: skip
     link = Link(
         "local", MemorySource(local, OUTBOX, GROUP, 2000), Arrival.FROM_BELOW, Router(topology),
@@ -150,7 +225,7 @@ async def _no_tip() -> None:
 
 async def kafka_rounds(entries: int, rounds: int) -> dict[str, dict[str, float]]:
     """Writer CPU µs per entry to a real broker, 1 and 200 entries per Kafka record."""
-    import localkafka  # noqa: PLC0415 - only with --kafka
+    import localkafka  # noqa: PLC0415 - only when measuring the broker
 
     from node.kafka.sink import KafkaSink  # noqa: PLC0415
     from node.kafka.topics import TopicLimits, ensure_topics  # noqa: PLC0415
@@ -208,12 +283,22 @@ def _spread(values: list[float]) -> dict[str, float]:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement; print the tables; return the results."""
     records = samples(args.records)
-    core = core_costs(records[:2000])
+    core = core_costs(records[:2000], compare=args.before)
     print(table(["what", "µs per entry"], [[k, v] for k, v in core.items()]))
-    figures: dict[str, list[float]] = {"without": [], "with": []}
+    figures: dict[str, list[float]] = {"without": [], "with": [], "with, fail-closed": []}
+    if args.before:
+        figures["with, before"] = []
     for _ in range(args.rounds):  # interleaved
         figures["without"].append(await link_round(records, audited=False, per_record=200))
+        if args.before:
+            with before():
+                figures["with, before"].append(
+                    await link_round(records, audited=True, per_record=200)
+                )
         figures["with"].append(await link_round(records, audited=True, per_record=200))
+        figures["with, fail-closed"].append(
+            await link_round(records, audited=True, per_record=200, fail_closed=True)
+        )
     link = {k: _spread(v) for k, v in figures.items()}
     added = link["with"]["median"] - link["without"]["median"]
     print()
@@ -223,10 +308,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     ))  # fmt: skip
     print(f"audit trail adds {added:.1f} µs per record "
           f"({added / link['without']['median']:.0%} of the link without it)")  # fmt: skip
+    if args.before:
+        was = link["with, before"]["median"] - link["without"]["median"]
+        print(f"(it added {was:.1f} µs per record before)")
     results: dict[str, Any] = {
         "records": args.records, "rounds": args.rounds, "core_us_per_entry": core,
         "link_cpu_us_per_record": link, "audit_adds_us_per_record": round(added, 2),
     }  # fmt: skip
+    if args.before:
+        results["audit_added_before_us_per_record"] = round(was, 2)
     if args.kafka:
         kafka = await kafka_rounds(args.kafka_entries, args.rounds)
         print()
@@ -242,7 +332,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--kafka", action="store_true", help="also measure against a real broker")
+    parser.add_argument(
+        "--no-kafka", dest="kafka", action="store_false",
+        help="skip the writer against a real broker (measured by default)",
+    )  # fmt: skip
     parser.add_argument("--kafka-entries", type=int, default=20_000)
+    parser.add_argument(
+        "--before", action="store_true", help="also run the trail as first written, side by side"
+    )
+    parser.add_argument("--quick", action="store_true", help="4,000 records, no broker")
     arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.records, arguments.kafka = 4_000, False
     print(f"wrote {write('audit', asyncio.run(main(arguments)))}")

@@ -30,6 +30,7 @@ from node.core.heartbeat import Beat
 from node.core.peers import CHILD, PARENT, PeerWatch
 from node.core.policy import Policy, PolicySnapshot
 from node.core.provenance import Checker, Provenance, Stamper
+from node.core.provisioning import STATE_CONFIGS, audit_topic
 from node.core.quality_ledger import QualityKey, QualityLedger
 from node.core.routing import Arrival, Router
 from node.core.stats import StatsLedger
@@ -46,6 +47,7 @@ from node.kafka.feedback import FeedbackStore
 from node.kafka.grants import GrantRelay, GrantStore
 from node.kafka.heartbeat import HeartbeatSender
 from node.kafka.messages import Destinations
+from node.kafka.provision import layout_of
 from node.kafka.sink import KafkaSink
 from node.kafka.source import KafkaSource
 from node.kafka.stats import StatsWriter
@@ -458,7 +460,8 @@ class _Provisioner:
     """Creates, where missing and if configured to, the topics each loop needs before it starts.
 
     Each loop provisions its own cluster's topics when it (re)starts, so a node starts while a
-    cluster is unreachable and provisions once it can.
+    cluster is unreachable and provisions once it can. State and trust topics get
+    ``STATE_CONFIGS``, the audit topic ``audit_topic``'s spec: what ``topics plan`` wants.
     """
 
     def __init__(
@@ -511,21 +514,21 @@ class _Provisioner:
             )
             await ensure_topics(
                 bootstrap, missing, config.topics.partitions, config.topics.replication_factor,
-                {"cleanup.policy": "compact"} if compacted else None,
+                dict(STATE_CONFIGS) if compacted else None,
             )  # fmt: skip
             self._done.update((cluster, n) for n in missing)
 
     async def ensure_audit(self) -> None:
-        """Create the node's audit topic (once): one partition, deleted only after retention."""
+        """Create the node's audit topic (once) as ``topics plan`` wants it (``audit_topic``)."""
         config = self._config
-        topic = TopicNames(config.local.topic_prefix).audit(config.node_id)
-        if not config.topics.create or ("local", topic) in self._done:
+        spec = audit_topic(layout_of(config))
+        if spec is None or not config.topics.create or ("local", spec.name) in self._done:
             return
         await ensure_topics(
-            Connection.to(config.local, "local"), [topic], 1, config.topics.replication_factor,
-            {"cleanup.policy": "delete", "retention.ms": str(config.audit.retention_days * DAY_MS)},
+            Connection.to(config.local, "local"), [spec.name], spec.partitions,
+            spec.replication_factor, dict(spec.configs),
         )  # fmt: skip
-        self._done.add(("local", topic))
+        self._done.add(("local", spec.name))
 
     def loop_for(self, loop: Loop) -> Loop:
         """Make ``loop`` provision its topics each time it (re)starts."""
@@ -671,5 +674,4 @@ async def _stop_when_asked(
 STOPPED_LAST = frozenset({"stats", "quality", "audit"})
 """Loops asked to stop only once the others ended, so they record the links' last batches."""
 CLOSE_RESERVE_S = 6.0
-DAY_MS = 86_400_000
 """Of the shutdown deadline, what is kept for closing consumers and producers after a hard stop."""

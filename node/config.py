@@ -319,9 +319,9 @@ class AuditConfig:
     enabled: bool = True
     """Write the audit trail to ``PREFIX.audit.NODE_ID`` on the local cluster."""
     fail_closed: bool = False
-    """Stop forwarding (fetch no new batches) while audit entries cannot be written; false:
-    keep forwarding, drop the oldest pending entries past ``max_pending`` and write a gap entry
-    saying how many."""
+    """Commit a batch only once its audit entries are written, and fetch no new batch while
+    they cannot be (no entry is ever lost); false: keep forwarding, drop the oldest pending
+    entries past ``max_pending`` and write a gap entry saying how many."""
     max_pending: int = 100_000
     """Entries held in memory while they cannot be written."""
     entries_per_record: int = 200
@@ -331,6 +331,9 @@ class AuditConfig:
     """Longest an entry waits before it is written (sooner once a record's worth is queued)."""
     retention_days: int = 400
     """Retention of the audit topic the node creates."""
+    readers: tuple[str, ...] = ()
+    """Kafka principals (``User:NAME``) of auditors allowed to read the audit topic: READ ACLs
+    planned by ``exchange-node topics``; other auditors use the ``/audit/`` HTTP routes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -721,8 +724,21 @@ def _audit(table: _Table | None) -> AuditConfig:
     table.check("flush_s", lambda s: 0.01 <= s <= 60, "0.01-60 seconds", flush)
     retention = table.get("retention_days", int, default.retention_days)
     table.check("retention_days", lambda d: 1 <= d <= 36_500, "1-36500 days", retention)
+    readers = table.get("readers", list, [])
+    for index, reader in enumerate(readers):
+        table.check(f"readers[{index}]", _principal, "a Kafka principal like User:NAME", reader)
     table.done()
-    return AuditConfig(enabled, fail_closed, pending, per_record, flush, retention)
+    return AuditConfig(
+        enabled, fail_closed, pending, per_record, flush, retention, tuple(sorted(set(readers)))
+    )
+
+
+def _principal(value: object) -> bool:
+    """Tell whether ``value`` is a Kafka principal: ``TYPE:NAME``, no spaces."""
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        return False
+    kind, _, name = value.partition(":")
+    return kind.isalpha() and bool(name)
 
 
 def _strings(table: _Table, key: str) -> frozenset[str]:

@@ -29,7 +29,11 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii as _quote  # what json.dumps quotes with
 from typing import Any, NamedTuple
+
+from node.core import foreign_json
+from node.core.foreign_json import ForeignJsonError
 
 GENESIS = "0" * 64
 """The ``prev`` of a chain's first entry."""
@@ -139,10 +143,32 @@ class Entry(NamedTuple):
         return {**self.fields(), "hash": self.hash}
 
 
+_RECORD = (
+    '{"destination":%s,"detail":%s,"id":%s,"kind":"record","outcome":%s,"prev":%s,"reason":%s,'
+    '"resource":%s,"seq":%d,"sha256":%s,"source_dept":%s,"source_region":%s,"time_ms":%d,'
+    f'"v":{VERSION}}}'
+)
+"""A record entry's canonical encoding, filled in directly: the bytes ``_canonical`` makes of
+``_ordered``'s dict (strings quoted as ``json`` quotes them), at well under half the cost."""
+_OUTCOMES = {outcome: _quote(outcome.value) for outcome in Outcome}
+_new_tuple = tuple.__new__  # an Entry from its fields, without the named tuple's keyword handling
+_sha256 = hashlib.sha256
+
+
 def make_entry(seq: int, prev: str, body: Body) -> Entry:
     """Chain ``body`` as entry ``seq`` after the entry whose hash is ``prev``."""
-    canonical = _IN_ORDER.encode(_ordered(seq, prev, body)).encode()
-    return Entry(seq, prev, body, _digest(canonical), canonical)
+    if body.__class__ is not Fact:
+        canonical = _IN_ORDER.encode(_ordered(seq, prev, body)).encode()
+        return Entry(seq, prev, body, _digest(canonical), canonical)
+    fact: Fact = body
+    canonical = (_RECORD % (
+        _quote(fact.destination), _quote(fact.detail), _quote(fact.record_id),
+        _OUTCOMES[fact.outcome], _quote(prev), _quote(fact.reason), _quote(fact.resource),
+        seq, _quote(fact.sha256), _quote(fact.source_dept), _quote(fact.source_region),
+        fact.time_ms,
+    )).encode()  # fmt: skip
+    digest = _sha256(_DOMAIN + canonical).hexdigest()
+    return _new_tuple(Entry, (seq, prev, body, digest, canonical))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +202,9 @@ class EntryError(ValueError):
 def parse_entry(line: bytes) -> Entry:
     """Read a stored line back; raise EntryError if malformed or its hash is not its content's."""
     try:
-        data = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise EntryError(f"not JSON: {error}") from error
+        data = foreign_json.load(line)
+    except ForeignJsonError as error:
+        raise EntryError(str(error)) from error
     if not isinstance(data, dict):
         raise EntryError("not a JSON object")
     stored = data.pop("hash", None)

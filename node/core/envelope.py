@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from node.core.quoting import quoted
 from node.core.topology import is_region_code
 from node.errors import EnvelopeError
 
@@ -90,17 +91,18 @@ class Target:
         """Parse ``kind:value``; raise EnvelopeError naming what is wrong."""
         kind_text, sep, value = text.partition(":")
         if not sep:
-            raise EnvelopeError(TARGET, f"expected KIND:VALUE, got {text!r}")
+            raise EnvelopeError(TARGET, f"expected KIND:VALUE, got {quoted(text)}")
         try:
             kind = TargetKind(kind_text)
         except ValueError:
             kinds = ", ".join(k.value for k in TargetKind)
-            raise EnvelopeError(TARGET, f"unknown kind {kind_text!r} (expected {kinds})") from None
+            said = f"unknown kind {quoted(kind_text)} (expected {kinds})"
+            raise EnvelopeError(TARGET, said) from None
         if kind is TargetKind.LEVEL:
             if not _TOKEN.fullmatch(value):
-                raise EnvelopeError(TARGET, f"level name {value!r} is empty or not printable")
+                raise EnvelopeError(TARGET, f"level name {quoted(value)} is empty or not printable")
         elif not is_region_code(value):
-            raise EnvelopeError(TARGET, f"{value!r} is not a six-digit region code")
+            raise EnvelopeError(TARGET, f"{quoted(value)} is not a six-digit region code")
         return cls(kind, value)
 
     def __str__(self) -> str:
@@ -127,7 +129,7 @@ def parse_hops(text: str) -> tuple[Hop, ...]:
         region, mark_text = entry[:-1], entry[-1:]
         if not is_region_code(region) or mark_text not in "^v.":
             raise EnvelopeError(
-                HOPS, f"bad entry {entry!r} (expected REGION followed by ^, v or .)"
+                HOPS, f"bad entry {quoted(entry)} (expected REGION followed by ^, v or .)"
             )
         hops.append(Hop(region, Mark(mark_text)))
     return tuple(hops)
@@ -176,24 +178,28 @@ class Envelope:
         def token(name: str) -> str:
             value = required(name)
             if not _TOKEN.fullmatch(value):
-                raise EnvelopeError(name, f"{value!r} must be 1-64 printable ASCII characters")
+                said = f"{quoted(value)} must be 1-64 printable ASCII characters"
+                raise EnvelopeError(name, said)
             return value
 
         source_region = required(SOURCE_REGION)
         if not is_region_code(source_region):
-            raise EnvelopeError(SOURCE_REGION, f"{source_region!r} is not a six-digit region code")
+            said = f"{quoted(source_region)} is not a six-digit region code"
+            raise EnvelopeError(SOURCE_REGION, said)
         grade_text = required(GRADE)
         if not is_number(grade_text) or not MIN_GRADE <= int(grade_text) <= MAX_GRADE:
-            raise EnvelopeError(GRADE, f"{grade_text!r} is not a grade {MIN_GRADE}-{MAX_GRADE}")
+            said = f"{quoted(grade_text)} is not a grade {MIN_GRADE}-{MAX_GRADE}"
+            raise EnvelopeError(GRADE, said)
         sharing_text = required(SHARING)
         try:
             sharing = Sharing(sharing_text)
         except ValueError:
             kinds = ", ".join(s.value for s in Sharing)
-            raise EnvelopeError(SHARING, f"{sharing_text!r} is not one of {kinds}") from None
+            raise EnvelopeError(SHARING, f"{quoted(sharing_text)} is not one of {kinds}") from None
         created_text = required(CREATED_MS)
         if not is_number(created_text):
-            raise EnvelopeError(CREATED_MS, f"{created_text!r} is not milliseconds since epoch")
+            said = f"{quoted(created_text)} is not milliseconds since epoch"
+            raise EnvelopeError(CREATED_MS, said)
         return cls(
             record_id=token(RECORD_ID),
             resource=token(RESOURCE),

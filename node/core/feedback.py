@@ -27,9 +27,12 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from node.core import foreign_json
 from node.core.catalog import Catalog
 from node.core.envelope import MAX_DIGITS, RECORD_ID, RESOURCE, Mark, parse_hops
+from node.core.foreign_json import ForeignJsonError
 from node.core.outcome import Reason, Refused
+from node.core.quoting import quoted
 from node.core.routing import Arrival
 from node.core.topology import Topology, contains, is_region_code
 from node.errors import EnvelopeError
@@ -125,9 +128,9 @@ def key_of(event: Event) -> bytes:
 def decode(kind: bytes, value: bytes | None) -> Event:
     """Parse a feedback value of ``kind``; raise EnvelopeError naming the field that is wrong."""
     try:
-        body = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # too deeply nested
-        raise EnvelopeError(FEEDBACK, f"feedback value is not JSON: {error}") from None
+        body = foreign_json.load(value)
+    except ForeignJsonError as error:
+        raise EnvelopeError(FEEDBACK, f"feedback value: {error}") from None
     if not isinstance(body, dict):
         raise EnvelopeError(FEEDBACK, "feedback value must be a JSON object")
 
@@ -146,7 +149,7 @@ def decode(kind: bytes, value: bytes | None) -> Event:
     def region(name: str) -> str:
         found: str = need(name, str)
         if not is_region_code(found):
-            raise EnvelopeError(FEEDBACK, f"field {name!r}: {found!r} is not a region code")
+            raise EnvelopeError(FEEDBACK, f"field {name!r}: {quoted(found)} is not a region code")
         return found
 
     def text(name: str, *, empty: bool) -> str:
@@ -176,7 +179,7 @@ def decode(kind: bytes, value: bytes | None) -> Event:
             region("at_region"), token("by_dept"), need("at_ms", int), token("record_id"),
             token("resource"), region("reporter_region"), token("reporter_dept"),
         )  # fmt: skip
-    raise EnvelopeError(FEEDBACK, f"kind {kind!r} is neither report nor status")
+    raise EnvelopeError(FEEDBACK, f"kind {quoted(kind)} is neither report nor status")
 
 
 class Way(StrEnum):
@@ -277,7 +280,7 @@ def take(
         return Refused(Reason.BAD_ENVELOPE, "header cx-hops is not ASCII text")
     me = topology.region
     if any(hop.region == me for hop in hops):
-        return Refused(Reason.CYCLE, f"feedback comes back to {me}: hops {hops_raw!r}")
+        return Refused(Reason.CYCLE, f"feedback comes back to {me}: hops {quoted(hops_raw)}")
     refused = _against_catalog(event, catalog)
     if refused is not None:
         return refused
@@ -301,7 +304,7 @@ def _against_catalog(event: Event, catalog: Catalog) -> Refused | None:
     resource = catalog.get(event.resource)
     if resource is None:
         return Refused(
-            Reason.UNKNOWN_RESOURCE, f"resource {event.resource!r} is not in the catalog"
+            Reason.UNKNOWN_RESOURCE, f"resource {quoted(event.resource)} is not in the catalog"
         )
     source = f"{resource.source_dept}@{resource.source_region}"
     if isinstance(event, Report):

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from node.core import foreign_json
+
 
 class GrantStatus(StrEnum):
     """Where a grant stands."""
@@ -58,7 +60,7 @@ class Grant:
     @classmethod
     def from_json(cls, data: bytes) -> Grant:
         """Parse a grants-topic value; raise ValueError or TypeError if it is not a grant."""
-        raw: Any = json.loads(data)
+        raw: Any = foreign_json.load(data)  # ForeignJsonError is a ValueError
         if not isinstance(raw, dict):
             raise TypeError("grant is not a JSON object")
         try:

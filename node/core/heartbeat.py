@@ -17,12 +17,14 @@ Pure: no I/O, no clock reads (times are passed in).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from node.core import foreign_json
 from node.core.envelope import MAX_DIGITS
+from node.core.foreign_json import ForeignJsonError
+from node.core.quoting import quoted
 from node.core.topology import is_region_code
 from node.errors import EnvelopeError
 
@@ -69,35 +71,6 @@ def is_heartbeat(headers: Any) -> bool:
     return bool(headers) and headers[0][0] == HEARTBEAT
 
 
-def _nesting_exceeds(value: Any, limit: int) -> bool:
-    """Tell whether JSON ``value`` nests objects and arrays deeper than ``limit`` (iteratively)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        inner = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        if inner and depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in inner)
-    return False
-
-
-def _int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_DIGITS:
-        raise ValueError(f"integer {text[:24]}... has more than {MAX_DIGITS} digits")
-    return int(text)
-
-
-def _float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"number {text[:24]} is out of range")
-    return number
-
-
-def _constant(text: str) -> float:
-    raise ValueError(f"{text} is not a number")
-
-
 def decode(value: bytes | None) -> Beat:
     """Parse a heartbeat value; raise EnvelopeError saying what is wrong.
 
@@ -105,15 +78,11 @@ def decode(value: bytes | None) -> Beat:
     them (ages, rates, buckets) overflows.
     """
     try:
-        body = json.loads(
-            value or b"", parse_int=_int, parse_float=_float, parse_constant=_constant
-        )
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # Recursion: too deep
-        raise EnvelopeError(HEARTBEAT, f"heartbeat value is not JSON: {error}") from None
+        body = foreign_json.load(value, max_nesting=MAX_NESTING)
+    except ForeignJsonError as error:
+        raise EnvelopeError(HEARTBEAT, f"heartbeat value: {error}") from None
     if not isinstance(body, dict):
         raise EnvelopeError(HEARTBEAT, "heartbeat value must be a JSON object")
-    if _nesting_exceeds(body, MAX_NESTING):
-        raise EnvelopeError(HEARTBEAT, f"heartbeat value is nested deeper than {MAX_NESTING}")
 
     def need(name: str, kind: type | tuple[type, ...]) -> Any:
         found = body.get(name)
@@ -123,7 +92,7 @@ def decode(value: bytes | None) -> Beat:
 
     region = need("region", str)
     if not is_region_code(region):
-        raise EnvelopeError(HEARTBEAT, f"heartbeat region {region!r} is not a region code")
+        raise EnvelopeError(HEARTBEAT, f"heartbeat region {quoted(region)} is not a region code")
     sent_up: dict[int, int] = {}
     for key, count in need("sent_up", dict).items():
         if (
@@ -131,7 +100,7 @@ def decode(value: bytes | None) -> Beat:
             or not isinstance(count, int)
             or isinstance(count, bool)
         ):
-            raise EnvelopeError(HEARTBEAT, f"heartbeat sent_up entry {key!r} is malformed")
+            raise EnvelopeError(HEARTBEAT, f"heartbeat sent_up entry {quoted(key)} is malformed")
         sent_up[int(key)] = count
     subtree = need("subtree", list)
     if not all(isinstance(view, dict) for view in subtree):

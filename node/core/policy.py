@@ -20,6 +20,7 @@ from node.core.catalog import Catalog, Resource
 from node.core.envelope import MAX_GRADE, MIN_GRADE, Sharing, is_number
 from node.core.grants import GrantBook
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
+from node.core.quoting import quoted
 
 PolicyKey = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
 """The raw ``cx-resource``, ``cx-source-region``, ``cx-source-dept`` and ``cx-grade`` values."""
@@ -153,12 +154,12 @@ class Policy:
         except UnicodeDecodeError:
             return Refused(Reason.BAD_ENVELOPE, "a cx-resource/source/grade header is not ASCII")
         if not is_number(grade_text) or not MIN_GRADE <= int(grade_text) <= MAX_GRADE:
-            return Refused(Reason.BAD_ENVELOPE, f"header cx-grade: {grade_text!r} is not 1-4")
+            return Refused(Reason.BAD_ENVELOPE, f"header cx-grade: {quoted(grade_text)} is not 1-4")
         snapshot = self.snapshot
         resource = snapshot.catalog.get(resource_code)
         if resource is None:
             return Refused(
-                Reason.UNKNOWN_RESOURCE, f"resource {resource_code!r} is not in the catalog"
+                Reason.UNKNOWN_RESOURCE, f"resource {quoted(resource_code)} is not in the catalog"
             )
         if resource.sharing is Sharing.NOT_SHARED:
             return Refused(

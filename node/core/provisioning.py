@@ -10,16 +10,21 @@ Topics (as the node's loops use them; ``node/app.py`` creates the same ones at s
   departments of the level: sources, consumers, gateway clients), ``up.CHILD`` per child,
   ``inbox``, ``refused``, ``down.CHILD`` per child, ``deliver.DEPT`` per department,
   ``feedback.DEPT`` per department with correction feedback, and the state topics ``grants``,
-  ``stats``, ``quality`` and ``feedback``;
-- the parent's cluster (``parent``): the parent's ``up.REGION``, ``down.REGION`` and ``grants``.
-  They are the parent node's topics: created when missing, otherwise never changed here (the
-  parent's own plan owns them); a difference is reported as a warning.
+  ``stats``, ``quality`` and ``feedback``; with ``[provenance]`` the trust store ``trust`` and
+  ``trust.from.CHILD`` per child; with ``[audit] enabled`` the audit trail ``audit.NODE_ID``;
+- the parent's cluster (``parent``): the parent's ``up.REGION``, ``down.REGION`` and ``grants``,
+  and with ``[provenance]`` its ``trust`` and ``trust.from.REGION``. They are the parent node's
+  topics: created when missing, otherwise never changed here (the parent's own plan owns them); a
+  difference is reported as a warning.
 
 Topic configs. The config file has no retention settings yet, so these are constants: data topics
 keep records 7 days (``DATA_RETENTION_MS``; an outage of a level longer than that loses records),
 the refusal topic 30 days (``REFUSED_RETENTION_MS``; refusals are inspected long after), and the
-state topics are compacted with no time limit (``cleanup.policy=compact``). Partitions and
-replication factor come from ``[topics]``. Partitions are added to data topics, never to state
+state topics (trust topics included) are compacted with no time limit (``cleanup.policy=compact``).
+The audit topic has one partition (``AUDIT_PARTITIONS``: one hash chain, in order) and keeps
+entries ``[audit] retention_days``. Other partitions and the replication factor come from
+``[topics]``. ``node/app.py`` creates the trust and audit topics with these same constants
+(``STATE_CONFIGS``, ``audit_topic``). Partitions are added to data topics, never to state
 topics (a key would move to another partition and its old value would never be compacted away),
 and never removed.
 
@@ -32,19 +37,32 @@ with ``<department code>.``.
 
 ACL rules (every ACL allows, from any host). Each writer may write only its own topic, so the node
 knows who wrote a record from the topic it came from (``node/core/writers.py`` refuses a record
-whose headers disagree):
+whose headers disagree, ``node/kafka/trust.py`` accepts from ``trust.from.CHILD`` only keys of
+CHILD's subtree):
 
 - on the node's own cluster
-    - the node: READ, WRITE, DESCRIBE, DESCRIBE_CONFIGS, CREATE on topics prefixed ``PREFIX.``;
+    - the node: READ, WRITE, DESCRIBE, DESCRIBE_CONFIGS, CREATE on topics prefixed ``PREFIX.``
+      (this covers its ``trust``, the children's ``trust.from.CHILD`` and its ``audit.NODE_ID``);
       READ on its groups;
     - each department: WRITE, DESCRIBE_CONFIGS on its ``outbox.DEPT`` (and no other);
       a consumer department READ, DESCRIBE on its ``deliver.DEPT``, READ on its groups; a
-      department with feedback READ, DESCRIBE on its ``feedback.DEPT``;
+      department with feedback READ, DESCRIBE on its ``feedback.DEPT``; no department has any
+      right on the trust or audit topics;
     - each child node: the child rule below;
+    - each auditor principal of ``[audit] readers``: READ, DESCRIBE on ``audit.NODE_ID`` (it reads
+      without a consumer group, as ``exchange-node audit verify`` does; groups of its own are for
+      its operator to grant). Auditors without a Kafka principal read the trail through the
+      node's ``/audit/`` HTTP routes (role ``auditor``);
 - on the parent's cluster, this node: the child rule, and READ on its groups;
 - the child rule: WRITE, DESCRIBE_CONFIGS on ``up.CHILD`` (records and heartbeats up, and no
   other writer topic); READ on ``down.CHILD``; READ, WRITE, DESCRIBE_CONFIGS on ``grants`` (grant
-  relays both ways).
+  relays both ways); with ``[provenance]`` WRITE, DESCRIBE_CONFIGS on ``trust.from.CHILD`` (its
+  subtree's keys up, the sink reads the topic's ``max.message.bytes``) and READ on ``trust`` (the
+  keys of the rest of the tree; the ``trust-up`` loop reads it without a group).
+
+Provenance is planned from this node's own config: a parent plans its children's trust rights
+when it has ``[provenance]``, a child the same rights on its parent's cluster when it has. Turn it
+on for a whole subtree at once.
 
 A child's groups on the parent's cluster are named after the child's node id, which the parent does
 not know: they are planned by the child (``topics plan --cluster parent``). Nothing is ever
@@ -66,6 +84,9 @@ REFUSED_RETENTION_MS = 30 * DAY_MS
 DATA_CONFIGS = {"cleanup.policy": "delete", "retention.ms": str(DATA_RETENTION_MS)}
 REFUSED_CONFIGS = {"cleanup.policy": "delete", "retention.ms": str(REFUSED_RETENTION_MS)}
 STATE_CONFIGS = {"cleanup.policy": "compact"}
+"""Configs of state topics: grants, stats, quality, feedback, trust, trust.from.CHILD."""
+AUDIT_PARTITIONS = 1
+"""The audit topic's partitions: one hash chain, read and written in order."""
 LOCAL, PARENT = "local", "parent"
 
 
@@ -145,6 +166,19 @@ class Namespace(Protocol):
 
     def down(self, child: str) -> str:
         """Return the hand-over topic of a child's node."""
+        ...
+
+    @property
+    def trust(self) -> str:
+        """Public keys the node trusts (compacted; only the node writes it)."""
+        ...
+
+    def trust_from(self, child: str) -> str:
+        """Return the topic a child's node hands its subtree's public keys up to."""
+        ...
+
+    def audit(self, node_id: str) -> str:
+        """Return the audit trail of a node."""
         ...
 
 
@@ -236,6 +270,12 @@ class NodeLayout:
     reporters: tuple[str, ...] = ()
     """Departments of this level with a correction feedback topic (sources, consumers, gateway
     clients)."""
+    provenance: bool = False
+    """Whether the node keeps a trust store (``[provenance]``)."""
+    audit_retention_days: int | None = None
+    """Retention of the node's audit topic; None: no audit trail (``[audit] enabled = false``)."""
+    auditors: tuple[str, ...] = ()
+    """Principals that may read the node's audit topic (``[audit] readers``)."""
 
     @property
     def writers(self) -> tuple[str, ...]:
@@ -363,6 +403,12 @@ def desired_local(layout: NodeLayout) -> Desired:
     topics += [_data(layout, names.feedback_for(code)) for code in layout.reporters]
     topics += [_state(layout, name) for name in (names.grants, names.stats, names.quality)]
     topics.append(_state(layout, names.feedback))
+    if layout.provenance:
+        topics.append(_state(layout, names.trust))
+        topics += [_state(layout, names.trust_from(child)) for child in layout.children]
+    audit = audit_topic(layout)
+    if audit is not None:
+        topics.append(audit)
     me = node_principal(layout.region)
     acls = _own_cluster_acls(me, layout.node_id, names)
     for code in layout.writers:  # each publishes to its own outbox, and to no other
@@ -378,7 +424,10 @@ def desired_local(layout: NodeLayout) -> Desired:
             "READ", "DESCRIBE",
         )  # fmt: skip
     for child in layout.children:
-        acls += _child_acls(node_principal(child), child, names)
+        acls += _child_acls(node_principal(child), child, names, provenance=layout.provenance)
+    if audit is not None:
+        for auditor in layout.auditors:
+            acls += _allow(auditor, Resource.TOPIC, Pattern.LITERAL, audit.name, "READ", "DESCRIBE")
     return Desired(LOCAL, names.prefix, tuple(topics), frozenset(acls), owned=True, principal=me)
 
 
@@ -387,15 +436,32 @@ def desired_parent(layout: NodeLayout) -> Desired | None:
     names = layout.parent
     if names is None:
         return None
-    topics = (
+    topics = [
         _data(layout, names.up(layout.region)),
         _data(layout, names.down(layout.region)),
         _state(layout, names.grants),
-    )
+    ]
+    if layout.provenance:
+        topics += [_state(layout, names.trust), _state(layout, names.trust_from(layout.region))]
     me = node_principal(layout.region)
-    acls = _child_acls(me, layout.region, names)
+    acls = _child_acls(me, layout.region, names, provenance=layout.provenance)
     acls += _allow(me, Resource.GROUP, Pattern.PREFIXED, node_groups(layout.node_id), "READ")
-    return Desired(PARENT, names.prefix, topics, frozenset(acls), owned=False, principal=me)
+    return Desired(PARENT, names.prefix, tuple(topics), frozenset(acls), owned=False, principal=me)
+
+
+def audit_configs(retention_days: int) -> dict[str, str]:
+    """Return the configs of an audit topic keeping entries ``retention_days`` days."""
+    return {"cleanup.policy": "delete", "retention.ms": str(retention_days * DAY_MS)}
+
+
+def audit_topic(layout: NodeLayout) -> TopicSpec | None:
+    """Return the node's audit topic as it needs it; None when the audit trail is off."""
+    if layout.audit_retention_days is None:
+        return None
+    return TopicSpec(
+        layout.local.audit(layout.node_id), AUDIT_PARTITIONS, layout.replication_factor,
+        audit_configs(layout.audit_retention_days),
+    )  # fmt: skip
 
 
 def _topic(layout: NodeLayout, name: str, configs: Mapping[str, str]) -> TopicSpec:
@@ -437,16 +503,18 @@ def _department_acls(principal: str, code: str, names: Namespace) -> list[Acl]:
     )
 
 
-def _child_acls(principal: str, child: str, names: Namespace) -> list[Acl]:
-    """Let a child's node hand up to its own topic, take its own down and relay grants."""
-    acls = _allow(
-        principal, Resource.TOPIC, Pattern.LITERAL, names.up(child), "WRITE", "DESCRIBE_CONFIGS"
-    )
-    acls += _allow(principal, Resource.TOPIC, Pattern.LITERAL, names.down(child), "READ")
-    return acls + _allow(
-        principal, Resource.TOPIC, Pattern.LITERAL, names.grants,
-        "READ", "WRITE", "DESCRIBE_CONFIGS",
-    )  # fmt: skip
+def _child_acls(principal: str, child: str, names: Namespace, *, provenance: bool) -> list[Acl]:
+    """Let a child's node hand up to its own topics, take its own down, relay grants and keys."""
+    topic, literal = Resource.TOPIC, Pattern.LITERAL
+    acls = _allow(principal, topic, literal, names.up(child), "WRITE", "DESCRIBE_CONFIGS")
+    acls += _allow(principal, topic, literal, names.down(child), "READ")
+    acls += _allow(principal, topic, literal, names.grants, "READ", "WRITE", "DESCRIBE_CONFIGS")
+    if provenance:
+        acls += _allow(
+            principal, topic, literal, names.trust_from(child), "WRITE", "DESCRIBE_CONFIGS"
+        )
+        acls += _allow(principal, topic, literal, names.trust, "READ")
+    return acls
 
 
 def plan(desired: Desired, actual: ClusterState) -> ClusterPlan:

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from node.core import foreign_json
+from node.core.foreign_json import ForeignJsonError
 from node.core.tally import TallyKey
 from node.errors import StatsError
 
@@ -88,9 +90,9 @@ def read_object(data: builtins.bytes, fields: frozenset[str]) -> dict[str, Any]:
     Raises StatsError naming ``value``, ``v`` or the first unknown field.
     """
     try:
-        raw: Any = json.loads(data)
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
-        raise StatsError("value", f"not JSON: {error}") from error
+        raw: Any = foreign_json.load(data)
+    except ForeignJsonError as error:
+        raise StatsError("value", str(error)) from error
     if not isinstance(raw, dict):
         raise StatsError("value", f"expected a JSON object, got {type(raw).__name__}")
     version = raw.get("v")

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from node.core import foreign_json
+from node.core.quoting import quoted
 from node.core.topology import contains, is_region_code
 
 ALGORITHMS = ("ed25519", "sm2")
@@ -78,7 +80,7 @@ class TrustedKey:
     @classmethod
     def from_json(cls, data: bytes) -> TrustedKey:
         """Parse a trust topic record; raise ValueError naming the bad field."""
-        raw = json.loads(data)
+        raw = foreign_json.load(data)  # ForeignJsonError is a ValueError
         if not isinstance(raw, dict):
             raise ValueError("a key record is a JSON object")  # noqa: TRY004 - one error for bad input
 
@@ -98,9 +100,10 @@ class TrustedKey:
 
         region, key_id, algorithm = text("region"), text("key_id"), text("algorithm")
         if not is_region_code(region):
-            raise ValueError(f"region: {region!r} is not a six-digit region code")
+            raise ValueError(f"region: {quoted(region)} is not a six-digit region code")
         if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+            known = ", ".join(ALGORITHMS)
+            raise ValueError(f"algorithm: {quoted(algorithm)} is not one of {known}")
         try:
             public_key = base64.b64decode(text("public_key"), validate=True)
         except ValueError:

@@ -12,8 +12,9 @@ A record's headers must then agree with its topic's writer, or it is refused as 
   ``DEPT`` (the report's reporter, the rejection's department), or handed up by ``C`` from
   within its subtree.
 
-A header that is missing or malformed is left to the envelope checks (``bad_envelope``); only a
-value that disagrees with the topic is ``forged``. Pure: no I/O, no clock.
+A header that is missing, null (Kafka allows a null header value) or malformed is left to the
+envelope checks (``bad_envelope``); only a value that disagrees with the topic is ``forged``.
+Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from node.core.feedback import decode as decode_feedback
 from node.core.heartbeat import HEARTBEAT
 from node.core.heartbeat import decode as decode_beat
 from node.core.outcome import Reason, Refused
+from node.core.quoting import quoted
 from node.core.topology import contains
 from node.errors import EnvelopeError
 
@@ -90,7 +92,7 @@ class Writers:
         return forged
 
     def check(
-        self, writer: Writer | None, topic: str, headers: Sequence[tuple[str, bytes]],
+        self, writer: Writer | None, topic: str, headers: Sequence[tuple[str, bytes | None]],
         value: bytes | None,
     ) -> Refused | None:  # fmt: skip
         """Return why a record read from ``topic`` (written by ``writer``) is forged, or None."""
@@ -106,10 +108,12 @@ class Writers:
         return self._from_child(writer, writer.child, headers)
 
     def _from_department(
-        self, writer: Writer, department: str, headers: Sequence[tuple[str, bytes]]
+        self, writer: Writer, department: str, headers: Sequence[tuple[str, bytes | None]]
     ) -> Refused | None:
         dept, region = department.encode(), self.region.encode()
         for name, data in headers:
+            if data is None:  # null: as if missing
+                continue
             if name == HOPS and data:
                 return _disagree(writer, _HEADER[HOPS], data, "a fresh record (empty hop path)")
             if name == SOURCE_DEPT and data != dept:
@@ -119,10 +123,12 @@ class Writers:
         return None
 
     def _from_child(
-        self, writer: Writer, child: str, headers: Sequence[tuple[str, bytes]]
+        self, writer: Writer, child: str, headers: Sequence[tuple[str, bytes | None]]
     ) -> Refused | None:
         handed_up = False
         for name, data in headers:
+            if data is None:  # null: as if missing
+                continue
             if name == HOPS:
                 problem = _hop_problem(child, data)
                 if problem is not None:
@@ -148,11 +154,14 @@ class Writers:
         return None
 
     def _feedback(
-        self, writer: Writer, headers: Sequence[tuple[str, bytes]], value: bytes | None
+        self, writer: Writer, headers: Sequence[tuple[str, bytes | None]], value: bytes | None
     ) -> Refused | None:
-        hops = b"".join(data for name, data in headers if name == HOPS)
+        hops = b"".join(data for name, data in headers if name == HOPS and data is not None)
+        kind = headers[0][1]
+        if kind is None:
+            return None  # malformed: the link refuses it as bad_envelope
         try:
-            event = decode_feedback(headers[0][1], value)
+            event = decode_feedback(kind, value)
         except EnvelopeError:
             return None  # malformed: the link refuses it as bad_envelope
         if isinstance(event, Report):
@@ -188,9 +197,9 @@ def _hop_problem(child: str, hops: bytes) -> str | None:
 
 
 def _disagree(writer: Writer, what: str, found: bytes, expected: str) -> Refused:
-    said = found[:64].decode("ascii", "replace")
+    said = quoted(found.decode("ascii", "replace"))
     return _forged(
-        f"topic {writer.topic} is {writer}'s, but {what} is {said!r} (expected {expected})",
+        f"topic {writer.topic} is {writer}'s, but {what} is {said} (expected {expected})"
     )
 
 

@@ -47,6 +47,14 @@ class Gate(Protocol):
         """Return once the link may fetch again, or ``stopping`` is set."""
         ...
 
+    def why_closed(self) -> str:
+        """Say why the link may not fetch (``""`` when it may)."""
+        ...
+
+    def hand_over(self, facts: Sequence[AuditFact]) -> asyncio.Future[None]:
+        """Take a delivered batch's audit facts; the future is done once they are written."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Watch:
@@ -71,7 +79,8 @@ class Watch:
     """Called after each committed batch with an audit fact per copy and per refusal (the audit
     trail); None: no facts are made."""
     gate: Gate | None = None
-    """Asked before each fetch (a fail-closed audit trail); None: always fetch."""
+    """A fail-closed audit trail: asked before each fetch, handed each delivered batch's audit
+    facts (the batch is committed once they are written); None: always fetch."""
 
 
 RATE_WINDOW_S = 10.0
@@ -135,6 +144,8 @@ class Summary:
     quality: dict[QualityKey, tuple[int, int]]  # records checked and failed here, at entry
     published: set[str]  # resources of which a fresh record entered here
     audit: list[AuditFact] = field(default_factory=list)  # one per copy and refusal, if watched
+    audited: asyncio.Future[None] | None = None
+    """Done once ``audit`` is written (handed to a fail-closed gate); None: told at commit."""
 
 
 class Accountant:
@@ -292,7 +303,7 @@ class Accountant:
             self._watch.on_tally(now_ms, summary.tally)
         if summary.quality or summary.published:
             self._watch.on_quality(now_ms, summary.quality, summary.published)
-        if summary.audit and self._watch.on_audit is not None:
+        if summary.audit and summary.audited is None and self._watch.on_audit is not None:
             self._watch.on_audit(summary.audit)
 
     def _remember(self, events: Sequence[Event]) -> None:

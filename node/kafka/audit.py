@@ -1,18 +1,25 @@
 """The audit trail's shell: the pending queue, the loop that chains and writes, reading back.
 
-The links hand each committed batch's facts (``audit_facts``, one per copy and per refusal) to
-the ``AuditQueue``, a bounded queue. The ``AuditWriter`` (the loop ``audit``) takes them in
-order, chains them after the last entry of its chain and writes them to the node's audit topic
-``PREFIX.audit.NODE_ID`` (one partition) on the local cluster, up to ``entries_per_record``
-entries per Kafka record (newline-separated stored lines). Packed, because a Kafka record costs
-the producer far more than an entry costs to chain: ``benchmarks/bench_audit.py`` measured about
-40 µs of CPU an entry at one entry per record against about 11 µs at 200 (chaining included).
+The links hand each batch's facts (``audit_facts``, one per copy and per refusal) to the
+``AuditQueue``, a bounded queue (when, and what a crash costs: below). The ``AuditWriter``
+(the loop ``audit``) takes them in order, chains them after the last entry of its chain and
+writes them to the node's audit topic ``PREFIX.audit.NODE_ID`` (one partition) on the local
+cluster, up to ``entries_per_record`` entries per Kafka record (newline-separated stored lines).
+Packed, because a Kafka record costs the producer far more than an entry costs to chain:
+``benchmarks/bench_audit.py`` measured about 32 µs of CPU an entry at one entry per record
+against about 6.5 µs at 200 (chaining included).
 
-When entries cannot be written they wait in the queue. Fail-open (the default): past
-``max_pending`` the oldest are dropped, and the next write starts with a gap entry saying how
-many outcomes of which period are missing, so the trail stays truthful; ``on_dropped`` counts
-them. Fail-closed: nothing is dropped; the queue's gate closes while the writer is down or the
-queue is full, and the links fetch nothing new until it opens again (``wait_open``).
+When entries cannot be written they wait in the queue. Fail-open (the default): a link hands
+over a batch's facts once it has committed the batch (``add``), so a crash between the commit
+and the write loses those entries unwritten and unannounced (at most the queue's content, up to
+``flush_s`` of traffic when the writer is healthy); past ``max_pending`` the oldest are dropped,
+and the next write starts with a gap entry saying how many outcomes of which period are missing,
+so the trail stays truthful; ``on_dropped`` counts them. Fail-closed: a link hands over a
+batch's facts when the batch is delivered, in batch order (``hand_over``), and commits the
+batch only once the future it got back says every one of them is written (acked); nothing is
+dropped, the queue's gate closes while the writer is down or the queue is full, and the links
+fetch nothing new until it opens again (``wait_open``). A crash before the commit then at worst
+writes some entries twice (the batch is delivered and audited again), never loses one.
 
 On each (re)start the writer reads its chain's last entry (``read_tip``) and continues from it;
 entries of a failed write that did land are recognised there by their hash and not written
@@ -48,7 +55,7 @@ from node.core.audit import (
     payload_digest,
 )
 from node.core.envelope import RECORD_ID, REFUSAL_MESSAGE, RESOURCE, SOURCE_DEPT, SOURCE_REGION
-from node.core.outcome import Direction
+from node.core.outcome import Direction, Reason
 from node.errors import TransportError
 from node.kafka.closing import close_quietly
 from node.kafka.connection import Connection, client_options
@@ -67,37 +74,44 @@ def audit_facts(pending: Sequence[Out], time_ms: int) -> list[Fact]:
     """Return one fact per copy and per refusal of a delivered batch, in order.
 
     Feedback passing on (a copy without facts) is not a record exchanged and has none. The
-    payload digest is of the bytes that went to the destination (a projection's own).
+    payload digest is of the bytes that went to the destination (a projection's own). What
+    copies share is worked out once: a value's digest, the decoded names, the destination.
     """
     facts: list[Fact] = []
+    append = facts.append
+    new = tuple.__new__  # a Fact from its fields in order, without the keyword handling
     digests: dict[int, str] = {}  # id of a value -> its digest: copies share their record's bytes
-    text: dict[bytes | None, str] = {}
+    names: dict[tuple[bytes | None, ...], tuple[str, ...]] = {}  # resource, region, dept decoded
+    destinations: dict[tuple[Direction | Reason, str], str] = {}
     for out in pending:
         kind = out.kind
-        if out.facts is NO_FACTS and kind.__class__ is Direction:
+        copy = kind.__class__ is Direction
+        if copy and out.facts is NO_FACTS:
             continue
         message = out.message
-        headers = dict(message.headers)
+        get = dict(message.headers).get
         value = message.value
         digest = digests.get(id(value))
         if digest is None:
             digest = digests[id(value)] = payload_digest(value)
-        names: list[str] = []
-        for name in (RECORD_ID, RESOURCE, SOURCE_REGION, SOURCE_DEPT):
-            raw = headers.get(name)
-            said = text.get(raw)
-            if said is None:
-                said = text[raw] = (raw or b"").decode(errors="replace")
-            names.append(said)
-        if kind.__class__ is Direction:
+        raw = (get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT))
+        said = names.get(raw)
+        if said is None:
+            said = names[raw] = tuple((b or b"").decode(errors="replace") for b in raw)
+        record_id = (get(RECORD_ID) or b"").decode(errors="replace")
+        if copy:
+            where = (kind, out.destination)
+            destination = destinations.get(where)
+            if destination is None:
+                destination = destinations[where] = f"{kind.value}:{out.destination}"
             outcome = Outcome.DELIVERED if kind is Direction.LOCAL else Outcome.FORWARDED
-            destination, reason, detail = f"{kind.value}:{out.destination}", "", ""
+            append(new(Fact, (record_id, *said, destination, time_ms, outcome, "", "", digest)))
         else:
-            outcome = Outcome.REFUSED
-            destination = headers.get(REFUSED_COPY, b"").decode(errors="replace")
-            reason = kind.value
-            detail = headers.get(REFUSAL_MESSAGE, b"").decode(errors="replace")[:DETAIL_CHARS]
-        facts.append(Fact._make((*names, destination, time_ms, outcome, reason, detail, digest)))
+            destination = (get(REFUSED_COPY) or b"").decode(errors="replace")
+            detail = (get(REFUSAL_MESSAGE) or b"").decode(errors="replace")[:DETAIL_CHARS]
+            append(new(Fact, (
+                record_id, *said, destination, time_ms, Outcome.REFUSED, kind.value, detail, digest,
+            )))  # fmt: skip
     return facts
 
 
@@ -127,6 +141,9 @@ class AuditQueue:
         self._why_down = "the audit loop has not started"
         self._open = asyncio.Event()
         self._holding = False
+        self._added = 0  # facts ever added
+        self._settled = 0  # facts ever written or dropped: the first ``_settled`` are done
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()  # (facts up to, future)
         self.filled = asyncio.Event()
         """Set when facts were added (the writer waits on it)."""
         self._update()
@@ -137,10 +154,13 @@ class AuditQueue:
     def add(self, facts: Iterable[Fact]) -> None:
         """Queue facts (a committed batch's); fail-open drops the oldest past the bound."""
         queue = self._facts
+        before = len(queue)
         queue.extend(facts)
+        self._added += len(queue) - before
         excess = len(queue) - self.max_pending
         if excess > 0 and not self.fail_closed:
             dropped = [queue.popleft() for _ in range(excess)]
+            self._settle(excess)
             first, _ = self._dropped_span
             if not self._dropped:
                 first = dropped[0].time_ms
@@ -151,6 +171,41 @@ class AuditQueue:
                 emit(self._log, AuditDropped(excess, self._why_down))
         self.filled.set()
         self._update()
+
+    def hand_over(self, facts: Sequence[Fact]) -> asyncio.Future[None]:
+        """Queue a delivered batch's facts; the future is done once every one is written.
+
+        Fail-closed links call this in batch order and commit the batch only when it is done.
+        """
+        self.add(facts)
+        written = asyncio.get_running_loop().create_future()
+        if not facts or self._settled >= self._added:
+            written.set_result(None)
+        else:
+            self._waiting.append((self._added, written))
+        return written
+
+    def written(self, facts: int) -> None:
+        """Note that the next ``facts`` facts taken were written (acked): wake who waits."""
+        self._settle(facts)
+
+    def awaited(self) -> bool:
+        """Tell whether a link waits for facts still queued (then the writer does not linger)."""
+        return bool(self._waiting) and bool(self._facts)
+
+    def why_closed(self) -> str:
+        """Why the gate is closed (``""`` when open)."""
+        if self._open.is_set():
+            return ""
+        return "audit queue full" if self._writer_up else self._why_down
+
+    def _settle(self, facts: int) -> None:
+        self._settled += facts
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= self._settled:
+            future = waiting.popleft()[1]
+            if not future.done():  # its link may have given up on it (cancelled)
+                future.set_result(None)
 
     def take(self, most: int) -> list[Fact | Gap]:
         """Take up to ``most`` facts in order, after a gap entry for those dropped before them."""
@@ -203,8 +258,7 @@ class AuditQueue:
             self._holding = holding
             self._on_holding(holding)
             if holding:
-                why = "queue full" if self._writer_up else self._why_down
-                emit(self._log, AuditHolding(len(self._facts), why))
+                emit(self._log, AuditHolding(len(self._facts), self.why_closed()))
             else:
                 emit(self._log, AuditResumed(len(self._facts)))
 
@@ -283,7 +337,8 @@ class AuditWriter:
         """Wait ``flush_s``, less when a record's worth is queued or a stop is asked."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self._flush_s
-        while not self._stopping.is_set() and len(self._queue) < self._per_record:
+        queue = self._queue
+        while not self._stopping.is_set() and len(queue) < self._per_record and not queue.awaited():
             left = until - loop.time()
             if left <= 0:
                 return
@@ -310,11 +365,16 @@ class AuditWriter:
                     return written
                 self._in_flight = chain(bodies, self._tip)
             await self._write(self._in_flight)
-            last = self._in_flight[-1]
-            self._tip, self._known = Tip(last.seq, last.hash), True
             written += len(self._in_flight)
-            self._on_written(len(self._in_flight))
-            self._in_flight = []
+            self._landed(len(self._in_flight))
+
+    def _landed(self, count: int) -> None:
+        """Note the first ``count`` entries in flight written: move the tip, tell the queue."""
+        landed, self._in_flight = self._in_flight[:count], self._in_flight[count:]
+        last = landed[-1]
+        self._tip, self._known = Tip(last.seq, last.hash), True
+        self._on_written(count)
+        self._queue.written(sum(1 for entry in landed if entry.body.__class__ is Fact))
 
     async def _write(self, entries: Sequence[Entry]) -> None:
         messages = list(self._records(entries))
@@ -358,9 +418,8 @@ class AuditWriter:
         if found is not None and flight and flight[0].seq <= found.seq <= flight[-1].seq:
             landed = flight[found.seq - flight[0].seq]
             if landed.hash == found.hash:
-                count = found.seq - flight[0].seq + 1
-                self._on_written(count)
-                flight = flight[count:]
+                self._landed(found.seq - flight[0].seq + 1)
+                flight = self._in_flight
         ahead = found is not None and (self._tip is None or found.seq > self._tip.seq)
         if not self._known or ahead:
             self._tip = found

@@ -17,8 +17,11 @@ Failure handling, all inside the link so it keeps going:
   refusal the refusal topic cannot take is written as a bounded stub (envelope, reason, size,
   SHA-256 of the value). The rest of the batch goes on; no partition is blocked.
 - Errors of the source (fetch, commit) propagate to the supervisor, which restarts the link.
-- While a fail-closed audit trail cannot write (``Watch.gate`` closed) the link commits what
-  is under way and fetches nothing more (a batch fetched meanwhile is rewound) until it opens.
+- With a fail-closed audit trail (``Watch.gate``) each delivered batch hands its audit facts
+  over in batch order, and the batch is committed only once they are written: a crash between
+  delivery and commit redelivers the batch, it never loses its entries. While the trail cannot
+  write, the link is down ("holding: ..."), waits for the entries under way, and fetches nothing
+  more (a batch fetched meanwhile is rewound) until the gate opens.
 
 What the link produces is built in ``node.kafka.messages`` (copies, refusals, stubs; where each
 goes), heartbeats and correction feedback are taken aside in ``node.kafka.aside``, and what a
@@ -61,7 +64,17 @@ from node.kafka.messages import (
     Out,
     stub,
 )
-from node.ops.events import BatchDone, LinkDown, LinkRetry, LinkStarted, LinkStopped, LinkUp, emit
+from node.kafka.source import unreadable_refusals
+from node.ops.events import (
+    BatchDone,
+    LinkDown,
+    LinkHolding,
+    LinkRetry,
+    LinkStarted,
+    LinkStopped,
+    LinkUp,
+    emit,
+)
 from node.ops.metrics import Metrics
 from node.supervisor import Backoff, Health
 from node.transport import Batch, Clock, Partition, Record, RecordSink, RecordSource
@@ -78,6 +91,12 @@ __all__ = [
     "LinkTotals",
     "Watch",
 ]
+
+
+HOLDING = "holding: "
+"""How the reason of a link held by a fail-closed audit trail begins."""
+AUDIT_POLL_S = 0.2
+"""How often a link waiting for its audit entries checks the gate and a stop."""
 
 
 @dataclass(slots=True)
@@ -134,7 +153,8 @@ class Link:
         self._backoff = Backoff(settings.retry_backoff_s, settings.max_backoff_s)
         self._clock = clock
         self._stopping = asyncio.Event()
-        self._last_turn: asyncio.Future[None] | None = None  # the latest batch's refusal turn
+        self._held = False  # down because a fail-closed audit trail cannot write
+        self._last_turn: asyncio.Future[bool] | None = None  # the latest batch's turn: handed over?
         self._log = log.bind(link=name, topic=source.topic, peer=peer)
         # label children resolved once: .labels() per record costs more than the count itself
         self._routing_seconds = metrics.routing_seconds.labels(name)
@@ -204,7 +224,49 @@ class Link:
         """Commit what is under way, then fetch nothing until ``gate`` opens (fail-closed audit)."""
         while in_flight:
             await self._settle(in_flight)
+        if not gate.is_open():
+            self._holding(gate)
         await gate.wait_open(self._stopping)
+        if self._held and gate.is_open():
+            self._resumed()
+
+    def _holding(self, gate: Gate) -> None:
+        """Say the link holds for the audit trail: its state's reason, an event, ``link_up`` 0."""
+        reason = f"{HOLDING}audit entries cannot be written: {gate.why_closed() or 'not acked yet'}"
+        if not self._held:
+            self._held = True
+            emit(self._log, LinkHolding(reason))
+            self._health.down(self.name, reason)
+
+    def _resumed(self) -> None:
+        """Mark the link up again after it was down (or held), and say so."""
+        self._held = False
+        state = self._health.snapshot().get(self.name)
+        if state is not None and not state.up:
+            emit(self._log, LinkUp(round(self._clock() - state.since, 3)))
+        self._health.up(self.name)
+
+    async def _audit_written(self, summary: Summary) -> bool:
+        """Wait until a batch's audit entries are written (fail-closed); False: stopped first.
+
+        No deadline while running (the entries are delivered: giving up would write them
+        twice); on a stop, at most ``delivery_timeout_s`` (the batch is then redelivered later).
+        """
+        written = summary.audited
+        if written is None or written.done():
+            return True
+        gate = self._watch.gate
+        loop = asyncio.get_running_loop()
+        give_up = None
+        while not written.done():
+            if self._stopping.is_set():
+                give_up = give_up or loop.time() + self._settings.delivery_timeout_s
+                if loop.time() >= give_up:
+                    return False
+            elif gate is not None and not gate.is_open():
+                self._holding(gate)
+            await asyncio.wait([written], timeout=AUDIT_POLL_S)
+        return True
 
     def _start_delivery(self, batch: Batch) -> _InFlight:
         size = 0
@@ -240,6 +302,9 @@ class Link:
         except TransportError as error:
             reason = str(error)
         else:
+            if not await self._audit_written(summary):
+                await self._abandon(in_flight)  # stopping: redelivered and audited after restart
+                return
             in_flight.popleft()
             await self._commit(oldest.batch, summary)
             self._node_seconds.observe(time.monotonic() - oldest.fetched)
@@ -267,9 +332,7 @@ class Link:
         committed = await self._source.commit(offsets)
         self._accounts.apply(summary)
         if not self._health.is_up(self.name):
-            state = self._health.snapshot().get(self.name)
-            emit(self._log, LinkUp(round(self._clock() - state.since, 3) if state else None))
-            self._health.up(self.name)
+            self._resumed()
         self._backoff.reset()
         emit(self._log, BatchDone(
             summary.records, summary.copies, summary.refused,
@@ -278,13 +341,15 @@ class Link:
         ))  # fmt: skip
 
     async def _deliver(
-        self, batch: Batch, after: asyncio.Future[None] | None, turn: asyncio.Future[None]
+        self, batch: Batch, after: asyncio.Future[bool] | None, turn: asyncio.Future[bool]
     ) -> Summary:
         """Decide a batch and deliver every copy, then every refusal; raise TransportError.
 
         Refusals are written in one call, in source order, once the copies' rejections are
         known, and only after the previous batch's refusals (``after``), so the refusal topic
-        keeps the order of the source; ``turn`` tells the next batch it may write its own.
+        keeps the order of the source; ``turn`` tells the next batch it may write its own, and
+        whether this one handed its audit facts to a fail-closed gate (in batch order: a batch
+        after one that failed does not, it will be abandoned).
         """
         try:
             records = [record for part in batch.values() for record in part]
@@ -293,6 +358,7 @@ class Link:
             began = time.perf_counter()
             writers = self._writers
             forged = writers.check_batch((p.topic, r) for p, r in batch.items()) if writers else {}
+            forged.update(unreadable_refusals(records))  # records the source could not read
             outcomes, facts, aside = self._decide(records, forged)
             pending = self._messages.of_batch(
                 records, outcomes, facts, partitions=self._source.partition_count(),
@@ -314,10 +380,17 @@ class Link:
                         f"{self._to.local_topics.refused} cannot take even a refusal stub; "
                         "raise its max.message.bytes"
                     )
-            return self._accounts.summarize(records, facts, pending, aside)
+            summary = self._accounts.summarize(records, facts, pending, aside)
+            gate = self._watch.gate
+            if gate is not None:
+                if after is not None and not after.result():
+                    raise TransportError("an earlier batch failed: this one is abandoned")
+                summary.audited = gate.hand_over(summary.audit)
+            turn.set_result(True)
+            return summary
         finally:
             if not turn.done():
-                turn.set_result(None)
+                turn.set_result(False)
 
     def _decide(
         self, records: Sequence[Record], forged: dict[int, Refused]

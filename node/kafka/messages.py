@@ -27,6 +27,7 @@ from node.core.envelope import (
 from node.core.feedback import Way
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
 from node.core.provenance import PROVENANCE
+from node.core.quoting import bounded
 from node.errors import RecordRejected
 from node.kafka.topics import TopicNames
 from node.transport import Header, Message, Record, RecordSink
@@ -171,7 +172,7 @@ class Messages:
         """Return a message to the refusal topic: the record with the refusal's headers added."""
         extra = [
             (REFUSAL_REASON, refused.reason.value.encode()),
-            (REFUSAL_MESSAGE, refused.message.encode()),
+            (REFUSAL_MESSAGE, bounded(refused.message).encode()),
             (REFUSED_BY, self.refused_by),
         ]
         return Message(self.to.local_topics.refused, key, value, [*headers, *extra])

@@ -2,7 +2,8 @@
 
 The planning is ``node/core/provisioning.py``'s; this module only talks to Kafka, through
 aiokafka's ``AIOKafkaAdminClient``: ``list_topics`` and ``describe_topics`` (metadata),
-``describe_configs``, ``create_topics``, ``create_partitions`` and ``alter_configs``. aiokafka
+``describe_configs``, ``create_topics``, ``create_partitions`` and ``alter_configs``; each
+answer's per-topic error codes are checked here (whether or not aiokafka raised on them). aiokafka
 0.14's admin client has no ACL methods, but its protocol module has the DescribeAcls and CreateAcls
 requests (v0-v1; Kafka 4 serves v1 and up): they are sent through the client's private
 ``_send_request`` (aiokafka is pinned below 0.15 in pyproject.toml). A cluster without an authorizer
@@ -69,11 +70,15 @@ _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs v1+ config_source of a topic's own 
 def layout_of(config: NodeConfig, reporters: Iterable[str] = ()) -> NodeLayout:
     """Return what the planner reads of ``config`` (``reporters``: departments with feedback)."""
     parent = TopicNames(config.parent.cluster.topic_prefix) if config.parent else None
+    audit = config.audit
     return NodeLayout(
         config.node_id, config.topology.region, config.topology.children,
         tuple(department.code for department in config.departments),
         TopicNames(config.local.topic_prefix), parent, config.topics.partitions,
         config.topics.replication_factor, tuple(sorted(reporters)),
+        provenance=config.provenance is not None,
+        audit_retention_days=audit.retention_days if audit.enabled else None,
+        auditors=audit.readers,
     )  # fmt: skip
 
 
@@ -202,10 +207,7 @@ class ClusterAdmin:
             await self._create_topics(creates)
         for action in plan.actions:
             if isinstance(action, AddPartitions):
-                await self._call(
-                    f"adding partitions to {action.topic}",
-                    self._admin.create_partitions({action.topic: NewPartitions(action.total)}),
-                )
+                await self._add_partitions(action)
             elif isinstance(action, AlterConfigs):
                 await self._alter(action)
         for action in plan.actions:
@@ -229,6 +231,21 @@ class ClusterAdmin:
                 raise TransportError(
                     f"{self.cluster} cluster {self.bootstrap}: creating topic {name}: "
                     f"{message or code}"
+                )
+
+    async def _add_partitions(self, action: AddPartitions) -> None:
+        what = f"adding partitions to {action.topic}"
+        response = await self._call(
+            what,
+            self._admin.create_partitions(
+                {action.topic: NewPartitions(action.total)},
+                timeout_ms=int(self._deadline_s * 1000),
+            ),
+        )
+        for _, code, message in response.topic_errors:
+            if code:
+                raise TransportError(
+                    f"{self.cluster} cluster {self.bootstrap}: {what}: {message or code}"
                 )
 
     async def _alter(self, action: AlterConfigs) -> None:

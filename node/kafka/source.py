@@ -9,30 +9,95 @@ here. Three things a plain consumer hides are made visible:
 - Records lost before they were read (retention removed them, or the topic was recreated) are
   reported as a ``Gap`` with the exact lost offset range; the source then resumes at the earliest
   or the latest offset, as configured. It never silently restarts from the beginning.
+- A record aiokafka cannot read (a header key that is not UTF-8: its C reader raises a bare
+  UnicodeDecodeError, its Python reader CorruptRecordException) would otherwise fail every fetch
+  of its partition for ever, and take with it the records fetched before it. The source goes
+  back to the records it has not handed out yet, reads them one at a time up to the bad one, and
+  hands that one out as an ``Unreadable`` stand-in at its offset, which the link refuses
+  (``bad_envelope``) to the dead-letter topic; the partition then moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
+    CorruptRecordException,
     KafkaError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
 )
 
+from node.core.outcome import Reason, Refused
 from node.errors import TransportError
 from node.kafka.closing import close_quietly
 from node.kafka.connection import Connection, client_options
-from node.transport import Batch, Gap, Partition
+from node.kafka.lenient import LenientReadError, read_batch
+from node.transport import Batch, Gap, Header, Partition, Record
 
 CLOSE_TIMEOUT_S = 5.0
 T = TypeVar("T")
+UNREADABLE = (UnicodeDecodeError, CorruptRecordException)
+"""What aiokafka raises for a record it cannot parse (CorruptRecordException is a KafkaError)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """Stand-in for the record at ``offset`` that could not be read; ``problem`` says why.
+
+    It has no key, value or headers (none could be read): the link refuses it as
+    ``bad_envelope`` with ``problem`` as the message, so a stub reaches the dead-letter topic
+    and the offset is committed like any other.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    problem: str
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: tuple[Header, ...] = ()
+    timestamp: int = 0
+
+
+def unreadable_refusals(records: Sequence[Record]) -> dict[int, Refused]:
+    """Return the refusal of each ``Unreadable`` stand-in, by its index in ``records``."""
+    return {
+        index: Refused(Reason.BAD_ENVELOPE, record.problem)
+        for index, record in enumerate(records)
+        if record.__class__ is Unreadable
+    }
+
+
+def _bad_header_key(error: Exception) -> bool:
+    """Tell whether aiokafka failed on a header key that is not UTF-8 (C or Python reader)."""
+    return isinstance(error, UnicodeDecodeError) or isinstance(error.__cause__, UnicodeDecodeError)
+
+
+def _problem(error: Exception, topic: str, partition: int, offset: int, first: int) -> str:
+    """Say why the record at ``offset`` could not be read, ``first`` the run's first such.
+
+    aiokafka parses a record batch from its start, so every record after a bad one in the same
+    batch fails too: those are said to follow ``first``.
+    """
+    where = f"of {topic} partition {partition}"
+    if _bad_header_key(error):
+        why = "header key is not UTF-8"
+    else:
+        why = f"record batch is corrupt ({str(error)[:160]})"
+    if offset == first:
+        return f"{why} at offset {offset} {where}: the record cannot be read"
+    return (
+        f"record at offset {offset} {where} cannot be read: it follows, in the same record "
+        f"batch, the record at offset {first} ({why}), which the client cannot read past"
+    )
 
 
 class KafkaSource:
@@ -69,6 +134,7 @@ class KafkaSource:
         self._consumer: AIOKafkaConsumer | None = None
         self._last_heard = time.monotonic()
         self._committed: dict[TopicPartition, int] = {}  # as far as this member knows
+        self._handed: dict[TopicPartition, int] = {}  # next offset to hand out, once known
         self._ends: dict[TopicPartition, int] = {}  # from the last probe
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -119,16 +185,103 @@ class KafkaSource:
         except OffsetOutOfRangeError as error:
             await self._report_gaps(consumer, error.args[0] if error.args else {})
             return {}
+        except UNREADABLE:  # before KafkaError: CorruptRecordException is one
+            return await self._past_unreadable(consumer)
         except KafkaError as error:
             raise TransportError(f"fetching {self.topic}: {error!r}") from error
         if fetched:
             self._last_heard = time.monotonic()
             for tp, records in fetched.items():
                 self._committed.setdefault(tp, records[0].offset)  # where the group stood
+                self._handed[tp] = records[-1].offset + 1
             return {Partition(tp.topic, tp.partition): records for tp, records in fetched.items()}
         if time.monotonic() - self._last_heard >= self._probe_s:
             await self._probe(consumer)
         return {}
+
+    async def _past_unreadable(self, consumer: AIOKafkaConsumer) -> Batch:
+        """Read up to and past a record aiokafka cannot parse; return what was read.
+
+        aiokafka drops the records it parsed in the failed call (their positions already moved),
+        so every partition first goes back to the first record not handed out. Then partitions
+        are read one record at a time until one fails. A header key that is not UTF-8: its
+        record batch is fetched and parsed by ``node.kafka.lenient``, its good records handed
+        out, each bad one as an ``Unreadable`` stand-in, and the partition resumes after the
+        batch. Otherwise (a corrupt batch, or the lenient read failed) the failing offset becomes
+        an ``Unreadable`` and so does each later record of the same batch (aiokafka cannot parse
+        past the bad one), until a record reads again. If none fails (the error did not come
+        back), what was read is returned as it is. Raises TransportError when the cluster does
+        not answer.
+        """
+        assigned = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+        reading = "reading past an unreadable record of"
+        ends = await self._answered(consumer.end_offsets(assigned), self._deadline_s, reading)
+        for tp in assigned:
+            committed = await self._answered(consumer.committed(tp), self._deadline_s, reading)
+            known = [o for o in (self._handed.get(tp), committed) if o is not None]
+            if known:
+                consumer.seek(tp, max(known))
+            else:
+                await self._answered(consumer.seek_to_beginning(tp), self._deadline_s, reading)
+        batch: dict[Partition, list[Record]] = {}
+        room, give_up = self._max_batch, time.monotonic() + self._deadline_s
+        for tp in assigned:
+            read: list[Record] = []
+            first_bad: int | None = None  # where the current run of unreadable records began
+            while room > len(read) and time.monotonic() < give_up:
+                at = await self._answered(consumer.position(tp), self._deadline_s, reading)
+                if at >= ends[tp]:
+                    break
+                try:
+                    got = await consumer.getmany(
+                        tp, timeout_ms=self._fetch_timeout_ms, max_records=1
+                    )
+                except UNREADABLE as error:
+                    if first_bad is None and _bad_header_key(error):  # read it without aiokafka
+                        with contextlib.suppress(LenientReadError):
+                            read += await self._leniently(consumer, tp, at)
+                            continue
+                    first_bad = at if first_bad is None else first_bad
+                    problem = _problem(error, tp.topic, tp.partition, at, first_bad)
+                    read.append(Unreadable(tp.topic, tp.partition, at, problem))
+                    consumer.seek(tp, at + 1)
+                    continue
+                except KafkaError as error:
+                    raise TransportError(f"{reading} {self.topic}: {error!r}") from error
+                records = got.get(tp, [])
+                if records:
+                    first_bad = None  # read again: past the batch that held the bad record
+                read.extend(records)
+            room -= len(read)
+            if read:
+                batch[Partition(tp.topic, tp.partition)] = read
+                self._committed.setdefault(tp, read[0].offset)
+                self._handed[tp] = read[-1].offset + 1
+            if any(r.__class__ is Unreadable for r in read):
+                break
+        self._last_heard = time.monotonic()
+        return batch
+
+    async def _leniently(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, at: int
+    ) -> list[Record]:
+        """Read the batch holding ``at`` with ``lenient``; stand-ins for its bad records.
+
+        Seeks ``tp`` past the batch. Raises LenientReadError when it cannot be read so.
+        """
+        fetching = read_batch(
+            consumer, tp, at, self._fetch_max_bytes, self._fetch_timeout_ms / 1000
+        )
+        got = await self._answered(fetching, self._deadline_s, "reading a raw batch of")
+        found: list[Record] = [*got.records]
+        found += [
+            Unreadable(tp.topic, tp.partition, offset, f"{why} at offset {offset} of {tp.topic} "
+                       f"partition {tp.partition}: the record cannot be read")
+            for offset, why in got.bad
+        ]  # fmt: skip
+        found.sort(key=lambda record: record.offset)
+        consumer.seek(tp, got.next_offset)
+        return found
 
     async def _probe(self, consumer: AIOKafkaConsumer) -> None:
         """Ask for end offsets within the deadline: proof that the cluster answers."""
@@ -157,6 +310,8 @@ class KafkaSource:
         """Start a partition with no committed offset (a new group) at its beginning."""
         partitions = [p for p in error.args if isinstance(p, TopicPartition)]
         partitions = partitions or list(consumer.assignment())
+        for tp in partitions:
+            self._handed.pop(tp, None)
         try:
             await consumer.seek_to_beginning(*partitions)
         except KafkaError as failure:
@@ -182,6 +337,7 @@ class KafkaSource:
                           "it was recreated or truncated")  # fmt: skip
             self._on_gap(gap)
             consumer.seek(tp, resume)
+            self._handed[tp] = resume
 
     def _known(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         """Every partition of the topics known from the consumer's metadata."""
@@ -243,6 +399,7 @@ class KafkaSource:
             partition = TopicPartition(tp.topic, tp.partition)
             if partition in assigned:
                 consumer.seek(partition, offset)
+                self._handed[partition] = offset
 
     async def lag(self, timeout_s: float) -> int | None:
         """Count the records of the topics that the group has not committed yet.
@@ -272,6 +429,7 @@ class KafkaSource:
         """Leave the group and close connections; give up after a few seconds."""
         consumer, self._consumer = self._consumer, None
         self._committed.clear()
+        self._handed.clear()
         self._ends.clear()
         if consumer is not None:
             await _close(consumer)

@@ -122,6 +122,15 @@ class LinkRetry(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class LinkHolding(Event):
+    """A link waits for a fail-closed audit trail: it commits and fetches nothing meanwhile."""
+
+    name = "link_holding"
+    level = "warning"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class LinkUp(Event):
     """A link that was down delivered and committed a batch again."""
 
@@ -373,6 +382,6 @@ EVENTS: tuple[type[Event], ...] = (
     LinkDown, LinkRetry, LinkUp, BatchDone, GapDetected, LoopDown, LoopEnded, GrantsStale,
     GrantsCurrent, PeerSilent, PeerHeard, NodeFailed, LoopFailed, GrantsUpdated, GrantUnreadable,
     GrantEventsRefused, HeartbeatRejected, StatsLinesDropped, AdminApiOpen, AdminAction,
-    AuditDropped, AuditHolding, AuditResumed, TrustUpdated, TrustKeyRefused,
+    AuditDropped, AuditHolding, AuditResumed, TrustUpdated, TrustKeyRefused, LinkHolding,
 )  # fmt: skip
 """Every event the node logs itself (the catalogue the docs and tests read)."""

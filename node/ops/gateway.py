@@ -468,7 +468,8 @@ def _record_item(item: Any) -> tuple[str, Any]:
         raise ComposeError("$item", "expected an object with value and, optionally, id")
     unknown = sorted(set(item) - {"id", "value"})
     if unknown:
-        raise ComposeError(unknown[0], "is not a field of a record item (id, value)")
+        named = unknown[0][:64] or '""'  # bounded, and never an empty field name
+        raise ComposeError(named, "is not a field of a record item (id, value)")
     if "value" not in item:
         raise ComposeError("value", "is required")
     record_id = item.get("id")

@@ -57,7 +57,13 @@ from tests.faults.harness import (
 )
 
 TIMING = durations()
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(TIMING.test_timeout_s)]
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.timeout(TIMING.test_timeout_s),
+    # The harness's own aiokafka clients (not the node's: it runs in its own process) may leave a
+    # socket for the garbage collector when their broker is restarted under them.
+    pytest.mark.filterwarnings("ignore:unclosed <StreamWriter:ResourceWarning"),
+]
 
 RSS_LIMIT_MB = 200
 SHUTDOWN_SLACK_S = 3.0

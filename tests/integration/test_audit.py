@@ -6,7 +6,8 @@ wrong identity-number check character (refused). Its chain on ``PREFIX.audit.NOD
 intact and holds exactly one entry per outcome, counted by record id. Copies of the chain with
 one entry removed, one altered and two swapped are each named exactly by ``verify`` and by
 ``exchange-node audit verify``. A fail-closed node stops forwarding while its audit topic
-refuses writes and resumes, losing nothing, once it accepts them again.
+refuses writes (a record delivered meanwhile is not committed: its link is down, holding) and
+resumes, losing nothing and committing each record once, when the topic accepts them again.
 """
 
 from __future__ import annotations
@@ -227,6 +228,11 @@ async def test_fail_closed_stops_forwarding_while_the_audit_topic_refuses_and_re
     trigger = [person(10, CITY)]
     await publish_to_outboxes(clusters["county"], prefix, trigger)
     assert await county.settled("exchange_audit_holding", 1, timeout_s=WAIT_S) == 1
+    await read_topic(  # delivered, but not committed while its entry cannot be written
+        clusters["city"], up_topic, until=lambda got: len(got) >= 5, timeout_s=WAIT_S
+    )
+    assert await county.settled("exchange_link_up", 0, timeout_s=WAIT_S, link="local") == 0
+    assert county.metric("exchange_records_in_total", link="local") == 4
     held = [person(seed, CITY) for seed in range(20, 26)]
     await publish_to_outboxes(clusters["county"], prefix, held)
     seen = await read_topic(
@@ -241,6 +247,8 @@ async def test_fail_closed_stops_forwarding_while_the_audit_topic_refuses_and_re
     )
     assert sorted(r.record_id for r in at_city) == sorted(ids(everything))
     assert await county.settled("exchange_audit_holding", 0, timeout_s=WAIT_S) == 0
+    assert await county.settled("exchange_records_in_total", 11, WAIT_S, link="local") == 11
+    assert await county.settled("exchange_link_up", 1, timeout_s=WAIT_S, link="local") == 1
     lines = await chain_with(clusters["county"], audit_topic, 11)
     assert verify(lines).describe() == "chain of 11 entries intact"
     assert Counter(f.record_id for f in facts_of(lines)) == Counter(ids(everything))

@@ -2,7 +2,8 @@
 
 On the session's clusters (no authorizer) it creates and repairs topics and reports ACLs as not
 enforced; on a broker of its own with KRaft's StandardAuthorizer it creates exactly the planned ACLs,
-read back with Kafka's own AclCommand.
+read back with Kafka's own AclCommand. The city runs with provenance and the audit trail (with an
+auditor principal), so the trust and audit topics and their ACLs are planned too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from node.core.provisioning import (
     desired_local,
 )
 from node.kafka.provision import layout_of
+from node.signing import write_new_key
 from tests.integration.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -46,13 +48,24 @@ AUTHORIZER = (
 )
 
 
+AUDIT_DAYS = 90
+AUDITOR = "User:auditor"
+
+
 def write_city(path: Path, prefix: str, local: str, parent: str | None) -> Path:
-    """A city node's config: one child county, one department, two partitions per topic."""
+    """A city node's config: one child county, one department, two partitions per topic.
+
+    With provenance (a fresh key next to the file) and an audit trail of ``AUDIT_DAYS`` days that
+    ``AUDITOR`` may read.
+    """
     parent_table = (
         f'[parent]\nbootstrap = "{parent}"\nregion = "410000"\ntopic_prefix = "{prefix}p"\n'
         if parent
         else ""
     )
+    key = path.with_suffix(".key")
+    if not key.exists():
+        write_new_key(key, "ed25519")
     path.write_text(
         f"""
 [node]
@@ -72,6 +85,13 @@ partitions = 2
 [[departments]]
 code = "HRSS"
 clearance = 3
+
+[provenance]
+key_file = "{key}"
+
+[audit]
+retention_days = {AUDIT_DAYS}
+readers = ["{AUDITOR}"]
 """,
         encoding="utf-8",
     )
@@ -173,7 +193,8 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
         f"{prefix}.{name}"
         for name in ("outbox.PSB", "outbox.SAMR", "outbox.DSB", "up.410102", "inbox", "refused",
                      "down.410102", "deliver.HRSS", "grants", "stats", "quality", "feedback",
-                     "feedback.HRSS", "feedback.PSB", "feedback.SAMR", "feedback.DSB")
+                     "feedback.HRSS", "feedback.PSB", "feedback.SAMR", "feedback.DSB", "trust",
+                     "trust.from.410102", f"audit.{prefix}-city")
     }  # fmt: skip
     others = [a for a in local["actions"] if a["action"] != "create_topic"]
     assert others == [
@@ -184,7 +205,8 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
         },
     ]  # fmt: skip
     assert [a["topic"] for a in parent["actions"]] == [
-        f"{prefix}p.up.410100", f"{prefix}p.down.410100", f"{prefix}p.grants",
+        f"{prefix}p.up.410100", f"{prefix}p.down.410100", f"{prefix}p.grants", f"{prefix}p.trust",
+        f"{prefix}p.trust.from.410100",
     ]  # fmt: skip
     assert not local["acls"]["enforced"]
     assert not parent["acls"]["enforced"]
@@ -196,7 +218,8 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     assert f"~ added partitions of {outbox}: 1 -> 2" in out
     wanted = [f"{prefix}.{name}" for name in ("outbox.HRSS", "up.410102", "inbox", "refused",
                                               "down.410102", "deliver.HRSS", "grants", "stats",
-                                              "quality", "feedback", "feedback.HRSS")]  # fmt: skip
+                                              "quality", "feedback", "feedback.HRSS", "trust",
+                                              "trust.from.410102")]  # fmt: skip
     deadline = time.monotonic() + 15  # a broker's metadata follows the controller's a moment later
     while True:
         local_topics = await describe(clusters["city"], wanted)
@@ -206,18 +229,25 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
         await asyncio.sleep(0.2)
     for name, (partitions, configs) in local_topics.items():
         assert partitions == 2, name
-        kind = name.rsplit(".", 1)[-1]
-        if kind in ("grants", "stats", "quality", "feedback"):
+        kind = name.removeprefix(f"{prefix}.")
+        if kind in ("grants", "stats", "quality", "feedback", "trust", "trust.from.410102"):
             assert configs["cleanup.policy"] == "compact", name
         else:
             assert configs["cleanup.policy"] == "delete", name
             assert configs["retention.ms"] == (month if kind == "refused" else week), name
     assert local_topics[outbox][1]["max.message.bytes"] == "123456"  # its own override is kept
+    audit = f"{prefix}.audit.{prefix}-city"
+    [(partitions, configs)] = (await describe(clusters["city"], [audit])).values()
+    assert partitions == 1
+    assert configs["cleanup.policy"] == "delete"
+    assert configs["retention.ms"] == str(AUDIT_DAYS * 24 * 3600 * 1000)
     parent_topics = await describe(
         clusters["province"],
-        [f"{prefix}p.up.410100", f"{prefix}p.down.410100", f"{prefix}p.grants"],
-    )
-    assert parent_topics[f"{prefix}p.grants"][1]["cleanup.policy"] == "compact"
+        [f"{prefix}p.up.410100", f"{prefix}p.down.410100", f"{prefix}p.grants",
+         f"{prefix}p.trust", f"{prefix}p.trust.from.410100"],
+    )  # fmt: skip
+    for state in ("grants", "trust", "trust.from.410100"):
+        assert parent_topics[f"{prefix}p.{state}"][1]["cleanup.policy"] == "compact", state
     assert {partitions for partitions, _ in parent_topics.values()} == {2}
 
     code, out, err = await topics("apply", "--config", str(config))
@@ -247,10 +277,18 @@ async def test_apply_creates_exactly_the_planned_acls_under_an_authorizer(
         [local] = json.loads(out)["clusters"]
         assert local["acls"]["enforced"]
         planned = [a for a in local["actions"] if a["action"] == "create_acl"]
-        # 6 the node's, 6 the child's, 3 HRSS's as a consumer, and 4 per department (DSB, HRSS,
-        # PSB, SAMR): WRITE and DESCRIBE_CONFIGS on its own outbox, READ and DESCRIBE on its
-        # feedback topic
-        assert len(planned) == len(wanted) == 31
+        # 6 the node's, 9 the child's (WRITE, DESCRIBE_CONFIGS on up.410102 and on
+        # trust.from.410102, READ on down.410102 and on trust, READ, WRITE, DESCRIBE_CONFIGS on
+        # grants), 3 HRSS's as a consumer, 4 per department (DSB, HRSS, PSB, SAMR): WRITE and
+        # DESCRIBE_CONFIGS on its own outbox, READ and DESCRIBE on its feedback topic; and the
+        # auditor's READ and DESCRIBE on the audit topic
+        assert len(planned) == len(wanted) == 36
+        audit = f"{prefix}.audit.{prefix}-city"
+        assert {(a["principal"], a["name"], a["operation"]) for a in planned} >= {
+            ("User:node-410102", f"{prefix}.trust.from.410102", "WRITE"),
+            ("User:node-410102", f"{prefix}.trust", "READ"),
+            (AUDITOR, audit, "READ"),
+        }
 
         code, out, err = await topics("apply", "--config", str(config))
         assert code == 0, err

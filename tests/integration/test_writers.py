@@ -3,9 +3,10 @@
 The broker has two listeners: PLAINTEXT, whose ANONYMOUS principal is a super user (the node
 itself, and this test's admin reads), and SASL_PLAINTEXT with SASL/PLAIN users for two
 departments of the city 410100 (PSB, HRSS) and for the node of its child county 410102.
-``exchange-node topics apply`` provisions the topics and ACLs; then producers authenticated as
-each principal show what Kafka lets them write, and a running node refuses, with reason
-``forged``, what a principal writes in its own topic while claiming to be someone else.
+``exchange-node topics apply`` provisions the topics and ACLs (with provenance and the audit
+trail on, so the trust and audit topics too); then producers authenticated as each principal show
+what Kafka lets them write, and a running node refuses, with reason ``forged``, what a principal
+writes in its own topic while claiming to be someone else.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from node.codec import load_schemas, packaged_schema_dir
 from node.config import load_config
 from node.core.envelope import HOPS, SOURCE_DEPT, SOURCE_REGION
 from node.kafka.topics import TopicNames
+from node.signing import write_new_key
 from tests.integration.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -67,7 +69,13 @@ def broker(tmp_path: Path) -> tuple[localkafka.ClusterSpec, int]:
 
 
 def write_city(path: Path, prefix: str, bootstrap: str) -> Path:
-    """The city's config: the root here, one child county, HRSS besides the catalog's sources."""
+    """The city's config: the root here, one child county, HRSS besides the catalog's sources.
+
+    Provenance is on (its trust topics are planned) but not required: the county's records
+    here are unsigned.
+    """
+    key = path.with_suffix(".key")
+    write_new_key(key, "ed25519")
     path.write_text(
         f"""
 [node]
@@ -98,6 +106,10 @@ level = "warning"
 [[departments]]
 code = "HRSS"
 clearance = 3
+
+[provenance]
+key_file = "{key}"
+require = false
 """,
         encoding="utf-8",
     )
@@ -193,6 +205,8 @@ async def test_each_principal_writes_only_its_own_topic_and_cannot_lie_there(
         assert "ACLs: " in applied
         assert "not enforced" not in applied
         names = TopicNames(prefix)
+        for made in (names.trust, names.trust_from(COUNTY), names.audit(f"{prefix}-city")):
+            assert f"created topic {made} (" in applied, applied  # refused below, though there
 
         async with Principal(sasl, "PSB") as psb, Principal(sasl, f"node-{COUNTY}") as county:
             for writer, topic in (
@@ -201,6 +215,11 @@ async def test_each_principal_writes_only_its_own_topic_and_cannot_lie_there(
                 (psb, names.inbox),  # the node's own topics
                 (county, names.outbox("PSB")),  # a child's node posing as a department
                 (county, names.up(SIBLING)),  # no such child: not created, never granted
+                (psb, names.trust),  # the node's trust store: only the node writes it
+                (psb, names.trust_from(COUNTY)),  # a child's keys: only that child's node
+                (psb, names.audit(f"{prefix}-city")),  # the audit trail: only the node
+                (county, names.trust),  # a child reads the node's keys, never writes them
+                (county, names.audit(f"{prefix}-city")),
             ):
                 error = await writer.refused_on(topic)
                 print(f"{writer.user} -> {topic}: {error!r}")

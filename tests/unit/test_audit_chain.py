@@ -304,3 +304,32 @@ def test_garbage_never_crashes_the_verifier(lines: list[bytes], data: st.DataObj
     problem = verify(stored(lines)).problem
     assert problem is not None
     assert (problem.kind, problem.seq) == (ProblemKind.ALTERED, k)
+
+
+texts = st.text(max_size=40)
+
+
+@given(
+    st.tuples(texts, texts, texts, texts, texts, st.integers(min_value=0, max_value=2**53)),
+    st.sampled_from(list(Outcome)),
+    st.tuples(texts, texts, texts),
+    st.integers(min_value=0, max_value=2**53),
+)
+def test_the_fast_encoding_is_the_canonical_json(
+    names: tuple[str, str, str, str, str, int],
+    outcome: Outcome,
+    said: tuple[str, str, str],
+    seq: int,
+) -> None:
+    """Any text (quotes, control characters, non-ASCII): the bytes json makes, keys sorted."""
+    body = Fact(*names, outcome, *said)
+    entry = make_entry(seq, GENESIS, body)
+    data = {**entry.fields(), "hash": entry.hash}
+    assert (
+        entry.canonical
+        == json.dumps(
+            entry.fields(), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+        ).encode()
+    )
+    assert json.loads(entry.encode()) == data
+    assert parse_entry(entry.encode()) == entry

@@ -46,6 +46,7 @@ from tests.unit.test_link_failures import (
     TOPICS,
     UP,
     publish,
+    record_id,
 )
 
 AUDIT = TOPICS.audit("city")
@@ -119,6 +120,7 @@ class AuditedLink:
     parent: MemoryCluster
     queue: AuditQueue
     link: Link
+    health: Health
     task: asyncio.Task[None] | None = None
 
     def committed(self) -> int:
@@ -138,11 +140,17 @@ async def audited() -> AsyncIterator[list[AuditedLink]]:
                 await rig.task
 
 
-def audited_link(made: list[AuditedLink], audit: AuditQueue, *, gated: bool) -> AuditedLink:
-    """A link from PSB's outbox up to the province, its committed batches audited."""
-    local, parent = MemoryCluster(), MemoryCluster()
-    parent.watchers.append(local.notify)
+def audited_link(
+    made: list[AuditedLink], audit: AuditQueue, *, gated: bool, after: AuditedLink | None = None
+) -> AuditedLink:
+    """A link from PSB's outbox up to the province, its batches audited (on ``after``'s clusters)."""
+    if after is not None:
+        local, parent = after.local, after.parent
+    else:
+        local, parent = MemoryCluster(), MemoryCluster()
+        parent.watchers.append(local.notify)
     topology = Topology(CITY, "city", PROVINCE, ())
+    health = Health()
     watch = Watch(
         PeerWatch(topology, 0, 5.0, bucket_s=60, keep=30, settle_s=120),
         on_audit=audit.add, gate=audit if gated else None,
@@ -151,10 +159,10 @@ def audited_link(made: list[AuditedLink], audit: AuditQueue, *, gated: bool) -> 
         "local", MemorySource(local, OUTBOX, GROUP, 50), Arrival.FROM_BELOW, Router(topology),
         Policy(PolicySnapshot(CATALOG)),
         Destinations(MemorySink(local), TOPICS, MemorySink(parent), TOPICS, CITY),
-        Metrics(CollectorRegistry(), ["local"]), Health(), schemas=SCHEMAS, settings=FAST,
+        Metrics(CollectorRegistry(), ["local"]), health, schemas=SCHEMAS, settings=FAST,
         peer=CITY, log=LOG, watch=watch, writers=level_writers(TOPICS, CITY, ["PSB"], ()),
     )  # fmt: skip
-    rig = AuditedLink(local, parent, audit, link)
+    rig = AuditedLink(local, parent, audit, link, health)
     made.append(rig)
     return rig
 
@@ -285,6 +293,126 @@ async def test_fail_closed_holds_the_link_until_entries_can_be_written(
     ids = {e.body.record_id for e in entries_of(rig.local) if isinstance(e.body, Fact)}
     assert len(ids) == 200
     assert verify(chain_of(rig.local)).describe() == "chain of 200 entries intact"
+
+
+async def keep_writing(writer: AuditWriter) -> None:
+    """Run the writer, restarting it after each failure (as the supervisor does), until stopped."""
+    while True:
+        try:
+            await writer.run()
+        except TransportError:
+            await asyncio.sleep(0.05)
+        else:
+            return
+
+
+def audited_ids(cluster: MemoryCluster) -> Counter[str]:
+    """How many entries the chain in ``cluster`` holds per record id."""
+    return Counter(e.body.record_id for e in entries_of(cluster) if isinstance(e.body, Fact))
+
+
+@pytest.mark.parametrize("fault", ["stalled", "failing"])
+async def test_fail_closed_commits_a_batch_only_once_its_entries_are_written(
+    audited: list[AuditedLink], fault: str
+) -> None:
+    """Delivered but not audited: not committed, the link says why; recovered: each record once."""
+    audit = queue(max_pending=500, fail_closed=True)
+    rig = audited_link(audited, audit, gated=True)
+    trail = MemoryCluster()  # the audit topic on its own cluster: only its writes fail
+    writer = writer_for(trail, audit, per_record=50)
+    writing = asyncio.ensure_future(keep_writing(writer))
+    sent = publish(rig.local, 100)
+    rig.task = asyncio.ensure_future(rig.link.run())
+    await rig.local.wait_until(lambda: rig.committed() == 100, WAIT_S)
+    await trail.wait_until(lambda: sum(audited_ids(trail).values()) == 100, WAIT_S)
+
+    if fault == "stalled":
+        trail.stall()  # writes hang until released
+    else:
+        trail.reject_size(AUDIT, 100)  # every write is rejected
+    sent += publish(rig.local, 60, first=100)
+    await rig.parent.wait_until(lambda: rig.parent.count(UP) >= 101, WAIT_S)  # delivered
+    with pytest.raises(TimeoutError):  # ... but not committed: its entries are not written
+        await rig.local.wait_until(lambda: rig.committed() > 100, 1.5)
+    state = rig.health.snapshot()["local"]
+    assert not state.up
+    assert state.reason.startswith("holding: audit entries cannot be written: ")
+    assert not audit.is_open()
+
+    if fault == "stalled":
+        trail.release()
+    else:
+        trail.reject_size(AUDIT, 1_000_000)
+        trail.fail_next(1, "ack lost", landed=True)  # and the next write lands but fails
+    await rig.local.wait_until(lambda: rig.committed() == 160, WAIT_S)
+    assert rig.health.is_up("local")
+    writer.request_stop()
+    await asyncio.wait_for(writing, WAIT_S)
+    rig.link.request_stop()
+    await asyncio.wait_for(rig.task, WAIT_S)
+    copies = Counter(record_id(record) for record in rig.parent.records(UP))
+    assert copies == Counter(sent)  # every record delivered (and committed) once
+    assert audited_ids(trail) == Counter(sent)  # every entry in the chain once
+    assert verify(chain_of(trail)).describe() == "chain of 160 entries intact"
+
+
+async def test_fail_closed_stopped_before_its_entries_are_written_loses_nothing(
+    audited: list[AuditedLink],
+) -> None:
+    """Stopped while entries hang: the batch stays uncommitted; the next link audits it again."""
+    audit = queue(max_pending=500, fail_closed=True)
+    rig = audited_link(audited, audit, gated=True)
+    trail = MemoryCluster()
+    writer = writer_for(trail, audit, per_record=50)
+    writing = asyncio.ensure_future(keep_writing(writer))
+    sent = publish(rig.local, 40)
+    rig.task = asyncio.ensure_future(rig.link.run())
+    await rig.local.wait_until(lambda: rig.committed() == 40, WAIT_S)
+    trail.stall()
+    sent += publish(rig.local, 30, first=40)
+    await rig.parent.wait_until(lambda: rig.parent.count(UP) >= 41, WAIT_S)
+    rig.link.request_stop()  # gives up on the unwritten entries after delivery_timeout_s
+    await asyncio.wait_for(rig.task, WAIT_S)
+    assert rig.committed() == 40
+
+    trail.release()
+    again = audited_link(audited, audit, gated=True, after=rig)
+    again.task = asyncio.ensure_future(again.link.run())
+    await rig.local.wait_until(lambda: rig.committed() == 70, WAIT_S)
+    again.link.request_stop()
+    await asyncio.wait_for(again.task, WAIT_S)
+    writer.request_stop()
+    await asyncio.wait_for(writing, WAIT_S)
+    entries = audited_ids(trail)
+    assert set(entries) == set(sent)  # every record audited: some twice (delivered twice)
+    assert all(entries[i] == 1 for i in sent[:40])
+    assert verify(chain_of(trail)).intact
+
+
+async def test_a_handed_over_batch_is_told_when_its_entries_are_written() -> None:
+    """Each future is done once its own facts are acked, not before; the writer does not linger."""
+    cluster = MemoryCluster()
+    pending = queue(fail_closed=True)
+    writer = AuditWriter(
+        pending, MemorySink(cluster), AUDIT, tip_reader(cluster), Health(), node_id="city",  # type: ignore[arg-type]
+        entries_per_record=100, flush_s=60.0, deadline_s=0.5,
+    )  # fmt: skip
+    first, second = pending.hand_over(facts(3)), pending.hand_over(facts(2, first=3))
+    assert pending.hand_over([]).done()
+    assert not first.done()
+    assert pending.awaited()
+    cluster.stall()
+    running = asyncio.ensure_future(writer.run())
+    await cluster.wait_until(lambda: cluster.blocked_writes == 1, WAIT_S)
+    assert not first.done()  # taken, not acked
+    assert not second.done()
+    cluster.release()
+    await asyncio.wait_for(asyncio.gather(first, second), WAIT_S)
+    third = pending.hand_over(facts(1, first=5))
+    await asyncio.wait_for(third, WAIT_S)  # well before flush_s: a link waits for it
+    writer.request_stop()
+    await asyncio.wait_for(running, WAIT_S)
+    assert [e.seq for e in entries_of(cluster)] == list(range(6))
 
 
 def test_facts_are_made_only_when_the_trail_watches() -> None:

@@ -5,25 +5,50 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from aiokafka.record.util import calc_crc32c
 from sample_records import PERSON, sample
 
 from node.compose import ComposeError, _from_json, compose, to_json
 from node.config import load_config, parse_config
 from node.core import heartbeat
+from node.core.audit import EntryError, parse_entry
 from node.core.catalog import Catalog
-from node.core.envelope import CREATED_MS, GRADE, Envelope
-from node.core.feedback import CORRECTS, VERSION, FeedbackBook, correction
+from node.core.envelope import (
+    CREATED_MS,
+    GRADE,
+    HOPS,
+    RECORD_ID,
+    RESOURCE,
+    SHARING,
+    SOURCE_DEPT,
+    SOURCE_REGION,
+    TARGET,
+    Envelope,
+)  # fmt: skip
+from node.core.feedback import CORRECTS, FEEDBACK, REPORT, VERSION, FeedbackBook, Report, correction
 from node.core.feedback import decode as decode_feedback
+from node.core.grants import Grant, GrantStatus
 from node.core.outcome import Copy, Delivered, Direction, Reason, Refused
 from node.core.peers import CHILD, PeerWatch
 from node.core.policy import Policy, PolicySnapshot
+from node.core.quality_ledger import QualityLine
+from node.core.quoting import MESSAGE_CHARS, QUOTE_CHARS, bounded, quoted
+from node.core.stats import StatsLine
 from node.core.topology import Topology
-from node.errors import ConfigError, EnvelopeError
-from node.ops.gateway import _Answer, decode_cursor
+from node.core.trust import TrustedKey
+from node.core.writers import Writer, Writers
+from node.errors import ConfigError, EnvelopeError, StatsError
+from node.kafka.lenient import LenientReadError
+from node.kafka.lenient import parse as parse_leniently
+from node.kafka.source import Unreadable, unreadable_refusals
+from node.ops.gateway import _Answer, _record_item, decode_cursor
 from tests.unit.test_fuzz_config import SHIPPED
 from tests.unit.test_fuzz_gateway import Record, _shown
 from tests.unit.test_fuzz_payload import CATALOG, HERE, SCHEMAS
@@ -76,7 +101,7 @@ def test_a_correction_with_an_overlong_or_null_header_is_refused(
 
 def test_deeply_nested_feedback_is_refused() -> None:
     """json.loads raised RecursionError on 100 000 nested arrays."""
-    with pytest.raises(EnvelopeError, match="not JSON"):
+    with pytest.raises(EnvelopeError, match="nested deeper than"):
         decode_feedback(b"report", b"[" * 100_000)
 
 
@@ -90,7 +115,7 @@ def _beat(text: str) -> bytes:
 @pytest.mark.parametrize(
     ("value", "needle"),
     [
-        (b"[" * 100_000, "not JSON"),
+        (b"[" * 100_000, "nested"),
         (json.dumps({**BEAT, "sent_up": {"²": 1}}).encode(), "sent_up"),
         (json.dumps({**BEAT, "sent_up": {"1" * 5000: 1}}).encode(), "sent_up"),
         (json.dumps(BEAT).replace('"interval_s": 5.0', '"interval_s": 1' + "0" * 400).encode(), "digits"),
@@ -200,3 +225,160 @@ def test_a_config_file_tomllib_cannot_hold_is_a_config_error(tmp_path: Path, tex
     with pytest.raises(ConfigError, match="not valid TOML") as caught:
         load_config(path)
     assert caught.value.path == str(path)
+
+
+WRITERS = Writers(
+    "410100",
+    [Writer("cascade.outbox.PSB", department="PSB"), Writer("cascade.up.410102", child="410102")],
+)
+_DEPT, _CHILD = "cascade.outbox.PSB", "cascade.up.410102"
+
+
+@pytest.mark.parametrize(
+    ("topic", "headers", "forged"),
+    [
+        (_DEPT, [(SOURCE_DEPT, None)], False),
+        (_DEPT, [(HOPS, None), (SOURCE_DEPT, b"PSB")], False),
+        (_CHILD, [(HOPS, None)], True),
+        (_CHILD, [(HOPS, b"410102^"), (SOURCE_REGION, None)], False),
+        (_CHILD, [(FEEDBACK, REPORT), (HOPS, None)], False),
+        (_CHILD, [(FEEDBACK, None), (HOPS, b"410102^")], False),
+    ],
+)
+def test_a_null_header_on_a_writer_topic_is_taken_as_missing(
+    topic: str, headers: list[tuple[str, Any]], forged: bool
+) -> None:
+    """Null cx-source-dept / cx-hops / cx-source-region raised TypeError or AttributeError.
+
+    A null value is now as if the header were missing: left to the envelope checks, except that
+    a child's record without a hop path is forged (it was not handed up).
+    """
+    refused = WRITERS.check(WRITERS._by_topic[topic], topic, headers, None)
+    assert (refused is not None) == forged
+    if refused is not None:
+        assert refused.reason is Reason.FORGED
+        assert "missing" in refused.message
+
+
+def test_a_null_hop_path_on_child_feedback_is_forged_when_the_report_parses() -> None:
+    """Feedback with cx-hops null made ``b"".join`` raise TypeError; now the hop check runs."""
+    report = Report("R-1", "r-1", "410102-PSB-00001", "410102", "PSB", ("name",), "wrong",
+                    "410102", "PSB", 1)  # fmt: skip
+    headers: list[tuple[str, Any]] = [(FEEDBACK, REPORT), (HOPS, None)]
+    refused = WRITERS.check(WRITERS._by_topic[_CHILD], _CHILD, headers, report.encode())
+    assert isinstance(refused, Refused)
+    assert refused.reason is Reason.FORGED
+    assert "hop path ending 410102^" in refused.message
+
+
+def test_a_deeply_nested_trust_record_is_a_value_error() -> None:
+    """``TrustedKey.from_json`` let RecursionError out of json.loads (a child writes these)."""
+    with pytest.raises(ValueError, match="nested deeper than"):
+        TrustedKey.from_json(b"[" * 100_000)
+
+
+GRANT = json.loads(
+    Grant("G1", "410102-PSB-00001", "HRSS", "410100", ("id_number",), 2**45,
+          GrantStatus.APPROVED, 3, "ok", "410100").to_json()
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("number", "needle"),
+    [("1e400", "out of range"), ("-1e400", "out of range"), ("NaN", "not a number"),
+     ("Infinity", "not a number"), ("1" * 4000, "digits"), ("[" * 5000 + "]" * 5000, "nested")],
+)  # fmt: skip
+def test_a_relayed_grant_with_a_hostile_number_is_a_value_error(number: str, needle: str) -> None:
+    """expires_ms 1e400 raised OverflowError (int(inf)), deep nesting RecursionError.
+
+    The grants relay catches only ValueError and TypeError, so either stopped it.
+    """
+    value = json.dumps({**GRANT, "expires_ms": "*"}).replace('"*"', number).encode()
+    with pytest.raises(ValueError, match=needle):
+        Grant.from_json(value)
+
+
+@pytest.mark.parametrize("value", [b"[" * 100_000, b'{"v": 1e400}', b'{"v": ' + b"1" * 5000 + b"}"])
+def test_hostile_stats_quality_and_audit_lines_are_refused_by_their_own_error(value: bytes) -> None:
+    """Stats and quality ledger lines and audit lines are read from Kafka: RecursionError got out."""
+    with pytest.raises(StatsError) as stats:
+        StatsLine.from_json(value)
+    assert stats.value.field == "value"
+    with pytest.raises(StatsError):
+        QualityLine.from_json(value)
+    with pytest.raises(EntryError):
+        parse_entry(value)
+
+
+@pytest.mark.parametrize("name", [RECORD_ID, RESOURCE, SOURCE_DEPT, SOURCE_REGION, TARGET, HOPS,
+                                  GRADE, SHARING, CREATED_MS])  # fmt: skip
+def test_a_refusal_quotes_at_most_a_bounded_part_of_a_hostile_header(name: str) -> None:
+    """A 5000-character cx-id was copied whole into the refusal message (cx-refusal-message)."""
+    with pytest.raises(EnvelopeError) as caught:
+        Envelope.from_headers(_with(name, b"A" * 4000 + b"\xff" * 1000))
+    message = str(caught.value)
+    assert len(message) < 300
+    if name not in (HOPS,):  # a bad hop path quotes its bad entry, itself bounded
+        assert "..." in message or "not ASCII" in message
+
+
+def test_a_refusal_message_is_bounded_as_a_whole() -> None:
+    """Whatever a message holds, cx-refusal-message carries at most MESSAGE_CHARS of it."""
+    assert quoted("x" * 5000) == repr("x" * QUOTE_CHARS) + "... (5000 characters)"
+    assert quoted(b"y" * 65) == repr(b"y" * QUOTE_CHARS) + "... (65 bytes)"
+    assert quoted(None) == "null"
+    assert len(bounded("z" * 50_000)) == MESSAGE_CHARS
+    assert bounded("short") == "short"
+
+
+def _batch_with_a_bad_header_key(count: int, bad: int) -> bytes:
+    """A v2 record batch of ``count`` records whose record ``bad`` has a header key not UTF-8."""
+    builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+    for n in range(count):
+        headers = [("cx-id", f"r{n}".encode())] + ([("cx-marker!", None)] if n == bad else [])
+        builder.append(n, timestamp=1_000 + n, key=b"k", value=b"v", headers=headers)
+    data = bytearray(builder.build()).replace(b"cx-marker!", b"cx-\xff\xfe-bad!")
+    struct.pack_into(">I", data, 17, calc_crc32c(bytes(data[21:])))
+    return bytes(data)
+
+
+def test_a_batch_aiokafka_cannot_read_is_read_leniently_around_the_bad_header_key() -> None:
+    """Aiokafka raised UnicodeDecodeError for the batch and every record after the bad one.
+
+    The lenient reader returns the good records from the asked offset on (null header values
+    kept), the bad one's offset with why, and where the next batch starts.
+    """
+    data = _batch_with_a_bad_header_key(6, bad=3)
+    with pytest.raises(UnicodeDecodeError):
+        list(DefaultRecordBatch(bytearray(data)))
+    read = parse_leniently(data, TopicPartition("t", 0), 1)
+    assert [r.offset for r in read.records] == [1, 2, 4, 5]
+    assert [dict(r.headers)["cx-id"] for r in read.records] == [b"r1", b"r2", b"r4", b"r5"]
+    assert read.bad == [(3, "header key is not UTF-8")]
+    assert read.next_offset == 6
+    assert read.records[0].timestamp == 1_001
+
+
+def test_an_unreadable_stand_in_is_refused_as_a_bad_envelope_saying_why() -> None:
+    """The link refuses the source's stand-in by index; other records are left to the rules."""
+    problem = "header key is not UTF-8 at offset 3 of t partition 0: the record cannot be read"
+    records: list[Any] = [object(), Unreadable("t", 0, 3, problem)]
+    assert unreadable_refusals(records) == {1: Refused(Reason.BAD_ENVELOPE, problem)}
+
+
+def test_a_batch_failing_its_crc_is_not_read_leniently() -> None:
+    """A corrupt batch is left to the stand-ins: its records are never handed out as good."""
+    data = bytearray(_batch_with_a_bad_header_key(3, bad=1))
+    data[-1] ^= 0xFF
+    with pytest.raises(LenientReadError, match="CRC"):
+        parse_leniently(bytes(data), TopicPartition("t", 0), 0)
+
+
+@pytest.mark.parametrize(("key", "field"), [("", '""'), ("x" * 5000, "x" * 64)])
+def test_an_unknown_record_item_field_is_named_bounded_and_never_empty(
+    key: str, field: str
+) -> None:
+    """An item ``{"": null}`` gave a ComposeError with an empty field name."""
+    with pytest.raises(ComposeError) as caught:
+        _record_item({key: None, "value": {}})
+    assert caught.value.field == field

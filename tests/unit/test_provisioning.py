@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.config import parse_config
 from node.core.provisioning import (
+    AUDIT_PARTITIONS,
     DATA_RETENTION_MS,
+    DAY_MS,
     REFUSED_RETENTION_MS,
     Acl,
     AddPartitions,
@@ -28,6 +33,8 @@ from node.core.provisioning import (
     desired_parent,
     plan,
 )
+from node.errors import ConfigError
+from node.kafka.provision import layout_of
 from node.kafka.topics import TopicNames
 
 PROVINCE = NodeLayout("p", "410000", ("410100",), ("HRSS", "PSB"), TopicNames("cx"), None, 3, 1)
@@ -35,6 +42,11 @@ CITY = NodeLayout(
     "c", "410100", ("410102", "410103"), ("HRSS",), TopicNames("cx"), TopicNames("px"), 3, 1
 )
 COUNTY = NodeLayout("k", "410102", (), ("EDU",), TopicNames("kx"), TopicNames("cx"), 2, 1)
+SECURE_CITY = dataclasses.replace(
+    CITY, provenance=True, audit_retention_days=400, auditors=("User:auditor",)
+)
+"""The city with provenance, the audit trail and one auditor principal."""
+SECURE_COUNTY = dataclasses.replace(COUNTY, provenance=True, audit_retention_days=400)
 NO_ACLS = ClusterState({}, None)
 EMPTY = ClusterState({}, frozenset())
 
@@ -324,9 +336,10 @@ def test_acls_in_place_are_not_created_again() -> None:
 
 
 def all_desired() -> list[Desired]:
-    """Every cluster plan of the three example levels."""
-    found = [desired_local(layout) for layout in (PROVINCE, CITY, COUNTY)]
-    return found + [d for d in map(desired_parent, (CITY, COUNTY)) if d is not None]
+    """Every cluster plan of the three example levels, and of the city and county made secure."""
+    layouts = (PROVINCE, CITY, COUNTY, SECURE_CITY, SECURE_COUNTY)
+    found = [desired_local(layout) for layout in layouts]
+    return found + [d for d in map(desired_parent, layouts) if d is not None]
 
 
 def test_planning_against_the_applied_state_is_empty() -> None:
@@ -349,15 +362,17 @@ children = st.sampled_from(["410102", "410103", "410104", "410105"])
     departments=st.lists(codes, unique=True, max_size=4),
     kids=st.lists(children, unique=True, max_size=3),
     partitions=st.integers(1, 6),
+    secure=st.booleans(),
     drift=st.data(),
 )
 def test_apply_converges_from_any_partial_state(
-    departments: list[str], kids: list[str], partitions: int, drift: st.DataObject
+    departments: list[str], kids: list[str], partitions: int, secure: bool, drift: st.DataObject
 ) -> None:
     """From some topics (any partitions and cleanup policy) and some ACLs, one apply suffices."""
     layout = NodeLayout(
         "n", "410100", tuple(kids), tuple(departments), TopicNames("cx"), TopicNames("px"),
-        partitions, 1,
+        partitions, 1, provenance=secure, audit_retention_days=30 if secure else None,
+        auditors=("User:auditor",),
     )  # fmt: skip
     for desired in (desired_local(layout), desired_parent(layout)):
         assert desired is not None
@@ -371,3 +386,144 @@ def test_apply_converges_from_any_partial_state(
         start = ClusterState(topics, acls)
         again = plan(desired, applied(start, plan(desired, start)))
         assert again.nothing_to_do
+
+
+def test_provenance_and_audit_add_their_topics_with_the_nodes_configs() -> None:
+    """Trust topics are compacted state topics; the audit topic has one partition and retention."""
+    plain = {spec.name for spec in desired_local(CITY).topics}
+    topics = {spec.name: spec for spec in desired_local(SECURE_CITY).topics}
+    assert set(topics) - plain == {
+        "cx.trust", "cx.trust.from.410102", "cx.trust.from.410103", "cx.audit.c",
+    }  # fmt: skip
+    for name in ("cx.trust", "cx.trust.from.410102", "cx.trust.from.410103"):
+        assert topics[name].configs == {"cleanup.policy": "compact"}
+        assert topics[name].compacted
+        assert topics[name].partitions == 3
+    audit = topics["cx.audit.c"]
+    assert (audit.partitions, audit.replication_factor) == (AUDIT_PARTITIONS, 1) == (1, 1)
+    assert audit.configs == {"cleanup.policy": "delete", "retention.ms": str(400 * DAY_MS)}
+    assert not audit.compacted
+
+
+def test_without_provenance_or_audit_there_are_no_trust_or_audit_topics() -> None:
+    """Each is planned only when the config turns it on."""
+    only_audit = dataclasses.replace(CITY, audit_retention_days=10)
+    names = {spec.name for spec in desired_local(only_audit).topics}
+    assert "cx.audit.c" in names
+    assert not any(".trust" in name for name in names)
+    only_trust = dataclasses.replace(CITY, provenance=True, auditors=("User:auditor",))
+    desired = desired_local(only_trust)
+    assert not any(".audit." in spec.name for spec in desired.topics)
+    assert "User:auditor" not in {a.principal for a in desired.acls}
+
+
+def test_acls_of_a_city_with_children_provenance_and_audit() -> None:
+    """Exactly: children hand keys up to their own topic and read the node's; auditors read."""
+    acls = desired_local(SECURE_CITY).acls
+    by = {p: {a for a in acls if a.principal == p} for p in {a.principal for a in acls}}
+    assert set(by) == {
+        "User:node-410100", "User:HRSS", "User:node-410102", "User:node-410103", "User:auditor",
+    }  # fmt: skip
+    topic, group = Resource.TOPIC, Resource.GROUP
+    lit, pre = Pattern.LITERAL, Pattern.PREFIXED
+    node = "User:node-410100"
+    assert by[node] == {  # its prefix covers cx.trust, cx.trust.from.*, cx.audit.c
+        *(allow(node, topic, pre, "cx.", op)
+          for op in ("READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS", "CREATE")),
+        allow(node, group, pre, "exchange-node.c.", "READ"),
+    }  # fmt: skip
+    assert by["User:HRSS"] == {
+        allow("User:HRSS", topic, lit, "cx.outbox.HRSS", "WRITE"),
+        allow("User:HRSS", topic, lit, "cx.outbox.HRSS", "DESCRIBE_CONFIGS"),
+        allow("User:HRSS", topic, lit, "cx.deliver.HRSS", "READ"),
+        allow("User:HRSS", topic, lit, "cx.deliver.HRSS", "DESCRIBE"),
+        allow("User:HRSS", group, pre, "HRSS.", "READ"),
+    }
+    for region in ("410102", "410103"):
+        child = f"User:node-{region}"
+        assert by[child] == {
+            allow(child, topic, lit, f"cx.up.{region}", "WRITE"),
+            allow(child, topic, lit, f"cx.up.{region}", "DESCRIBE_CONFIGS"),
+            allow(child, topic, lit, f"cx.down.{region}", "READ"),
+            allow(child, topic, lit, "cx.grants", "READ"),
+            allow(child, topic, lit, "cx.grants", "WRITE"),
+            allow(child, topic, lit, "cx.grants", "DESCRIBE_CONFIGS"),
+            allow(child, topic, lit, f"cx.trust.from.{region}", "WRITE"),
+            allow(child, topic, lit, f"cx.trust.from.{region}", "DESCRIBE_CONFIGS"),
+            allow(child, topic, lit, "cx.trust", "READ"),
+        }
+    assert by["User:auditor"] == {
+        allow("User:auditor", topic, lit, "cx.audit.c", "READ"),
+        allow("User:auditor", topic, lit, "cx.audit.c", "DESCRIBE"),
+    }
+    assert len(acls) == 6 + 5 + 2 * 9 + 2
+
+
+def test_no_department_has_any_right_on_trust_or_audit_topics() -> None:
+    """Only the node (by its prefix), children (their own key topic, the node's) and auditors."""
+    layout = dataclasses.replace(SECURE_CITY, reporters=("PSB",))
+    secured = [
+        a for a in desired_local(layout).acls
+        if ".trust" in a.name or ".audit." in a.name
+    ]  # fmt: skip
+    assert {a.principal for a in secured} == {
+        "User:node-410102",
+        "User:node-410103",
+        "User:auditor",
+    }
+    writes = {(a.principal, a.name) for a in secured if a.operation is Operation.WRITE}
+    assert writes == {
+        ("User:node-410102", "cx.trust.from.410102"), ("User:node-410103", "cx.trust.from.410103"),
+    }  # fmt: skip
+
+
+def test_a_secure_county_asks_of_its_parent_what_a_secure_city_grants_it() -> None:
+    """On the city's cluster: WRITE its own key topic, READ the city's keys; topics not owned."""
+    county = desired_parent(SECURE_COUNTY)
+    assert county is not None
+    topics = {spec.name: spec for spec in county.topics}
+    assert set(topics) == {
+        "cx.up.410102", "cx.down.410102", "cx.grants", "cx.trust", "cx.trust.from.410102",
+    }  # fmt: skip
+    assert topics["cx.trust"].compacted
+    assert topics["cx.trust.from.410102"].compacted
+    assert not any(".audit." in name for name in topics)  # the audit trail stays at home
+    asked = {a for a in county.acls if a.resource is Resource.TOPIC}
+    granted = {a for a in desired_local(SECURE_CITY).acls if a.principal == "User:node-410102"}
+    assert asked == granted
+    me = "User:node-410102"
+    assert {
+        allow(me, Resource.TOPIC, Pattern.LITERAL, "cx.trust.from.410102", "WRITE"),
+        allow(me, Resource.TOPIC, Pattern.LITERAL, "cx.trust", "READ"),
+    } <= asked
+
+
+def test_the_layout_of_a_config_carries_provenance_audit_and_its_readers(tmp_path: Path) -> None:
+    """``[provenance]``, ``[audit]`` and its ``readers`` reach the plan; a bad reader is named."""
+    key = tmp_path / "node.key"
+    key.write_text("a key", encoding="utf-8")
+    base = {
+        "node": {"id": "zz-city", "level": "city", "region": "410100", "children": ["410102"]},
+        "local": {"bootstrap": "127.0.0.1:19092", "topic_prefix": "zz"},
+        "parent": {"bootstrap": "127.0.0.1:29092", "region": "410000", "topic_prefix": "pp"},
+    }
+    plain = layout_of(parse_config(base))
+    assert (plain.provenance, plain.audit_retention_days, plain.auditors) == (False, 400, ())
+    secure = layout_of(parse_config({
+        **base, "provenance": {"key_file": str(key)},
+        "audit": {"retention_days": 90, "readers": ["User:b", "User:a", "User:b"]},
+    }))  # fmt: skip
+    assert (secure.provenance, secure.audit_retention_days) == (True, 90)
+    assert secure.auditors == ("User:a", "User:b")
+    audit = {s.name: s for s in desired_local(secure).topics}["zz.audit.zz-city"]
+    assert audit.configs["retention.ms"] == str(90 * DAY_MS)
+    parent = desired_parent(secure)
+    assert parent is not None
+    assert {"pp.trust", "pp.trust.from.410100"} <= {s.name for s in parent.topics}
+    off = layout_of(parse_config({**base, "audit": {"enabled": False, "readers": ["User:a"]}}))
+    assert off.audit_retention_days is None
+    assert not any(".audit." in s.name for s in desired_local(off).topics)
+    with pytest.raises(ConfigError) as raised:
+        parse_config({**base, "audit": {"readers": ["auditor"]}})
+    assert "audit.readers[0]" in str(raised.value)
+    assert "a Kafka principal like User:NAME" in str(raised.value)
