@@ -25,7 +25,7 @@ from node.codec import SchemaSet, load_schemas, packaged_schema_dir
 from node.config import NodeConfig
 from node.core.catalog import Catalog
 from node.core.feedback import FeedbackBook
-from node.core.grants import Grant, GrantBook
+from node.core.grants import Grant, GrantBook, handed_down_refusal, handed_up_refusal
 from node.core.heartbeat import Beat
 from node.core.peers import CHILD, PARENT, PeerWatch
 from node.core.policy import Policy, PolicySnapshot
@@ -146,7 +146,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     if topology.parent is not None:
         neighbours.append(topology.parent)
     loop_names = [*link_names, "grants", "stats", "quality", "feedback"]
-    loop_names += ["heartbeat-down"] * bool(topology.children)
+    loop_names += ["heartbeat-down", "grants-from"] * bool(topology.children)
     loop_names += ["trust", *["trust-up"] * bool(config.parent)] * bool(config.provenance)
     loop_names += ["grants-up", "grants-down", "heartbeat-up"] * bool(config.parent)
     loop_names += ["audit"] * config.audit.enabled
@@ -220,7 +220,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
             name, source(bootstrap, topic, name, max_batch=flow.max_batch), arrival, router,
             policy, destinations, metrics, health, schemas=schemas, settings=flow, peer=peer,
             log=log, watch=watch, writers=writers, provenance=provenance,
-            await_keys=keeper.await_keys if keeper else None,
+            await_keys=keeper.key_wait(check_all=arrival is Arrival.FROM_ABOVE) if keeper else None,
         )  # fmt: skip
         links[name] = made
         return provision.loop_for(made if keeper is None else AfterTrust(made, keeper.ready))
@@ -237,6 +237,9 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         down = parent_topics.down(config.topology.region)
         loops.append(link("parent", down, Arrival.FROM_ABOVE, config.parent.region, None))
         relays = _relays(config, local_topics, parent_topics, health, metrics, sink, source, log)
+    relays += _relays_from_children(
+        config, catalog, local_topics, health, metrics, sink, source, log
+    )
     loops += map(provision.loop_for, _trust_loops(
         keeper, health, sink, (local_bootstrap, local_topics), (parent_bootstrap, parent_topics),
         deadline_s=flow.delivery_timeout_s,
@@ -290,7 +293,8 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     store = GrantStore(
         local_bootstrap, local_topics.grants, use_grants, health,
         max_staleness_s=config.grants.max_staleness_s,
-        relays=[relay for relay in relays if relay.name == "grants-down"], log=log,
+        relays=[relay for relay in relays if relay.name in ("grants-down", "grants-from")],
+        log=log,
     )  # fmt: skip
     loops += [provision.loop_for(store), *map(provision.loop_for, relays)]
     loops.append(provision.loop_for(
@@ -484,6 +488,7 @@ class _Provisioner:
             "local": [("local", plain, False), ("local", [local.feedback], True)],
             "feedback": [("local", [local.feedback], True)],
             "grants": [("local", [local.grants], True)],
+            "grants-from": [("local", [*map(local.grants_from, config.topology.children)], True)],
             "trust": [
                 ("local", [local.trust, *map(local.trust_from, config.topology.children)], True)
             ],
@@ -494,7 +499,7 @@ class _Provisioner:
         if parent is not None:
             self._needs["parent"] = [("parent", [parent.up(region), parent.down(region)], False)]
             self._needs["heartbeat-up"] = [("parent", [parent.up(region)], False)]
-            self._needs["grants-up"] = [("parent", [parent.grants], True)]
+            self._needs["grants-up"] = [("parent", [parent.grants_from(region)], True)]
             self._needs["grants-down"] = [("parent", [parent.grants], True)]
             self._needs["trust-up"] = [("parent", [parent.trust, parent.trust_from(region)], True)]
 
@@ -624,17 +629,55 @@ def _relays(
 
     up = GrantRelay(
         "grants-up", source(local_bootstrap, local.grants, "grants-up", max_batch=500),
-        sink(parent_bootstrap, "grants-up"), parent.grants, mine, refusals, local.refused,
-        health, deadline_s=deadline, log=log, on_lag=metrics.relay_lag.labels("grants-up").set,
-        check_every_s=every,
+        sink(parent_bootstrap, "grants-up"), parent.grants_from(topology.region), mine, refusals,
+        local.refused, health, deadline_s=deadline, log=log,
+        on_lag=metrics.relay_lag.labels("grants-up").set, check_every_s=every,
     )  # fmt: skip
     down = GrantRelay(
         "grants-down", source(parent_bootstrap, parent.grants, "grants-down", max_batch=500),
         sink(local_bootstrap, "grants-down"), local.grants, lambda grant: not mine(grant),
         refusals, local.refused, health, deadline_s=deadline, log=log,
         on_lag=metrics.relay_lag.labels("grants-down").set, check_every_s=every,
+        check=lambda grant, topic, now_ms: handed_down_refusal(grant, now_ms),
     )  # fmt: skip
     return [up, down]
+
+
+def _relays_from_children(
+    config: NodeConfig,
+    catalog: Catalog,
+    local: TopicNames,
+    health: Health,
+    metrics: Metrics,
+    sink: Callable[[Connection, str], KafkaSink],
+    source: Callable[..., KafkaSource],
+    log: structlog.typing.FilteringBoundLogger,
+) -> list[GrantRelay]:
+    """Build ``grants-from``: the children's hand-up topics into ``PREFIX.grants``, checked.
+
+    From ``grants.from.CHILD`` only what CHILD's node may say is copied (``handed_up_refusal``);
+    the rest goes to the refusal topic as ``forged``. None without children.
+    """
+    children = config.topology.children
+    if not children:
+        return []
+    local_bootstrap = Connection.to(config.local, "local")
+    child_of = {local.grants_from(child): child for child in children}
+
+    def check(grant: Grant, topic: str, now_ms: int) -> str | None:
+        entry = catalog.get(grant.resource)
+        source_region = entry.source_region if entry else None
+        return handed_up_refusal(grant, child_of[topic], source_region, now_ms)
+
+    return [GrantRelay(
+        "grants-from",
+        source(local_bootstrap, list(child_of), "grants-from", max_batch=500),
+        sink(local_bootstrap, "grants-from"), local.grants, lambda grant: True,
+        sink(local_bootstrap, "grant-refusals-from"), local.refused, health,
+        deadline_s=config.flow.delivery_timeout_s, log=log,
+        on_lag=metrics.relay_lag.labels("grants-from").set,
+        check_every_s=config.grants.max_staleness_s / 5, check=check,
+    )]  # fmt: skip
 
 
 async def _stop_when_asked(

@@ -2,7 +2,9 @@
 
 The consuming department requests at its own node; the providing side decides at the node of the
 resource's source region (where the request arrives through the cascade). Each step is written as
-a new version of the grant to the local grants topic; the store and the relays do the rest.
+a new version of the grant to the local grants topic; the store and the relays do the rest. A
+version is this node's clock in ms (one more than the last, if that is later), ``origin`` this
+node's region: what the neighbours check (``node.core.grants.handed_up_refusal``).
 """
 
 from __future__ import annotations

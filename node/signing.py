@@ -8,14 +8,14 @@
   in ``[1, n-1]`` before gmssl verifies. Private keys are a PEM-like text file holding the
   32-byte scalar in hex (``-----BEGIN SM2 PRIVATE KEY-----``).
 
-A key id is the first 16 hex digits of SHA-256(algorithm, ":", raw public key), so the same key
-always has the same id. Loading a key that is missing, unreadable or not of the configured
-algorithm raises ConfigError naming ``provenance.key_file``.
+A key id is the first 16 hex digits of SHA-256(algorithm, ":", raw public key)
+(``node.core.trust.key_id_of``), so the same key always has the same id. Loading a key that is
+missing, unreadable or not of the configured algorithm raises ConfigError naming
+``provenance.key_file``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from collections.abc import Mapping
@@ -27,17 +27,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from node.core.provenance import Verifier
+from node.core.trust import key_id_of
 from node.errors import ConfigError
 
 KEY_FIELD = "provenance.key_file"
 _SM2_BEGIN = "-----BEGIN SM2 PRIVATE KEY-----"
 _SM2_END = "-----END SM2 PRIVATE KEY-----"
 _SM2_N = int("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123", 16)
-
-
-def key_id_of(algorithm: str, public_key: bytes) -> str:
-    """Return the id of a public key."""
-    return hashlib.sha256(algorithm.encode() + b":" + public_key).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

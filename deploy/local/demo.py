@@ -246,7 +246,7 @@ async def read_back(sent: Sent) -> list[Outcome]:
     inboxes = [r for place, records in found.items() if place.endswith(".inbox") for r in records]
     signed = sum("cx-prov" in r.headers for r in inboxes)
     print(f"{signed} of {len(inboxes)} records read from the inboxes carry the signature of the "
-          "node where they entered (cx-prov), checked at every node above it")  # fmt: skip
+          "node where they entered (cx-prov), checked at every node they reached after it")  # fmt: skip
     return [count(route, ids, found) for route, ids in sent.ids.items()]
 
 

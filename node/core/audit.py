@@ -315,6 +315,8 @@ class Verdict:
     dropped: int
     """Entries the gap entries say were dropped unwritten."""
     tip: Tip | None
+    first: int = 0
+    """The seq the stored chain starts at: above 0 when the topic's start was cut (retention)."""
 
     @property
     def intact(self) -> bool:
@@ -326,6 +328,8 @@ class Verdict:
         if self.problem is not None:
             return f"chain broken: {self.problem.message}"
         said = f"chain of {self.entries} entries intact"
+        if self.first:
+            said += f" from entry {self.first} (those before expired or were deleted at the start)"
         if self.gaps:
             said += f" ({self.gaps} gap entries: {self.dropped} entries dropped unwritten)"
         return said
@@ -335,6 +339,7 @@ class Verdict:
         return {
             "intact": self.intact,
             "entries": self.entries,
+            "first_seq": self.first,
             "gaps": self.gaps,
             "dropped": self.dropped,
             "last_seq": None if self.tip is None else self.tip.seq,
@@ -351,7 +356,8 @@ def verify(lines: Sequence[Located], *, tip: Tip | None = None) -> Verdict:
     later, then a reordering; an earlier or repeated seq is a reordering), its prev is the
     previous entry's hash (else the previous entry was rewritten with a fresh hash: altered,
     that one named). ``tip``, the last entry its node says it wrote, also catches removed or
-    rewritten last entries.
+    rewritten last entries. A chain stored from past offset 0 (retention deleted the topic's
+    start) is walked from its first entry, and the verdict says which (``first``).
     """
     entries: list[Entry | EntryError] = []
     for located in lines:
@@ -364,6 +370,8 @@ def verify(lines: Sequence[Located], *, tip: Tip | None = None) -> Verdict:
         if isinstance(entry, Entry):
             ahead[entry.seq] = ahead.get(entry.seq, 0) + 1
     walk = _Walk()
+    if lines and lines[0].offset > 0 and isinstance(entries[0], Entry):
+        walk.begin_at(entries[0])  # offsets never restart: records before it were deleted
     for located, entry in zip(lines, entries, strict=True):
         problem = walk.step(located, entry, ahead, tip)
         if problem is not None:
@@ -380,10 +388,17 @@ class _Walk:
         self.last: Located | None = None
         self.gaps = 0
         self.dropped = 0
+        self.first = 0
+
+    def begin_at(self, entry: Entry) -> None:
+        """Start the walk at ``entry``: the topic's start was cut by retention (or deletion)."""
+        self.first = self.expected = entry.seq
+        self.prev = entry.prev
 
     def verdict(self, problem: Problem | None) -> Verdict:
         tip = None if self.expected == 0 or problem else Tip(self.expected - 1, self.prev)
-        return Verdict(self.expected, problem, self.gaps, self.dropped, tip)
+        counted = self.expected - self.first
+        return Verdict(counted, problem, self.gaps, self.dropped, tip, self.first)
 
     def step(
         self, at: Located, entry: Entry | EntryError, ahead: dict[int, int], tip: Tip | None

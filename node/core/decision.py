@@ -7,7 +7,7 @@ refused. The shell only produces what it is told. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 from node.core.avro import SchemaSet
@@ -21,6 +21,7 @@ from node.core.envelope import (
     SOURCE_REGION,
     TARGET,
     Headers,
+    Mark,
 )  # fmt: skip
 from node.core.ingress import admit
 from node.core.outcome import Copy, Delivered, Outcome, Reason, Refused
@@ -75,8 +76,20 @@ class Decider:
         self._validate = validate_ingress and arrival is Arrival.FROM_BELOW
         self._provenance = provenance
 
-    def decide(self, records: Sequence[Seen], *, now_ms: int) -> tuple[list[Outcome], list[Facts]]:
-        """Return each record's outcome and its facts (``now_ms`` times the quality checks)."""
+    def decide(
+        self,
+        records: Sequence[Seen],
+        *,
+        now_ms: int,
+        refused: Mapping[int, Refused] | None = None,
+    ) -> tuple[list[Outcome], list[Facts]]:
+        """Return each record's outcome and its facts (``now_ms`` times the quality checks).
+
+        ``refused`` (by index) holds refusals the shell knew before deciding (a record forged
+        for its topic's writer, one it could not read): they stand, and such a record is never
+        signed. On the link from above, a record whose hop path does not end with the parent
+        sending it down is refused as forged: only the parent's node writes there.
+        """
         route_keys: list[RouteKey] = []
         policy_keys: list[PolicyKey] = []
         facts: list[Facts] = []
@@ -111,12 +124,51 @@ class Decider:
             refusal = doubled_envelope_header(records[index].headers)
             if refusal is not None:
                 outcomes[index] = refusal
+        self._finish(records, route_keys, outcomes, dict(refused or {}), now_ms)
+        return outcomes, facts
+
+    def _finish(
+        self,
+        records: Sequence[Seen],
+        route_keys: Sequence[RouteKey],
+        outcomes: list[Outcome],
+        settled: dict[int, Refused],
+        now_ms: int,
+    ) -> None:
+        """Apply the refusals known before deciding, project, then check and sign (last).
+
+        Signing comes last so that a record refused for any reason is never signed.
+        """
         entry = self._arrival is Arrival.FROM_BELOW  # check records from other nodes, sign fresh
-        vouch(self._provenance, records, route_keys, outcomes, now_ms=now_ms, entry=entry)
+        if not entry:
+            settled.update(self._not_from_parent(route_keys, settled))
+        for index, refusal in settled.items():
+            outcomes[index] = refusal
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, Delivered) and outcome.projects:
                 outcomes[index] = self._project(records[index].value, outcome)
-        return outcomes, facts
+        vouch(
+            self._provenance, records, route_keys, outcomes, now_ms=now_ms, entry=entry,
+            settled=settled,
+        )  # fmt: skip
+
+    def _not_from_parent(
+        self, route_keys: Sequence[RouteKey], settled: Mapping[int, Refused]
+    ) -> dict[int, Refused]:
+        """Refuse records from above whose hop path does not end ``PARENTv``."""
+        parent = self._router.topology.parent or ""
+        last = f"{parent}{Mark.DOWN.value}".encode()
+        found: dict[int, Refused] = {}
+        for index, (_, hops) in enumerate(route_keys):
+            if index in settled or (hops and (hops == last or hops.endswith(b"," + last))):
+                continue
+            shown = (hops or b"").decode("ascii", "replace")
+            found[index] = Refused(
+                Reason.FORGED,
+                f"a record from above must have a hop path ending {last.decode()}, "
+                f"but cx-hops is {shown!r}",
+            )
+        return found
 
     def _project(self, value: bytes | None, outcome: Delivered) -> Outcome:
         """Make each projected copy's value; a value that cannot be projected refuses that copy."""

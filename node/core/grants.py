@@ -4,6 +4,14 @@ A consuming department requests a conditional resource; the providing side appro
 an approval may later be revoked. Every step is a ``GrantEvent``; the latest event per grant id
 wins (by ``version``). ``GrantBook`` is the immutable view the policy reads: the grants that are
 approved and unexpired as of the moment the book was built.
+
+Who may write an event ("writers who cannot lie", as for records and keys): a node writes only
+its own ``PREFIX.grants`` and hands its subtree's events up to its own ``PREFIX.grants.from.REGION``
+on the parent's cluster, so the parent knows which child handed an event up from the topic.
+``handed_up_refusal`` is what the parent accepts from child C: events recorded in C's subtree
+(``origin``) by the node entitled to that step (a request at the consumer's node, a decision at
+the resource's source region) with a version not far ahead of the parent's clock.
+``handed_down_refusal`` bounds the version of what a node takes from its parent.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from node.core import foreign_json
+from node.core.topology import contains
 
 
 class GrantStatus(StrEnum):
@@ -39,7 +48,8 @@ class Grant:
     """The latest state of one grant.
 
     ``items`` are the information items the consumer may receive; empty means all of them.
-    ``origin`` is the region of the node whose API recorded this version (for relaying).
+    ``origin`` is the region of the node whose API recorded this version: relays route by it, and
+    a parent accepts it from a child only inside the child's subtree (``handed_up_refusal``).
     """
 
     grant_id: str
@@ -79,6 +89,53 @@ class Grant:
 def newer(current: Grant | None, incoming: Grant) -> bool:
     """Tell whether ``incoming`` supersedes ``current`` (higher version; ties keep the first)."""
     return current is None or incoming.version > current.version
+
+
+MAX_VERSION_AHEAD_MS = 3_600_000
+"""How far ahead of the reader's clock a neighbour's event version may be (clock skew allowance).
+
+Versions are the recording node's clock in ms (``GrantDesk``), so a legitimate event is at most a
+clock skew ahead; a version far beyond (2**62) would outrank every later revocation.
+"""
+
+
+def decider(grant: Grant, source_region: str | None) -> str | None:
+    """Return the region whose node may record ``grant``'s step (None if the resource is unknown).
+
+    A request is recorded at the consumer's node; an approval, rejection or revocation at the
+    node of the resource's source region.
+    """
+    if grant.status is GrantStatus.REQUESTED:
+        return grant.consumer_region
+    return source_region
+
+
+def handed_up_refusal(
+    grant: Grant, child: str, source_region: str | None, now_ms: int
+) -> str | None:
+    """Why the node of ``child`` may not hand ``grant`` up; None when it may.
+
+    ``source_region`` is the resource's source region in the reader's catalog (None: unknown).
+    """
+    if not contains(child, grant.origin):
+        return f"origin {grant.origin or '(none)'} lies outside the subtree of {child}"
+    entitled = decider(grant, source_region)
+    if entitled is None:
+        return f"{grant.resource} is not in this node's catalog: who decides it is unknown"
+    if entitled != grant.origin:
+        step = grant.status.value
+        return f"{step} recorded at {grant.origin}, but only {entitled}'s node records that step"
+    return handed_down_refusal(grant, now_ms)
+
+
+def handed_down_refusal(grant: Grant, now_ms: int) -> str | None:
+    """Why ``grant`` is not taken from a neighbour: its version is far ahead of ``now_ms``."""
+    if grant.version > now_ms + MAX_VERSION_AHEAD_MS:
+        return (
+            f"version {grant.version} is more than {MAX_VERSION_AHEAD_MS // 1000} s ahead of "
+            f"this node's clock ({now_ms})"
+        )
+    return None
 
 
 class GrantBook:

@@ -56,23 +56,11 @@ def fold(
     None when the proof cannot belong to such a tree (wrong length, index out of range): the
     caller compares the result with a signed root. RFC 9162, section 2.1.3.2.
     """
-    if not 0 <= index < size:
+    climbed = climb(leaf, index, size, proof, digest)
+    if climbed is None:
         return None
-    fn, sn = index, size - 1
-    node = leaf
-    for sibling in proof:
-        if sn == 0:
-            return None
-        if fn & 1 or fn == sn:
-            node = digest(NODE_PREFIX + sibling + node)
-            while not fn & 1 and fn:
-                fn >>= 1
-                sn >>= 1
-        else:
-            node = digest(NODE_PREFIX + node + sibling)
-        fn >>= 1
-        sn >>= 1
-    return node if sn == 0 else None
+    path, _ = climbed
+    return path[-1] if path else leaf
 
 
 def climb(

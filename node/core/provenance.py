@@ -6,8 +6,10 @@ vouches for the envelope fields that never change along the cascade and for the 
 - in: ``cx-id``, ``cx-resource``, ``cx-source-region``, ``cx-source-dept`` (who published what),
   ``cx-target`` (where it may go: the router reads it at every hop and nobody rewrites it),
   ``cx-grade`` and ``cx-sharing`` (lowering them would pass clearance checks), ``cx-created-ms``,
-  ``cx-quality`` (the entry node's verdict, which later hops forward unchecked; absent counts as
-  absent), and the digest of the value bytes;
+  ``cx-quality`` (the entry node's verdict, which later hops forward unchecked), ``cx-version``
+  and ``cx-corrects`` (consumers keep the highest version of a record: an unsigned version would
+  let anyone on the path replace it), each absent counting as absent, and the digest of the value
+  bytes;
 - out: ``cx-hops`` (every node appends to it), and every other header.
 
 A record's leaf is ``H(0x00 || each field as 4-byte length + raw bytes (0xFFFFFFFF if absent) ||
@@ -15,18 +17,21 @@ H(value))`` with H = SHA-256 for Ed25519 keys, SM3 for SM2 keys. The leaves of o
 records form a Merkle tree (``node.core.merkle``) and one signature covers
 ``DOMAIN || key id || signing time || leaf count || root``: one sign per batch, not per record.
 
-**The header** ``cx-prov`` (binary, version 1; big-endian)::
+**The header** ``cx-prov`` (binary, version 2; big-endian; version 1 signed fewer fields and is
+refused, its domain ``...-v1`` never verifies as ``...-v2``)::
 
     u8 version | u8 n + key id (n ASCII bytes) | u64 signing time ms | u32 leaf index |
     u32 leaf count | u8 k + k 32-byte proof hashes | u16 m + signature (m bytes)
 
-**Checking** (a record from another node: non-empty hop path): parse the header, find the key
-trusted for the record's source region at the signing time (``node.core.trust``), recompute the
-leaf and fold the proof upwards. The first record of a batch folds to the root and the signature
-is verified once; the nodes of its path are then cached as verified under (key id, time, count,
-signature), and every later record of that batch stops folding at the first verified node it
-meets (about two hashes instead of log2(count)). A fold that reaches another root must verify
-the signature over that root itself, so a forged leaf or proof never borrows a verified one.
+**Checking** (a record from another node: non-empty hop path, and every record on the link from
+above): parse the header, find the key trusted for the record's source region at the signing
+time (``node.core.trust``), recompute the leaf and fold the proof upwards. The first record of a
+batch folds to the root and the signature is verified once; the nodes of its path are then
+cached as verified under (public key, region, time, count, signature): the key that was actually
+trusted, never the key id the header names. Every later record of that batch stops folding at
+the first verified node it meets (about two hashes instead of log2(count)). A fold that reaches
+another root must verify the signature over that root itself, so a forged leaf or proof never
+borrows a verified one.
 
 Pure: the cryptography sits behind ``Signer`` and ``Verifier`` (``node.signing``); no I/O, no clock.
 """
@@ -36,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,17 +55,19 @@ from node.core.envelope import (
     SOURCE_REGION,
     TARGET,
 )  # fmt: skip
+from node.core.feedback import CORRECTS
+from node.core.feedback import VERSION as CX_VERSION
 from node.core.merkle import LEAF_PREFIX, Digest, climb, tree
 from node.core.outcome import Delivered, Outcome, Reason, Refused
 from node.core.quality import QUALITY_HEADER
 from node.core.trust import TrustStore
 
 PROVENANCE = "cx-prov"
-VERSION = 1
-DOMAIN = b"cx-provenance-root-v1\x00"
+VERSION = 2
+DOMAIN = b"cx-provenance-root-v2\x00"
 SIGNED_FIELDS = (
     RECORD_ID, RESOURCE, SOURCE_REGION, SOURCE_DEPT, TARGET, GRADE, SHARING, CREATED_MS,
-    QUALITY_HEADER,
+    QUALITY_HEADER, CX_VERSION, CORRECTS,
 )  # fmt: skip
 _ABSENT = b"\xff\xff\xff\xff"
 _SHORT = 256
@@ -199,8 +206,9 @@ class Stamper:
         ]
 
 
-Signed = tuple[str, int, int, bytes]
-"""What a batch's signature is known by: key id, signing time, leaf count, signature."""
+Signed = tuple[bytes, str, int, int, bytes]
+"""What a verified batch is known by: the public key and region it was trusted for, signing time,
+leaf count, signature (never the key id a header names: ids are the signer's to choose)."""
 
 
 class RootCache:
@@ -286,7 +294,7 @@ class Checker:
         if isinstance(key, str):
             return _refused(key)
         digest = DIGESTS[key.algorithm]
-        signed = (stamp.key_id, stamp.signed_ms, stamp.count, stamp.signature)
+        signed = (key.public_key, key.region, stamp.signed_ms, stamp.count, stamp.signature)
         known = self.cache.nodes(signed)
         record_leaf = leaf(headers, value, digest)
         climbed = climb(record_leaf, stamp.index, stamp.count, stamp.hashes(), digest, known or ())
@@ -339,25 +347,30 @@ def vouch(
     *,
     now_ms: int,
     entry: bool,
+    settled: Collection[int] = (),
 ) -> None:
     """Check records from other nodes (refusing in ``outcomes``); sign the fresh ones delivered.
 
     ``route_keys`` holds each record's ``cx-target`` and ``cx-hops`` values (hops empty or None:
-    fresh). With ``entry`` (the link from below) every fresh record that is delivered gets a
-    ``cx-prov`` annotation, all of them under one signature. Changes ``outcomes`` in place;
-    does nothing without ``provenance``.
+    fresh). With ``entry`` (the link from below) records with a hop path are checked and every
+    fresh record that is delivered gets a ``cx-prov`` annotation, all of them under one
+    signature; without it (the link from above) every record is checked and none is signed.
+    ``settled`` holds the indices already refused for good (forged, unreadable): neither checked
+    nor signed. Changes ``outcomes`` in place; does nothing without ``provenance``.
     """
     if provenance is None:
         return
     checker, stamper = provenance.checker, provenance.stamper
     fresh: list[int] = []
     for index, record in enumerate(records):
-        if route_keys[index][1]:
+        if index in settled:
+            continue
+        if route_keys[index][1] or not entry:
             if checker is not None:
                 refused = checker.check(dict(record.headers), record.value)
                 if refused is not None:
                     outcomes[index] = refused
-        elif entry and stamper is not None and isinstance(outcomes[index], Delivered):
+        elif stamper is not None and isinstance(outcomes[index], Delivered):
             fresh.append(index)
     if not fresh or stamper is None:
         return

@@ -10,12 +10,13 @@ Topics (as the node's loops use them; ``node/app.py`` creates the same ones at s
   departments of the level: sources, consumers, gateway clients), ``up.CHILD`` per child,
   ``inbox``, ``refused``, ``down.CHILD`` per child, ``deliver.DEPT`` per department,
   ``feedback.DEPT`` per department with correction feedback, and the state topics ``grants``,
-  ``stats``, ``quality`` and ``feedback``; with ``[provenance]`` the trust store ``trust`` and
-  ``trust.from.CHILD`` per child; with ``[audit] enabled`` the audit trail ``audit.NODE_ID``;
-- the parent's cluster (``parent``): the parent's ``up.REGION``, ``down.REGION`` and ``grants``,
-  and with ``[provenance]`` its ``trust`` and ``trust.from.REGION``. They are the parent node's
-  topics: created when missing, otherwise never changed here (the parent's own plan owns them); a
-  difference is reported as a warning.
+  ``grants.from.CHILD`` per child, ``stats``, ``quality`` and ``feedback``; with ``[provenance]``
+  the trust store ``trust`` and ``trust.from.CHILD`` per child; with ``[audit] enabled`` the audit
+  trail ``audit.NODE_ID``;
+- the parent's cluster (``parent``): the parent's ``up.REGION``, ``down.REGION``, ``grants`` and
+  ``grants.from.REGION``, and with ``[provenance]`` its ``trust`` and ``trust.from.REGION``. They
+  are the parent node's topics: created when missing, otherwise never changed here (the parent's
+  own plan owns them); a difference is reported as a warning.
 
 Topic configs. The config file has no retention settings yet, so these are constants: data topics
 keep records 7 days (``DATA_RETENTION_MS``; an outage of a level longer than that loses records),
@@ -38,11 +39,13 @@ with ``<department code>.``.
 ACL rules (every ACL allows, from any host). Each writer may write only its own topic, so the node
 knows who wrote a record from the topic it came from (``node/core/writers.py`` refuses a record
 whose headers disagree, ``node/kafka/trust.py`` accepts from ``trust.from.CHILD`` only keys of
-CHILD's subtree):
+CHILD's subtree, ``node/kafka/grants.py`` from ``grants.from.CHILD`` only grant events recorded in
+CHILD's subtree by the node entitled to them):
 
 - on the node's own cluster
     - the node: READ, WRITE, DESCRIBE, DESCRIBE_CONFIGS, CREATE on topics prefixed ``PREFIX.``
-      (this covers its ``trust``, the children's ``trust.from.CHILD`` and its ``audit.NODE_ID``);
+      (this covers its ``grants``, ``trust``, the children's ``grants.from.CHILD`` and
+      ``trust.from.CHILD``, and its ``audit.NODE_ID``);
       READ on its groups;
     - each department: WRITE, DESCRIBE_CONFIGS on its ``outbox.DEPT`` (and no other);
       a consumer department READ, DESCRIBE on its ``deliver.DEPT``, READ on its groups; a
@@ -55,10 +58,12 @@ CHILD's subtree):
       node's ``/audit/`` HTTP routes (role ``auditor``);
 - on the parent's cluster, this node: the child rule, and READ on its groups;
 - the child rule: WRITE, DESCRIBE_CONFIGS on ``up.CHILD`` (records and heartbeats up, and no
-  other writer topic); READ on ``down.CHILD``; READ, WRITE, DESCRIBE_CONFIGS on ``grants`` (grant
-  relays both ways); with ``[provenance]`` WRITE, DESCRIBE_CONFIGS on ``trust.from.CHILD`` (its
-  subtree's keys up, the sink reads the topic's ``max.message.bytes``) and READ on ``trust`` (the
-  keys of the rest of the tree; the ``trust-up`` loop reads it without a group).
+  other writer topic); READ on ``down.CHILD``; WRITE, DESCRIBE_CONFIGS on ``grants.from.CHILD``
+  (its subtree's grant events up) and READ on ``grants`` (the rest of the tree's; never WRITE: a
+  child must not decide grants for others); with ``[provenance]`` WRITE, DESCRIBE_CONFIGS on
+  ``trust.from.CHILD`` (its subtree's keys up, the sink reads the topic's ``max.message.bytes``)
+  and READ on ``trust`` (the keys of the rest of the tree; the ``trust-up`` loop reads it without
+  a group).
 
 Provenance is planned from this node's own config: a parent plans its children's trust rights
 when it has ``[provenance]``, a child the same rights on its parent's cluster when it has. Turn it
@@ -84,7 +89,7 @@ REFUSED_RETENTION_MS = 30 * DAY_MS
 DATA_CONFIGS = {"cleanup.policy": "delete", "retention.ms": str(DATA_RETENTION_MS)}
 REFUSED_CONFIGS = {"cleanup.policy": "delete", "retention.ms": str(REFUSED_RETENTION_MS)}
 STATE_CONFIGS = {"cleanup.policy": "compact"}
-"""Configs of state topics: grants, stats, quality, feedback, trust, trust.from.CHILD."""
+"""Configs of state topics: grants, stats, quality, feedback, trust and the ``*.from.CHILD``."""
 AUDIT_PARTITIONS = 1
 """The audit topic's partitions: one hash chain, read and written in order."""
 LOCAL, PARENT = "local", "parent"
@@ -139,6 +144,10 @@ class Namespace(Protocol):
     @property
     def grants(self) -> str:
         """Grant events (compacted)."""
+        ...
+
+    def grants_from(self, child: str) -> str:
+        """Return the topic a child's node hands its subtree's grant events up to."""
         ...
 
     @property
@@ -401,7 +410,9 @@ def desired_local(layout: NodeLayout) -> Desired:
     topics += [_data(layout, names.down(child)) for child in layout.children]
     topics += [_data(layout, names.deliver(code)) for code in layout.departments]
     topics += [_data(layout, names.feedback_for(code)) for code in layout.reporters]
-    topics += [_state(layout, name) for name in (names.grants, names.stats, names.quality)]
+    topics.append(_state(layout, names.grants))
+    topics += [_state(layout, names.grants_from(child)) for child in layout.children]
+    topics += [_state(layout, name) for name in (names.stats, names.quality)]
     topics.append(_state(layout, names.feedback))
     if layout.provenance:
         topics.append(_state(layout, names.trust))
@@ -440,6 +451,7 @@ def desired_parent(layout: NodeLayout) -> Desired | None:
         _data(layout, names.up(layout.region)),
         _data(layout, names.down(layout.region)),
         _state(layout, names.grants),
+        _state(layout, names.grants_from(layout.region)),
     ]
     if layout.provenance:
         topics += [_state(layout, names.trust), _state(layout, names.trust_from(layout.region))]
@@ -504,11 +516,12 @@ def _department_acls(principal: str, code: str, names: Namespace) -> list[Acl]:
 
 
 def _child_acls(principal: str, child: str, names: Namespace, *, provenance: bool) -> list[Acl]:
-    """Let a child's node hand up to its own topics, take its own down, relay grants and keys."""
+    """Let a child's node hand up to its own topics (records, grants, keys), read its share."""
     topic, literal = Resource.TOPIC, Pattern.LITERAL
     acls = _allow(principal, topic, literal, names.up(child), "WRITE", "DESCRIBE_CONFIGS")
     acls += _allow(principal, topic, literal, names.down(child), "READ")
-    acls += _allow(principal, topic, literal, names.grants, "READ", "WRITE", "DESCRIBE_CONFIGS")
+    acls += _allow(principal, topic, literal, names.grants_from(child), "WRITE", "DESCRIBE_CONFIGS")
+    acls += _allow(principal, topic, literal, names.grants, "READ")
     if provenance:
         acls += _allow(
             principal, topic, literal, names.trust_from(child), "WRITE", "DESCRIBE_CONFIGS"

@@ -2,10 +2,11 @@
 
 A ``TrustedKey`` binds one public key (``key_id``, ``algorithm``, raw bytes) to one region and a
 validity window ``[valid_from_ms, valid_until_ms]`` (open-ended when ``valid_until_ms`` is None).
-A record's provenance is accepted only if its key is trusted for the record's
-``cx-source-region`` and the window covers the signing time the record carries. The node that
-signs is the node of the region where records enter the exchange, so a region's keys are exactly
-the keys of that region's node.
+A key record whose ``key_id`` is not ``key_id_of(algorithm, public_key)`` is refused when read,
+so one id never names two public keys. A record's provenance is accepted only if its key is
+trusted for the record's ``cx-source-region`` and the window covers the signing time the record
+carries. The node that signs is the node of the region where records enter the exchange, so a
+region's keys are exactly the keys of that region's node.
 
 Rotation: a node that starts with a new key publishes it, and re-publishes each previous key with
 ``valid_until_ms = now + rotation_grace_s`` so records signed just before the switch still pass.
@@ -24,6 +25,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -34,6 +36,11 @@ from node.core.quoting import quoted
 from node.core.topology import contains, is_region_code
 
 ALGORITHMS = ("ed25519", "sm2")
+
+
+def key_id_of(algorithm: str, public_key: bytes) -> str:
+    """Return the id of a public key: 16 hex digits of SHA-256(algorithm, ":", raw key)."""
+    return hashlib.sha256(algorithm.encode() + b":" + public_key).hexdigest()[:16]
 
 
 class Origin(StrEnum):
@@ -108,6 +115,11 @@ class TrustedKey:
             public_key = base64.b64decode(text("public_key"), validate=True)
         except ValueError:
             raise ValueError("public_key: not base64") from None
+        expected = key_id_of(algorithm, public_key)
+        if key_id != expected:
+            raise ValueError(
+                f"key_id: {quoted(key_id)} is not the id of this public_key ({expected})"
+            )
         valid_from = millis("valid_from_ms")
         assert valid_from is not None
         return cls(

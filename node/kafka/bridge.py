@@ -398,14 +398,16 @@ class Link:
         """Decide the data records; take heartbeats and feedback aside (outcome None) or refuse.
 
         A record whose headers disagree with its topic's writer (``forged``, by index) is
-        refused whatever the rules say. On the link from below, a record published here that
-        corrects a report (``cx-corrects``) and passes the rules also makes the report's
-        ``corrected`` status.
+        refused whatever the rules say, and the decision knows it (it never signs such a
+        record). On the link from below, a record published here that corrects a report
+        (``cx-corrects``) and passes the rules also makes the report's ``corrected`` status.
         """
         aside = Aside()
         taker = self._aside_taker
         if not any(is_aside(record.headers) for record in records):
-            decided, all_facts = self._decider.decide(records, now_ms=self._now_ms())
+            decided, all_facts = self._decider.decide(
+                records, now_ms=self._now_ms(), refused=forged
+            )
             outcomes = list[Outcome | None](decided)
             for index, refused in forged.items():
                 outcomes[index] = refused
@@ -413,8 +415,10 @@ class Link:
             if taker.corrects:
                 taker.correct(records, outcomes, all_facts, aside)
             return outcomes, all_facts, aside
-        data = [record for record in records if not is_aside(record.headers)]
-        decided, data_facts = self._decider.decide(data, now_ms=self._now_ms())
+        at = [index for index, record in enumerate(records) if not is_aside(record.headers)]
+        data = [records[index] for index in at]
+        known = {n: forged[i] for n, i in enumerate(at) if i in forged} if forged else None
+        decided, data_facts = self._decider.decide(data, now_ms=self._now_ms(), refused=known)
         decisions, facts_of = iter(decided), iter(data_facts)
         outcomes = []
         facts: list[Facts] = []

@@ -7,9 +7,20 @@ up to its end within ``max_staleness_s``, the book it hands over is empty, so a 
 effect within that bound even when the topic cannot be read.
 
 
-``GrantRelay`` spreads events: up to the parent's topic when they originate in this subtree, and
-down from the parent's topic when they originate outside it. An event therefore climbs only
-through its origin's ancestors and descends only into subtrees without its origin: no loops.
+``GrantRelay`` spreads events. Only the node writes its ``PREFIX.grants``; a child's node may
+write only its own hand-up topic ``PREFIX.grants.from.CHILD`` on the parent's cluster (ACLs), so
+the reader knows the writer from the topic. Three relays per node, as its place in the tree needs:
+
+- ``grants-up``: this node's ``PREFIX.grants`` to its hand-up topic on the parent's cluster, the
+  events originating in this subtree;
+- ``grants-from``: the children's hand-up topics into this node's ``PREFIX.grants``, accepting
+  from child C only what C may say (``node.core.grants.handed_up_refusal``: origin in C's subtree,
+  recorded by the entitled node, version in bound); the rest is refused (reason ``forged``);
+- ``grants-down``: the parent's ``PREFIX.grants`` into this node's, the events originating
+  outside this subtree (those inside are the echo of what went up), versions in bound.
+
+An event therefore climbs only through its origin's ancestors and descends only into subtrees
+without its origin: no loops.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from node.errors import RecordRejected, TransportError
 from node.kafka.closing import close_quietly
 from node.kafka.connection import Connection, client_options
 from node.ops.events import (
+    GrantEventsForged,
     GrantEventsRefused,
     GrantsCurrent,
     GrantsStale,
@@ -40,6 +52,8 @@ from node.ops.events import (
 from node.supervisor import Health
 from node.transport import Batch, Clock, Message, RecordSink, RecordSource
 
+Check = Callable[[Grant, str, int], str | None]
+"""Why a relay refuses an event it would copy, given its source topic and now in ms; None: copy."""
 STUB_BYTES = 64 * 1024
 """A refused grant event keeps at most this much of its value (events are small JSON)."""
 
@@ -198,11 +212,13 @@ class GrantStore:
 class GrantRelay:
     """Copies grant events from one cluster's grants topic to another's, filtered by origin.
 
-    Nothing is skipped: an event that cannot be read, or that the destination rejects, is written
-    to the local refusal topic with the reason before its offset is committed. ``current_at``
-    is when the relay last saw its group's committed offsets at the end of its source topic (for
-    the store's bound): measured by the group, so a member that owns no partition, or a stalled
-    one, does not count as current.
+    ``keep`` says which events this relay copies (the others belong to another relay);
+    ``check`` says why one of those may not come from the writer of its source topic. Nothing is
+    skipped: an event that cannot be read, fails the check, or that the destination rejects, is
+    written to the local refusal topic with the reason before its offset is committed.
+    ``current_at`` is when the relay last saw its group's committed offsets at the end of its
+    source topics (for the store's bound): measured by the group, so a member that owns no
+    partition, or a stalled one, does not count as current.
     """
 
     def __init__(
@@ -219,10 +235,12 @@ class GrantRelay:
         deadline_s: float,
         log: structlog.typing.FilteringBoundLogger,
         on_lag: Callable[[int], None] = lambda behind: None,
+        check: Check = lambda grant, topic, now_ms: None,
         check_every_s: float = 1.0,
         clock: Clock = time.time,
     ) -> None:
         self.name = name
+        self._check = check
         self._health = health
         self._on_lag = on_lag
         self._check_every_s = check_every_s
@@ -274,15 +292,30 @@ class GrantRelay:
     async def _relay(self, batch: Batch) -> None:
         copies: list[Message] = []
         refusals: list[Message] = []
-        for records in batch.values():
+        forged: list[tuple[str, Grant, str]] = []
+        now_ms = int(self._clock() * 1000)
+        for partition, records in batch.items():
             for record in records:
                 try:
                     grant = Grant.from_json(record.value or b"")
                 except (ValueError, TypeError) as error:
                     refusals.append(self._refusal(record.key, record.value, f"unreadable: {error}"))
                     continue
-                if self._keep(grant):
+                if not self._keep(grant):
+                    continue
+                why = self._check(grant, partition.topic, now_ms)
+                if why is None:
                     copies.append(Message(self._topic, record.key, record.value, []))
+                    continue
+                forged.append((partition.topic, grant, why))
+                refusals.append(self._refusal(
+                    record.key, record.value, f"from {partition.topic} refused: {why}",
+                    Reason.FORGED,
+                ))  # fmt: skip
+        if forged:
+            topic, first, why = forged[0]
+            named = GrantEventsForged(len(forged), topic, first.grant_id, first.origin, why)
+            emit(self._log, named)
         if copies:
             results = await self._timed(self._sink.deliver(copies))
             for copy, rejected in zip(copies, results, strict=True):
@@ -304,9 +337,11 @@ class GrantRelay:
                 f"relaying grants to {self._topic}: not acked within {self._deadline_s:g} s"
             ) from error
 
-    def _refusal(self, key: bytes | None, value: bytes | None, why: str) -> Message:
+    def _refusal(
+        self, key: bytes | None, value: bytes | None, why: str, reason: Reason = Reason.BAD_PAYLOAD
+    ) -> Message:
         headers = [
-            (REFUSAL_REASON, Reason.BAD_PAYLOAD.value.encode()),
+            (REFUSAL_REASON, reason.value.encode()),
             (REFUSAL_MESSAGE, f"grant event {why}"[:1000].encode()),
             (REFUSED_BY, f"{self.name}".encode()),
         ]

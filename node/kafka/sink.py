@@ -79,6 +79,9 @@ class KafkaSink:
             except (KafkaError, TimeoutError) as error:
                 await _abort(producer)
                 raise DeliveryError(f"connecting to {self.bootstrap}: {error!r}") from error
+            except asyncio.CancelledError:  # a hard stop while connecting: close it all the same
+                await _abort(producer)
+                raise
             self._producer = producer
         return self._producer
 

@@ -11,7 +11,10 @@ On each cluster, under the node's topic prefix (default ``cascade``):
 ``PREFIX.inbox``         records delivered to this level
 ``PREFIX.refused``       refused records, with reason headers (the dead-letter topic)
 ``PREFIX.deliver.DEPT``  records delivered to department ``DEPT`` of this level
-``PREFIX.grants``        grant requests, approvals, rejections, revocations (compacted)
+``PREFIX.grants``        grant requests, approvals, rejections, revocations (compacted;
+                         only the node writes it)
+``PREFIX.grants.from.CHILD`` grant events of child ``CHILD``'s subtree, handed up by its node
+                         (compacted; only that node writes it)
 ``PREFIX.trust``         public keys trusted for provenance, by region (compacted; only
                          the node writes it)
 ``PREFIX.trust.from.CHILD`` public keys of child ``CHILD``'s subtree, handed up by its node
@@ -73,8 +76,12 @@ class TopicNames:
 
     @property
     def grants(self) -> str:
-        """Grant events, compacted by grant id."""
+        """Grant events, compacted by grant id (only the node writes it)."""
         return f"{self.prefix}.grants"
+
+    def grants_from(self, child: str) -> str:
+        """Return the topic the node of ``child`` hands its subtree's grant events up to."""
+        return f"{self.prefix}.grants.from.{child}"
 
     @property
     def trust(self) -> str:

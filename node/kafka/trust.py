@@ -41,6 +41,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from node.core.envelope import HOPS
 from node.core.provenance import PROVENANCE
 from node.core.topology import Topology, contains
 from node.core.trust import Origin, TrustedKey, TrustStore, acceptable, newer, rotation
@@ -88,8 +89,7 @@ class TrustKeeper:
         """What this node's ``PREFIX.trust`` already holds: record key -> issued_ms."""
         self._on_change = on_change
         self._changed = asyncio.Event()
-        self._waited: dict[bytes, float] = {}  # key id -> when waiting for it ends or ended
-        self._key_wait_s = key_wait_s
+        self.key_wait_s = key_wait_s
         self._grace_ms = int(grace_s * 1000)
         self._clock = clock
         self._log = log
@@ -120,35 +120,18 @@ class TrustKeeper:
         self._changed = asyncio.Event()
         emit(self._log, TrustUpdated(len(store)))
 
-    async def await_keys(self, records: Sequence[Record]) -> None:
-        """Wait until the keys that sign ``records`` are known, at most ``key_wait_s`` per key.
+    def key_wait(self, *, check_all: bool) -> KeyWait:
+        """Make one link's wait for signing keys (``check_all``: the link from above)."""
+        return KeyWait(self, check_all=check_all)
 
-        A record signed with a key this node has not read yet (a neighbour's new key travels
-        through the trust topics while its records travel through the links) would otherwise be
-        refused. Each unknown key id is waited for once per ``key_wait_s`` window, so forged
-        records with made-up key ids cannot hold the link up batch after batch.
-        """
-        known = {key.key_id.encode() for key in self.book.values()}
-        missing: set[bytes] = set()
-        for record in records:
-            for name, value in record.headers:
-                if name == PROVENANCE and len(value) > 2 and value[2 : 2 + value[1]] not in known:
-                    missing.add(value[2 : 2 + value[1]])
-        now = time.monotonic()
-        missing = {key_id for key_id in missing if self._waited.get(key_id, 0.0) <= now}
-        if not missing:
-            return
-        if len(self._waited) > 1024:
-            self._waited = {k: t for k, t in self._waited.items() if t > now}
-        until = now + self._key_wait_s
-        for key_id in missing:
-            self._waited[key_id] = until + self._key_wait_s
-        while missing - {key.key_id.encode() for key in self.book.values()}:
-            left = until - time.monotonic()
-            if left <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+    def knows(self) -> set[bytes]:
+        """Return the ids of every key in the book, as bytes (as ``cx-prov`` carries them)."""
+        return {key.key_id.encode() for key in self.book.values()}
+
+    async def changed(self, timeout_s: float) -> None:
+        """Return when the book is next published, or after ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
 
     def rotation(self) -> list[TrustedKey]:
         """Return the key records this node publishes for itself now (``trust.rotation``)."""
@@ -165,6 +148,57 @@ class TrustKeeper:
     def subtree(self) -> list[TrustedKey]:
         """Keys of regions in this node's subtree (what it hands up)."""
         return [key for key in self.book.values() if contains(self.topology.region, key.region)]
+
+
+class KeyWait:
+    """One link's bounded wait for signing keys it has not read yet (call it with a batch).
+
+    A record signed with a key this node has not read yet (a neighbour's new key travels through
+    the trust topics while its records travel through the links) would otherwise be refused.
+    Only records the link will check can make it wait: those with a hop path, or every record
+    on the link from above (``check_all``); a fresh record from a department is signed here,
+    never checked, so its ``cx-prov`` means nothing. The link waits at most ``key_wait_s`` and
+    then not again for ``key_wait_s`` after that wait ends, whatever the key ids: made-up ids
+    cannot hold the link up for more than half of the time.
+    """
+
+    def __init__(self, keeper: TrustKeeper, *, check_all: bool) -> None:
+        self._keeper = keeper
+        self._check_all = check_all
+        self._quiet_until = 0.0  # monotonic time before which this link does not wait again
+
+    async def __call__(self, records: Sequence[Record]) -> None:
+        """Wait until the keys that sign the checked ``records`` are known, bounded."""
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return
+        keeper = self._keeper
+        known = keeper.knows()
+        missing: set[bytes] = set()
+        check_all = self._check_all
+        for record in records:
+            stamp: bytes | None = None
+            checked = check_all
+            for name, value in record.headers:
+                if name == PROVENANCE:
+                    stamp = value
+                elif name == HOPS and value:
+                    checked = True
+            if checked and stamp is not None and len(stamp) > 2:
+                key_id = stamp[2 : 2 + stamp[1]]
+                if key_id not in known:
+                    missing.add(key_id)
+        if not missing:
+            return
+        until = now + keeper.key_wait_s
+        try:
+            while missing - keeper.knows():
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                await keeper.changed(left)
+        finally:
+            self._quiet_until = time.monotonic() + keeper.key_wait_s
 
 
 class TrustLocal:

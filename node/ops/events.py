@@ -279,6 +279,19 @@ class GrantEventsRefused(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class GrantEventsForged(Event):
+    """A relay refused grant events their topic's writer may not send (the first is named)."""
+
+    name = "grant_events_forged"
+    level = "warning"
+    count: int
+    topic: str
+    grant_id: str
+    origin: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class HeartbeatRejected(Event):
     """A heartbeat was too large for a topic; the other topics still get theirs."""
 
@@ -383,5 +396,6 @@ EVENTS: tuple[type[Event], ...] = (
     GrantsCurrent, PeerSilent, PeerHeard, NodeFailed, LoopFailed, GrantsUpdated, GrantUnreadable,
     GrantEventsRefused, HeartbeatRejected, StatsLinesDropped, AdminApiOpen, AdminAction,
     AuditDropped, AuditHolding, AuditResumed, TrustUpdated, TrustKeyRefused, LinkHolding,
+    GrantEventsForged,
 )  # fmt: skip
 """Every event the node logs itself (the catalogue the docs and tests read)."""

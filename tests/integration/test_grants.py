@@ -3,21 +3,24 @@
 City 410100 provides a conditional person resource; department HRSS of county 410102 requests it.
 The request climbs to the city through the grants relays, the approval comes back down, and the
 county then delivers the city's records to HRSS projected to the granted items, also after a
-restart. A revocation at the city stops delivery within the configured bound.
+restart. A revocation at the city stops delivery within the configured bound. The county hands
+grant events up to its own ``grants.from.410102`` on the city's cluster; what it may not say there
+(an approval in another region's name, an unrevocable version) is refused and never takes effect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer
-from department_client import Published, publish_to_outboxes, read_topic
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from department_client import Published, Received, publish_to_outboxes, read_topic
 from fastavro import schemaless_reader
 from sample_records import LEGAL_ENTITY, PERSON, sample
 
@@ -289,3 +292,62 @@ async def test_a_revocation_while_the_relay_to_the_county_is_stalled_is_honoured
     reasons = {r.headers["cx-refusal-reason"] for r in refused if r.record_id in late}
     assert late <= {r.record_id for r in refused}
     assert reasons == {"no_grant"}
+
+
+async def test_a_forged_approval_handed_up_by_the_county_is_refused_and_never_takes_effect(
+    clusters: dict[str, str], prefix: str, nodes: Any, tmp_path: Path
+) -> None:
+    """Approvals of a real request written into the county's hand-up topic are refused as forged.
+
+    One in the city's name with an unrevocable version, one in another county's name, one in the
+    county's own name (it does not provide the resource). None reaches either node's grants; the
+    city's own approval afterwards still takes effect at the county.
+    """
+    city, county_config = await provider_city(clusters, prefix, nodes, tmp_path)
+    county = await nodes(county_config)
+    names = TopicNames(prefix)
+    code, asked = await call(
+        county, "POST", "/grants", {"resource": ASKED, "consumer_dept": "HRSS"}
+    )
+    assert code == 201
+    grant_id = asked["grant_id"]
+    await until_grant(city, grant_id, "requested")
+
+    approved = {**asked, "status": "approved", "expires_ms": int(time.time() * 1000) + 86_400_000}
+    forgeries = [
+        {**approved, "origin": CITY, "version": 2**62},
+        {**approved, "origin": "410103", "version": asked["version"] + 1},
+        {**approved, "origin": COUNTY, "version": asked["version"] + 2},
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=clusters["city"], acks="all")
+    await producer.start()
+    try:
+        for forged in forgeries:
+            value = json.dumps(forged).encode()
+            await producer.send_and_wait(names.grants_from(COUNTY), value, key=grant_id.encode())
+    finally:
+        await producer.stop()
+
+    def forged_refusals(records: list[Received]) -> list[Received]:
+        return [r for r in records if r.key == grant_id.encode()]
+
+    refused = await read_topic(
+        clusters["city"], names.refused, until=lambda rs: len(forged_refusals(rs)) >= 3,
+        timeout_s=60,
+    )  # fmt: skip
+    refusals = forged_refusals(refused)
+    assert [r.headers["cx-refusal-reason"] for r in refusals] == ["forged"] * 3
+    messages = [r.headers["cx-refusal-message"] for r in refusals]
+    assert f"origin {CITY} lies outside the subtree of {COUNTY}" in messages[0]
+    assert f"origin 410103 lies outside the subtree of {COUNTY}" in messages[1]
+    assert f"only {CITY}'s node records that step" in messages[2]
+    assert [json.loads(r.value or b"")["origin"] for r in refusals] == [CITY, "410103", COUNTY]
+    in_city = await read_topic(clusters["city"], names.grants, until=lambda rs: False, timeout_s=2)
+    statuses = [json.loads(r.value or b"")["status"] for r in in_city if r.key == grant_id.encode()]
+    assert statuses == ["requested"], "a forged event reached the city's grants topic"
+    for node in (city, county):
+        _, known = await call(node, "GET", f"/grants/{grant_id}")
+        assert (known["status"], known["version"]) == ("requested", asked["version"])
+
+    assert (await call(city, "POST", f"/grants/{grant_id}/approve", {}))[0] == 200
+    await until_grant(county, grant_id, "approved")

@@ -192,8 +192,8 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     assert created == {
         f"{prefix}.{name}"
         for name in ("outbox.PSB", "outbox.SAMR", "outbox.DSB", "up.410102", "inbox", "refused",
-                     "down.410102", "deliver.HRSS", "grants", "stats", "quality", "feedback",
-                     "feedback.HRSS", "feedback.PSB", "feedback.SAMR", "feedback.DSB", "trust",
+                     "down.410102", "deliver.HRSS", "grants", "grants.from.410102", "stats",
+                     "quality", "feedback", "feedback.HRSS", "feedback.PSB", "feedback.SAMR", "feedback.DSB", "trust",
                      "trust.from.410102", f"audit.{prefix}-city")
     }  # fmt: skip
     others = [a for a in local["actions"] if a["action"] != "create_topic"]
@@ -205,8 +205,8 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
         },
     ]  # fmt: skip
     assert [a["topic"] for a in parent["actions"]] == [
-        f"{prefix}p.up.410100", f"{prefix}p.down.410100", f"{prefix}p.grants", f"{prefix}p.trust",
-        f"{prefix}p.trust.from.410100",
+        f"{prefix}p.up.410100", f"{prefix}p.down.410100", f"{prefix}p.grants",
+        f"{prefix}p.grants.from.410100", f"{prefix}p.trust", f"{prefix}p.trust.from.410100",
     ]  # fmt: skip
     assert not local["acls"]["enforced"]
     assert not parent["acls"]["enforced"]
@@ -219,7 +219,7 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     wanted = [f"{prefix}.{name}" for name in ("outbox.HRSS", "up.410102", "inbox", "refused",
                                               "down.410102", "deliver.HRSS", "grants", "stats",
                                               "quality", "feedback", "feedback.HRSS", "trust",
-                                              "trust.from.410102")]  # fmt: skip
+                                              "trust.from.410102", "grants.from.410102")]  # fmt: skip
     deadline = time.monotonic() + 15  # a broker's metadata follows the controller's a moment later
     while True:
         local_topics = await describe(clusters["city"], wanted)
@@ -230,7 +230,8 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     for name, (partitions, configs) in local_topics.items():
         assert partitions == 2, name
         kind = name.removeprefix(f"{prefix}.")
-        if kind in ("grants", "stats", "quality", "feedback", "trust", "trust.from.410102"):
+        compacted = ("grants", "grants.from.410102", "stats", "quality", "feedback", "trust")
+        if kind in (*compacted, "trust.from.410102"):
             assert configs["cleanup.policy"] == "compact", name
         else:
             assert configs["cleanup.policy"] == "delete", name
@@ -244,9 +245,9 @@ async def test_plan_then_apply_on_clusters_without_an_authorizer(
     parent_topics = await describe(
         clusters["province"],
         [f"{prefix}p.up.410100", f"{prefix}p.down.410100", f"{prefix}p.grants",
-         f"{prefix}p.trust", f"{prefix}p.trust.from.410100"],
+         f"{prefix}p.grants.from.410100", f"{prefix}p.trust", f"{prefix}p.trust.from.410100"],
     )  # fmt: skip
-    for state in ("grants", "trust", "trust.from.410100"):
+    for state in ("grants", "grants.from.410100", "trust", "trust.from.410100"):
         assert parent_topics[f"{prefix}p.{state}"][1]["cleanup.policy"] == "compact", state
     assert {partitions for partitions, _ in parent_topics.values()} == {2}
 
@@ -277,9 +278,8 @@ async def test_apply_creates_exactly_the_planned_acls_under_an_authorizer(
         [local] = json.loads(out)["clusters"]
         assert local["acls"]["enforced"]
         planned = [a for a in local["actions"] if a["action"] == "create_acl"]
-        # 6 the node's, 9 the child's (WRITE, DESCRIBE_CONFIGS on up.410102 and on
-        # trust.from.410102, READ on down.410102 and on trust, READ, WRITE, DESCRIBE_CONFIGS on
-        # grants), 3 HRSS's as a consumer, 4 per department (DSB, HRSS, PSB, SAMR): WRITE and
+        # 6 the node's, 9 the child's (WRITE, DESCRIBE_CONFIGS on up.410102, grants.from.410102
+        # and trust.from.410102, READ on down.410102, grants and trust), 3 HRSS's as a consumer, 4 per department (DSB, HRSS, PSB, SAMR): WRITE and
         # DESCRIBE_CONFIGS on its own outbox, READ and DESCRIBE on its feedback topic; and the
         # auditor's READ and DESCRIBE on the audit topic
         assert len(planned) == len(wanted) == 36
@@ -287,8 +287,15 @@ async def test_apply_creates_exactly_the_planned_acls_under_an_authorizer(
         assert {(a["principal"], a["name"], a["operation"]) for a in planned} >= {
             ("User:node-410102", f"{prefix}.trust.from.410102", "WRITE"),
             ("User:node-410102", f"{prefix}.trust", "READ"),
+            ("User:node-410102", f"{prefix}.grants.from.410102", "WRITE"),
+            ("User:node-410102", f"{prefix}.grants", "READ"),
             (AUDITOR, audit, "READ"),
         }
+        child_writes = {
+            a["name"] for a in planned
+            if a["principal"] == "User:node-410102" and a["operation"] == "WRITE"
+        }  # fmt: skip
+        assert f"{prefix}.grants" not in child_writes
 
         code, out, err = await topics("apply", "--config", str(config))
         assert code == 0, err

@@ -148,6 +148,24 @@ def test_a_removed_entry_is_named_with_the_one_before() -> None:
     assert problem.message.startswith("entry 41 missing after 40")
 
 
+def test_a_chain_cut_at_the_topic_start_verifies_from_its_first_entry() -> None:
+    """Retention cut the first 20 records: intact from entry 20; from offset 0, a removal."""
+    lines = lines_of(30)[20:]
+    expired = [Located(20 + n, 0, line) for n, line in enumerate(lines)]
+    verdict = verify(expired)
+    assert verdict.intact
+    assert (verdict.first, verdict.entries) == (20, 10)
+    assert "from entry 20" in verdict.describe()
+    assert verdict.to_json()["first_seq"] == 20
+    problem = verify(stored(lines)).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq) == (ProblemKind.REMOVED, 0)
+    tampered = [*expired[:3], *expired[4:]]
+    problem = verify(tampered).problem
+    assert problem is not None
+    assert (problem.kind, problem.seq) == (ProblemKind.REMOVED, 23)
+
+
 def test_an_altered_entry_is_named() -> None:
     """An outcome changed without fixing the hash: that entry is altered."""
     lines = lines_of(10)

@@ -190,7 +190,7 @@ def test_a_bad_signature_is_never_cached() -> None:
 def test_the_root_cache_is_bounded_least_recently_used_out() -> None:
     """Beyond its size, or its node budget, the cache forgets the tree used longest ago."""
     cache = RootCache(2, max_nodes=5)
-    first, second, third = (("k", i, 1, bytes(64)) for i in range(3))
+    first, second, third = ((bytes(32), SOURCE, i, 1, bytes(64)) for i in range(3))
     cache.add(first, [b"a"])
     cache.add(second, [b"b"])
     assert cache.nodes(first) == {b"a"}  # first is now the most recently used

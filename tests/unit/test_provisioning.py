@@ -95,7 +95,7 @@ def test_a_city_needs_its_exchange_topics_on_its_own_cluster() -> None:
     assert set(topics) == {
         "cx.outbox.HRSS", "cx.up.410102", "cx.up.410103", "cx.inbox", "cx.refused",
         "cx.down.410102", "cx.down.410103", "cx.deliver.HRSS", "cx.grants", "cx.stats",
-        "cx.quality", "cx.feedback",
+        "cx.quality", "cx.feedback", "cx.grants.from.410102", "cx.grants.from.410103",
     }  # fmt: skip
     assert {(s.partitions, s.replication_factor) for s in topics.values()} == {(3, 1)}
 
@@ -103,7 +103,7 @@ def test_a_city_needs_its_exchange_topics_on_its_own_cluster() -> None:
 def test_state_topics_are_compacted_and_data_topics_expire() -> None:
     """State topics are compacted; data topics keep 7 days, refusals 30."""
     topics = {spec.name: spec for spec in desired_local(PROVINCE).topics}
-    for name in ("cx.grants", "cx.stats", "cx.quality", "cx.feedback"):
+    for name in ("cx.grants", "cx.grants.from.410100", "cx.stats", "cx.quality", "cx.feedback"):
         assert topics[name].configs == {"cleanup.policy": "compact"}
         assert topics[name].compacted
     week = {"cleanup.policy": "delete", "retention.ms": str(DATA_RETENTION_MS)}
@@ -120,14 +120,15 @@ def test_the_root_plans_nothing_on_a_parent() -> None:
 
 
 def test_a_county_needs_its_parents_topics_but_does_not_own_them() -> None:
-    """On the city's cluster: its own up and down topics, and grants (compacted)."""
+    """On the city's cluster: its own up and down topics, grants and its grants hand-up."""
     desired = desired_parent(COUNTY)
     assert desired is not None
     assert not desired.owned
     assert desired.principal == "User:node-410102"
     topics = {spec.name: spec for spec in desired.topics}
-    assert set(topics) == {"cx.up.410102", "cx.down.410102", "cx.grants"}
+    assert set(topics) == {"cx.up.410102", "cx.down.410102", "cx.grants", "cx.grants.from.410102"}
     assert topics["cx.grants"].compacted
+    assert topics["cx.grants.from.410102"].compacted
     assert topics["cx.down.410102"].partitions == 2  # this node's [topics] partitions
 
 
@@ -157,8 +158,8 @@ def test_acls_of_a_city_on_its_own_cluster() -> None:
         allow(child, topic, lit, "cx.up.410103", "DESCRIBE_CONFIGS"),
         allow(child, topic, lit, "cx.down.410103", "READ"),
         allow(child, topic, lit, "cx.grants", "READ"),
-        allow(child, topic, lit, "cx.grants", "WRITE"),
-        allow(child, topic, lit, "cx.grants", "DESCRIBE_CONFIGS"),
+        allow(child, topic, lit, "cx.grants.from.410103", "WRITE"),
+        allow(child, topic, lit, "cx.grants.from.410103", "DESCRIBE_CONFIGS"),
     }
     assert all(a.permission is Permission.ALLOW and a.host == "*" for a in acls)
 
@@ -192,7 +193,10 @@ def test_nobody_but_the_node_reads_another_departments_or_childs_topic() -> None
 
 
 def test_each_writer_may_write_only_its_own_topic() -> None:
-    """A department writes only its ``outbox.DEPT``, a child's node its ``up.CHILD`` (and grants)."""
+    """A department writes only its ``outbox.DEPT``, a child's node its ``up.CHILD`` and hand-ups.
+
+    No child may write the node's own ``grants``: it would decide grants for the whole tree.
+    """
     layout = dataclasses.replace(CITY, reporters=("PSB",))
     desired = desired_local(layout)
     writes = {
@@ -202,8 +206,8 @@ def test_each_writer_may_write_only_its_own_topic() -> None:
     assert writes == {
         ("User:node-410100", "cx."),
         ("User:HRSS", "cx.outbox.HRSS"), ("User:PSB", "cx.outbox.PSB"),
-        ("User:node-410102", "cx.up.410102"), ("User:node-410102", "cx.grants"),
-        ("User:node-410103", "cx.up.410103"), ("User:node-410103", "cx.grants"),
+        ("User:node-410102", "cx.up.410102"), ("User:node-410102", "cx.grants.from.410102"),
+        ("User:node-410103", "cx.up.410103"), ("User:node-410103", "cx.grants.from.410103"),
     }  # fmt: skip
     names = {spec.name for spec in desired.topics}
     assert {"cx.outbox.HRSS", "cx.outbox.PSB", "cx.up.410102", "cx.up.410103"} <= names
@@ -286,7 +290,7 @@ def test_the_parents_topics_are_created_but_never_changed() -> None:
     made = plan(desired, ClusterState({"cx.up.410102": up}, None))
     assert {type(a) for a in made.actions} == {CreateTopic}
     assert {a.topic.name for a in made.actions if isinstance(a, CreateTopic)} == {
-        "cx.down.410102", "cx.grants",
+        "cx.down.410102", "cx.grants", "cx.grants.from.410102",
     }  # fmt: skip
     assert any("the parent's topic" in w and "cleanup.policy=compact" in w for w in made.warnings)
 
@@ -446,8 +450,8 @@ def test_acls_of_a_city_with_children_provenance_and_audit() -> None:
             allow(child, topic, lit, f"cx.up.{region}", "DESCRIBE_CONFIGS"),
             allow(child, topic, lit, f"cx.down.{region}", "READ"),
             allow(child, topic, lit, "cx.grants", "READ"),
-            allow(child, topic, lit, "cx.grants", "WRITE"),
-            allow(child, topic, lit, "cx.grants", "DESCRIBE_CONFIGS"),
+            allow(child, topic, lit, f"cx.grants.from.{region}", "WRITE"),
+            allow(child, topic, lit, f"cx.grants.from.{region}", "DESCRIBE_CONFIGS"),
             allow(child, topic, lit, f"cx.trust.from.{region}", "WRITE"),
             allow(child, topic, lit, f"cx.trust.from.{region}", "DESCRIBE_CONFIGS"),
             allow(child, topic, lit, "cx.trust", "READ"),
@@ -483,7 +487,8 @@ def test_a_secure_county_asks_of_its_parent_what_a_secure_city_grants_it() -> No
     assert county is not None
     topics = {spec.name: spec for spec in county.topics}
     assert set(topics) == {
-        "cx.up.410102", "cx.down.410102", "cx.grants", "cx.trust", "cx.trust.from.410102",
+        "cx.up.410102", "cx.down.410102", "cx.grants", "cx.grants.from.410102", "cx.trust",
+        "cx.trust.from.410102",
     }  # fmt: skip
     assert topics["cx.trust"].compacted
     assert topics["cx.trust.from.410102"].compacted

@@ -6,7 +6,15 @@ import dataclasses
 
 import pytest
 
-from node.core.trust import Origin, TrustedKey, TrustStore, acceptable, newer, rotation
+from node.core.trust import (
+    Origin,
+    TrustedKey,
+    TrustStore,
+    acceptable,
+    key_id_of,
+    newer,
+    rotation,
+)
 
 DAY_MS = 86_400_000
 NOW = 1_700_000_000_000
@@ -18,10 +26,26 @@ def key(region: str = "410102", key_id: str = "k1", **change: object) -> Trusted
     return dataclasses.replace(made, **change)  # type: ignore[arg-type]
 
 
+def real(region: str = "410102", public_key: bytes = b"\x01" * 32) -> TrustedKey:
+    """A key record whose key id is the id of its public key."""
+    return key(region, key_id_of("ed25519", public_key), public_key=public_key)
+
+
 def test_a_key_record_survives_json() -> None:
     """to_json and from_json are inverse, also with a closed window."""
-    for made in (key(), key(valid_until_ms=NOW, issued_ms=NOW)):
+    for made in (real(), dataclasses.replace(real(), valid_until_ms=NOW, issued_ms=NOW)):
         assert TrustedKey.from_json(made.to_json()) == made
+
+
+def test_a_key_record_whose_id_is_not_its_public_keys_is_refused() -> None:
+    """A parent publishing its own public key under a county's key id is refused when read."""
+    county, parent = real("410102", b"\x01" * 32), real("420000", b"\x02" * 32)
+    borrowed = dataclasses.replace(parent, key_id=county.key_id)
+    with pytest.raises(ValueError, match=f"key_id: '{county.key_id}' is not the id"):
+        TrustedKey.from_json(borrowed.to_json())
+    other_algorithm = dataclasses.replace(county, algorithm="sm2")  # the id hashes it in too
+    with pytest.raises(ValueError, match="key_id"):
+        TrustedKey.from_json(other_algorithm.to_json())
 
 
 @pytest.mark.parametrize(
@@ -39,8 +63,8 @@ def test_a_key_record_survives_json() -> None:
             "base64",
         ),
         (
-            b'{"region": "410102", "key_id": "k", "algorithm": "ed25519", "public_key": "AA==",'
-            b' "valid_from_ms": -1}',
+            b'{"region": "410102", "key_id": "aea8d5faafbaaad7", "algorithm": "ed25519",'
+            b' "public_key": "AA==", "valid_from_ms": -1}',
             "valid_from_ms",
         ),
     ],

@@ -8,10 +8,11 @@ from typing import NamedTuple
 
 import structlog
 
+from node.core.envelope import HOPS
 from node.core.provenance import PROVENANCE
 from node.core.topology import Topology
 from node.core.trust import Origin, TrustedKey, TrustStore
-from node.kafka.trust import TrustKeeper, _Source
+from node.kafka.trust import KeyWait, TrustKeeper, _Source
 
 CITY = Topology("410100", "city", "410000", ("410102",))
 NOW_MS = 1_700_000_000_000
@@ -72,24 +73,49 @@ def test_rotation_cuts_the_previous_key_of_the_node() -> None:
     assert published == {"own": None, "old": NOW_MS + 60_000}
 
 
-async def test_a_link_waits_for_an_unknown_signing_key_but_only_once() -> None:
-    """An unknown key id is waited for (until learnt or the bound); a second time not at all."""
+def stamped(key_id: bytes, hops: bytes = b"410102^") -> Seen:
+    """A record whose cx-prov names ``key_id`` (the rest is garbage), with ``hops``."""
+    return Seen([(PROVENANCE, bytes((1, len(key_id))) + key_id + bytes(20)), (HOPS, hops)])
+
+
+async def timed(wait: KeyWait, records: list[Seen]) -> float:
+    """How long ``wait`` holds ``records`` up, in seconds."""
+    started = time.monotonic()
+    await wait(records)  # type: ignore[arg-type]
+    return time.monotonic() - started
+
+
+async def test_a_link_waits_for_an_unknown_signing_key_until_it_is_read() -> None:
+    """A checked record signed with an unknown key id waits until the key arrives."""
     made = keeper([], wait_s=0.3)
-    header = bytes((1, 6)) + b"county" + bytes(20)
-    records = [Seen([(PROVENANCE, header)])]
 
     async def learn() -> None:
         await asyncio.sleep(0.05)
         made.offer(key("410102", "county"), _Source("t", Origin.CHILD, "410102"))
         made.publish()
 
-    started = time.monotonic()
-    await asyncio.gather(made.await_keys(records), learn())  # type: ignore[arg-type]
-    assert 0.04 < time.monotonic() - started < 0.25
-    unknown = [Seen([(PROVENANCE, bytes((1, 5)) + b"ghost" + bytes(20))])]
-    started = time.monotonic()
-    await made.await_keys(unknown)  # type: ignore[arg-type]
-    assert 0.25 < time.monotonic() - started < 1.0
-    started = time.monotonic()
-    await made.await_keys(unknown)  # type: ignore[arg-type]
-    assert time.monotonic() - started < 0.05
+    waited, _ = await asyncio.gather(
+        timed(made.key_wait(check_all=False), [stamped(b"county")]), learn()
+    )
+    assert 0.04 < waited < 0.25
+    assert await timed(made.key_wait(check_all=False), [stamped(b"county")]) < 0.05
+
+
+async def test_a_link_waits_at_most_once_per_bound_whatever_the_key_ids() -> None:
+    """Made-up key ids, a new one each batch: one bounded wait, then none for the bound."""
+    made = keeper([], wait_s=0.3)
+    local = made.key_wait(check_all=False)
+    assert 0.25 < await timed(local, [stamped(b"ghost-1")]) < 1.0
+    for batch in range(2, 5):
+        assert await timed(local, [stamped(f"ghost-{batch}".encode())]) < 0.05
+    assert 0.25 < await timed(made.key_wait(check_all=False), [stamped(b"ghost-5")]) < 1.0
+
+
+async def test_a_fresh_record_never_holds_the_local_link_up() -> None:
+    """A department's record has no hop path: it is signed here, not checked, so never waited for."""
+    made = keeper([], wait_s=0.3)
+    local = made.key_wait(check_all=False)
+    for batch in range(3):
+        assert await timed(local, [stamped(f"ghost-{batch}".encode(), hops=b"")]) < 0.05
+    above = made.key_wait(check_all=True)  # the link from above checks every record
+    assert 0.25 < await timed(above, [stamped(b"ghost-9", hops=b"")]) < 1.0
