@@ -97,10 +97,14 @@ class SecurityConfig:
         if not self.tls:
             return None
         context = ssl.create_default_context(cafile=self.ca_file)
+        self.load_client_certificate(context)
+        return context
+
+    def load_client_certificate(self, context: ssl.SSLContext) -> None:
+        """Load the certificate and key of mutual TLS into ``context``, if configured."""
         if self.cert_file is not None:
             password = self.key_password.value if self.key_password else None
             context.load_cert_chain(self.cert_file, self.key_file, password)
-        return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,11 +541,8 @@ def _load_tls(table: _Table, security: SecurityConfig) -> None:
     except (OSError, ssl.SSLError) as error:
         problem = f"no usable CA certificate: {error}"
         raise ConfigError(table.field_path("ca_file"), problem) from None
-    if security.cert_file is None:
-        return
-    password = security.key_password.value if security.key_password else None
     try:
-        context.load_cert_chain(security.cert_file, security.key_file, password)
+        security.load_client_certificate(context)
     except (OSError, ssl.SSLError) as error:
         raise ConfigError(
             table.field_path("key_file"),

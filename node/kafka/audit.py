@@ -58,7 +58,7 @@ from node.core.envelope import RECORD_ID, REFUSAL_MESSAGE, RESOURCE, SOURCE_DEPT
 from node.core.outcome import Direction, Reason
 from node.errors import TransportError
 from node.kafka.closing import close_quietly
-from node.kafka.connection import Connection, client_options
+from node.kafka.connection import Connection, state_reader
 from node.kafka.messages import NO_FACTS, REFUSED_COPY, Out
 from node.ops.events import AuditDropped, AuditHolding, AuditResumed, emit
 from node.supervisor import Health
@@ -493,11 +493,8 @@ async def _reading(
     read: Callable[[AIOKafkaConsumer, TopicPartition], Awaitable[ReadT]],
 ) -> ReadT:
     """Run ``read`` on the audit topic's one partition, without a group, within ``deadline_s``."""
-    consumer = AIOKafkaConsumer(
-        **client_options(bootstrap),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    consumer = state_reader(
+        bootstrap,
         client_id="exchange-node-audit",
         request_timeout_ms=max(1000, int(deadline_s * 1000)),
     )

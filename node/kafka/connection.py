@@ -20,6 +20,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
@@ -29,7 +30,7 @@ from aiokafka.errors import (
 )
 
 from node.config import ClusterConfig, SecurityConfig
-from node.errors import ConfigError
+from node.errors import ConfigError, TransportError
 
 PLAINTEXT = SecurityConfig()
 """An unencrypted, unauthenticated link (the default)."""
@@ -80,6 +81,29 @@ class Connection:
 def client_options(cluster: Connection | str) -> dict[str, Any]:
     """Return the aiokafka options for ``cluster``; a bare bootstrap string is plaintext."""
     return (cluster if isinstance(cluster, Connection) else Connection(cluster)).options()
+
+
+def state_reader(cluster: Connection | str, **options: Any) -> AIOKafkaConsumer:
+    """Make a consumer without offsets of its own that reads assigned topics from their start."""
+    return AIOKafkaConsumer(
+        **client_options(cluster),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **options,
+    )
+
+
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topic: str, missing: str
+) -> list[TopicPartition]:
+    """Return ``topic``'s partitions, refreshing metadata up to 5 s; or TransportError(missing)."""
+    for _ in range(50):
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        await consumer._client.force_metadata_update()  # aiokafka has no public refresh
+        await asyncio.sleep(0.1)
+    raise TransportError(missing)
 
 
 PROBE_TIMEOUT_S = 10.0

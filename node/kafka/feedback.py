@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from node.core.feedback import FeedbackBook, decode, is_feedback
 from node.errors import EnvelopeError, TransportError
 from node.kafka.closing import close_quietly
-from node.kafka.connection import Connection, client_options
+from node.kafka.connection import Connection, state_reader, topic_partitions
 from node.supervisor import Health
 
 
@@ -49,10 +48,10 @@ class FeedbackStore:
 
     async def run(self) -> None:
         """Read the topic from its beginning, then follow it; raise TransportError on failure."""
-        consumer = _consumer(self._bootstrap)
+        consumer = state_reader(self._bootstrap)
         try:
             await consumer.start()
-            partitions = await _partitions(consumer, self._topic)
+            partitions = await topic_partitions(consumer, self._topic, _missing(self._topic))
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             self._health.up(self.name)
@@ -72,11 +71,11 @@ async def read_feedback(
 ) -> FeedbackBook:
     """Read ``topic`` to its end into a new book; raise TransportError past ``deadline_s``."""
     book = FeedbackBook()
-    consumer = _consumer(bootstrap)
+    consumer = state_reader(bootstrap)
     try:
         async with asyncio.timeout(deadline_s):
             await consumer.start()
-            partitions = await _partitions(consumer, topic)
+            partitions = await topic_partitions(consumer, topic, _missing(topic))
             consumer.assign(partitions)
             ends = await consumer.end_offsets(partitions)
             await consumer.seek_to_beginning(*partitions)
@@ -97,12 +96,6 @@ async def read_feedback(
     return book
 
 
-def _consumer(bootstrap: Connection | str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        **client_options(bootstrap), enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-
-
 def _fold(
     book: FeedbackBook, headers: Sequence[tuple[str, bytes]] | None, value: bytes | None
 ) -> bool:
@@ -117,11 +110,5 @@ def _fold(
     return True
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(50):
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        await consumer._client.force_metadata_update()  # aiokafka has no public refresh
-        await asyncio.sleep(0.1)
-    raise TransportError(f"feedback topic {topic} does not exist (has the node run?)")
+def _missing(topic: str) -> str:
+    return f"feedback topic {topic} does not exist (has the node run?)"

@@ -39,7 +39,7 @@ from node.core.grants import Grant, GrantBook, newer
 from node.core.outcome import Reason
 from node.errors import RecordRejected, TransportError
 from node.kafka.closing import close_quietly
-from node.kafka.connection import Connection, client_options
+from node.kafka.connection import Connection, state_reader, topic_partitions
 from node.ops.events import (
     GrantEventsForged,
     GrantEventsRefused,
@@ -98,14 +98,12 @@ class GrantStore:
 
     async def run(self) -> None:
         """Read the grants topic until stopped, publishing a new book on every change."""
-        consumer = AIOKafkaConsumer(
-            **client_options(self._bootstrap),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        consumer = state_reader(self._bootstrap)
         try:
             await consumer.start()
-            partitions = await self._partitions(consumer)
+            partitions = await topic_partitions(
+                consumer, self.topic, f"grants topic {self.topic} does not exist"
+            )
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             self.started = True
@@ -164,15 +162,6 @@ class GrantStore:
             return f"{self.topic} not confirmed read to its end within {bound:g} s: failing closed"
         late = [r.name for r in self._relays if r.current_at is None or now - r.current_at > bound]
         return f"relay {', '.join(late)} not confirmed current within {bound:g} s: failing closed"
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        for _ in range(50):
-            found = consumer.partitions_for_topic(self.topic)
-            if found:
-                return [TopicPartition(self.topic, p) for p in sorted(found)]
-            await consumer._client.force_metadata_update()  # aiokafka has no public refresh
-            await asyncio.sleep(0.1)
-        raise TransportError(f"grants topic {self.topic} does not exist")
 
     @staticmethod
     async def _at_end(

@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 from node.core.stats import Line, StatsLine
 from node.errors import StatsError, TransportError
 from node.kafka.closing import close_quietly
-from node.kafka.connection import Connection, client_options
+from node.kafka.connection import Connection, state_reader
 from node.ops.events import StatsLinesDropped, emit
 from node.supervisor import Health
 from node.transport import Message, RecordSink
@@ -181,11 +181,8 @@ async def read_lines(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + deadline_s
-    consumer = AIOKafkaConsumer(
-        **client_options(bootstrap),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    consumer = state_reader(
+        bootstrap,
         client_id=client_id,
         request_timeout_ms=max(1000, int(deadline_s * 1000)),
     )

@@ -47,7 +47,7 @@ from node.core.topology import Topology, contains
 from node.core.trust import Origin, TrustedKey, TrustStore, acceptable, newer, rotation
 from node.errors import TransportError
 from node.kafka.closing import close_quietly
-from node.kafka.connection import Connection
+from node.kafka.connection import Connection, state_reader, topic_partitions
 from node.kafka.topics import TopicNames
 from node.ops.events import TrustKeyRefused, TrustUpdated, emit
 from node.supervisor import Health, Loop
@@ -236,9 +236,7 @@ class TrustLocal:
     async def run(self) -> None:
         """Read to the ends, publish this node's keys, then follow and relay until stopped."""
         keeper = self._keeper
-        consumer = AIOKafkaConsumer(
-            **self._bootstrap.options(), enable_auto_commit=False, auto_offset_reset="earliest"
-        )
+        consumer = state_reader(self._bootstrap)
         try:
             await consumer.start()
             by_topic = {source.topic: source for source in self._sources}
@@ -297,9 +295,7 @@ class TrustUp:
     async def run(self) -> None:
         """Follow the parent's keys and hand this subtree's up until stopped."""
         keeper = self._keeper
-        consumer = AIOKafkaConsumer(
-            **self._bootstrap.options(), enable_auto_commit=False, auto_offset_reset="earliest"
-        )
+        consumer = state_reader(self._bootstrap)
         self._sent.clear()  # a restart hands everything up again (compaction keeps one each)
         try:
             await consumer.start()
@@ -362,7 +358,9 @@ async def _read_to_end(
     """Assign every partition of ``sources``, read each from its beginning to its end now."""
     partitions: list[TopicPartition] = []
     for source in sources:
-        partitions += await _partitions(consumer, source.topic)
+        partitions += await topic_partitions(
+            consumer, source.topic, f"trust topic {source.topic} does not exist"
+        )
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
     ends = await consumer.end_offsets(partitions)
@@ -395,16 +393,6 @@ async def _apply_batch(
                 continue
             changed |= keeper.offer(key, source)
     return changed
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(50):
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        await consumer._client.force_metadata_update()  # aiokafka has no public refresh
-        await asyncio.sleep(0.1)
-    raise TransportError(f"trust topic {topic} does not exist")
 
 
 async def _deliver(
