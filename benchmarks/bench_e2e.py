@@ -1,24 +1,31 @@
-"""End to end through real Kafka on loopback: the node against a raw aiokafka pipe and MirrorMaker 2.
+"""End to end through real Kafka on loopback: the node against the raw pipe, MirrorMaker 2 and Kafka.
 
-One hop at three payload sizes (three interleaved rounds; medians), then two hops
-(county → city → province) at the same sizes, one round. ``--quick`` (under a minute and a half):
-a fifth of the records at 1 KB and 10 KB, one round, no one-hop node-ingress, two hops at 1 KB
-only and no raw+raw.
+Three single-node clusters (county, city, province; 1 GiB heap each). Per payload size (200 B,
+1 KB, 10 KB and, one round, 100 KB for memory) the city's ``up.410102`` is filled once with
+records as varied as a county's traffic (``workload.py``: 2,000 catalog resources, a skewed mix of
+resources and targets, distinct ids and keys). Then, in ``--rounds`` interleaved rounds (the
+order rotates), each bridge copies it city → province from the start under its own consumer
+group:
 
-Two single-node clusters (city → province, 1 GiB heap each). For each payload size the city's
-``up.410102`` is filled with N records that arrived from a child county (hop path ``410102^``), so
-the node passes them through without decoding, as on every hop after the first (fresh records go
-to the county's ``outbox.PSB``). A node hands its copies up to ``up.REGION`` on the next cluster;
-the raw pipe and MM2 copy a topic to the same name. Then the bridge under
-test starts (the node as ``exchange-node run``, or ``raw_pipe.py``) and the province topic's end
-offsets are polled: throughput is N over the time from the first copied record to the last, so
-start-up is not counted. Peak RSS is the bridge process's VmHWM. Same brokers, same records,
-same run; the figures that matter are the ratios node / raw and node / MM2.
-``node-ingress`` is the node where records enter the cascade: it checks every envelope and decodes
-every value (the price of ingress validation, against ``node`` which passes bytes through).
-Records are addressed to the national level (``region:000000``), so every node sends them up.
-Two hops: the first node is the county (node-ingress, fresh records) or the city (node, records
-from a county); the second is one level above it.
+- ``raw``: ``raw_pipe.py``, the node's own transport (KafkaSource, KafkaSink: closed record batches,
+  partitions kept, 4 batches of 2,000 in flight) with no logic: the ceiling for Python and aiokafka;
+- ``node``: ``exchange-node run`` as the city, passing records through (as on every hop after the
+  first) with everything on that ships on: rules, accounting, metrics, the audit trail;
+- ``mm2``: MirrorMaker 2 (dedicated mode, identity replication policy) tuned like the node (see
+  ``MM2_TUNING``).
+
+Each run is measured over a steady window: from ``WARMUP_S`` after the first record arrives
+(``MM2_WARMUP_S`` for the JVM), for ``WINDOW_S``; the records copied in the window come from the
+destination's end offsets (baseline taken before the run), the CPU from the bridge's
+``/proc/PID/stat`` (utime + stime, its whole process tree) over the same window. A run that runs
+out of records before its window ends is marked ``exhausted`` and not trusted.
+
+Also per size: Kafka's own ``ProducerPerformance`` (into the province, the node's producer
+settings) and ``ConsumerPerformance`` (reading the filled topic), the machine's ceiling; the node
+where records enter (``node-ingress``: the county, validating and decoding every record); and two
+hops county → city → province for node+node, raw+raw and mm2+mm2 (``--two-hop-rounds``).
+``--quick`` (under 3 minutes): 1 KB only, one round, 5 s windows, written to ``e2e-quick.json`` so
+it never replaces the full run's figures.
 """
 
 from __future__ import annotations
@@ -26,32 +33,82 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from common import table, write
+from workload import (
+    BEYOND_PROVINCE,
+    COUNTY,
+    DEPARTMENTS,
+    RESOURCES,
+    Row,
+    Workload,
+    catalog_entries,
+    memo_hit_rates,
+    write_catalog,
+)
+
+from node.kafka.topics import ensure_topics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
 import localkafka  # lives in deploy/local
-from sample_records import PERSON, sample
-
-from node.codec import load_schemas, packaged_schema_dir
-from node.core.envelope import HOPS
-from node.kafka.topics import ensure_topics
 
 HERE = Path(__file__).resolve().parent
 EXE = Path(sys.executable).with_name("exchange-node")
 PARTITIONS = 3
-_MM2_RUNS = itertools.count(1)
-CHAINS = (("raw", "raw"), ("node", "node"), ("node-ingress", "node"), ("mm2", "mm2"))
-"""Two-hop chains: node+node passes records through (as MM2 does); node-ingress validates first."""
+WINDOW_S = 10.0
+WARMUP_S = 2.0
+MM2_WARMUP_S = 4.0
+SAMPLE_S = 0.25
+FIRST_RECORD_TIMEOUT_S = 90.0
+NODE_MAX_BATCH = 2000
+NODE_BATCH_BYTES = 1_000_000
+NODE_LINGER_MS = 5
+NODE_FETCH_MAX_BYTES = 32 * 1024 * 1024
+NODE_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
+NODE_MAX_REQUEST_SIZE = 16 * 1024 * 1024
+MM2_TUNING = {
+    "tasks.max": (str(PARTITIONS), "one task per partition, as many as the node's partitions"),
+    "producer.batch.size": (str(NODE_BATCH_BYTES), "the node's batch_bytes (1 MB)"),
+    "producer.linger.ms": (str(NODE_LINGER_MS), "the node's linger"),
+    "producer.acks": ("all", "as the node"),
+    "producer.enable.idempotence": ("true", "as the node"),
+    "producer.max.request.size": (str(NODE_MAX_REQUEST_SIZE), "the node's max request"),
+    "producer.compression.type": ("none", "the node does not compress"),
+    "consumer.max.poll.records": (str(NODE_MAX_BATCH), "the node's max_batch"),
+    "consumer.fetch.max.bytes": (str(NODE_FETCH_MAX_BYTES), "the node's fetch_max_bytes"),
+    "consumer.max.partition.fetch.bytes": (str(NODE_PARTITION_FETCH_BYTES), "the node's"),
+    "consumer.auto.offset.reset": ("earliest", "copy the topic from its start"),
+}
+"""MirrorMaker 2 settings (prefixed per cluster alias), each with why."""
+MM2_HEAP = "-Xmx512m"
+FILL_SECONDS = WARMUP_S + WINDOW_S + 6
+"""Records filled per size: this many seconds at the fastest bridge's rate (``CEILINGS``)."""
+CEILINGS = {200: 90_000, 1024: 60_000, 10_240: 12_000, 102_400: 1_500}
+"""A generous guess of the fastest bridge's records/s per size, to size the fill."""
+_RUNS = itertools.count(1)
+RETENTION = {"retention.bytes": str(512 * 1024 * 1024), "segment.bytes": str(64 * 1024 * 1024)}
+"""Destinations keep at most 512 MB per partition, so a full run stays within a few GB of disk."""
+ROLES = {
+    "county": ("410102", "410100", ""),
+    "city": ("410100", "410000", "410102"),
+    "province": ("410000", "000000", "410100"),
+}
+"""A node's region, its parent's and its child's (whose hand-up topic it reads), by level."""
 
 
 def free_port() -> int:
@@ -71,154 +128,237 @@ def start_bench_clusters(
     return work, localkafka.start_clusters(specs, work / "kafka")
 
 
-def records(
-    size: int, count: int, *, fresh: bool = False
-) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
-    """``count`` (key, value, headers) of person records padded to about ``size`` bytes.
+def records(size: int, count: int, *, fresh: bool = False) -> list[Row]:
+    """``count`` varied records of about ``size`` bytes (``workload.Workload``)."""
+    return list(Workload(size, fresh=fresh).rows(count))
 
-    Fresh records have an empty hop path, so the node validates them (decodes every value).
+
+async def fill(bootstrap: str, topic: str, rows: Iterable[Row]) -> int:
+    """Produce ``rows`` to ``topic`` batch by batch; return how many were written.
+
+    Partitions are picked from the key as Kafka's default does.
     """
-    schemas = load_schemas(packaged_schema_dir())
-    out = []
-    base = sample(
-        schemas, PERSON, "410102", "region:000000", seed=0, created_ms=int(time.time() * 1000)
-    )
-    _, datum = schemas.decode(base.value)
-    datum["address"] = "x" * max(0, size - len(base.value))
-    value = schemas.encode(PERSON, datum)
-    hops = b"" if fresh else b"410102^"
-    headers = [(k, v) for k, v in base.envelope.to_headers() if k != HOPS] + [(HOPS, hops)]
-    for n in range(count):
-        out.append((f"{n:012d}".encode(), value, headers))
-    return out
-
-
-async def fill(
-    bootstrap: str, topic: str, batch: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
-) -> None:
-    """Produce the records to ``topic`` and wait for every ack."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024,
-                                max_request_size=4 * 1024 * 1024)  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                max_batch_size=1_000_000, max_request_size=NODE_MAX_REQUEST_SIZE)  # fmt: skip
+    partitioner = DefaultPartitioner()
     await producer.start()
+    sent = 0
     try:
-        futures = [await producer.send(topic, v, key=k, headers=h) for k, v, h in batch]
+        open_batches: dict[tuple[str, int], Any] = {}
+        futures = []
+        for key, value, headers in rows:
+            where = topic
+            partition = partitioner(key, list(range(PARTITIONS)), list(range(PARTITIONS)))
+            batch = open_batches.get((where, partition))
+            if batch is None:
+                batch = open_batches[where, partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                futures.append(await producer.send_batch(batch, where, partition=partition))
+                batch = open_batches[where, partition] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
+            sent += 1
+            if len(futures) > 64:
+                await asyncio.gather(*futures)
+                futures.clear()
+        for (where, partition), batch in open_batches.items():
+            futures.append(await producer.send_batch(batch, where, partition=partition))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+    return sent
+
+
+async def fill_outboxes(bootstrap: str, prefix: str, rows: Iterable[Row]) -> int:
+    """Produce fresh rows to ``PREFIX.outbox.DEPT`` of each row's source department."""
+    by_dept: dict[str, list[Row]] = {}
+    for row in rows:
+        dept = dict(row[2])["cx-source-dept"].decode()
+        by_dept.setdefault(dept, []).append(row)
+    sent = 0
+    for dept, mine in by_dept.items():
+        sent += await fill(bootstrap, f"{prefix}.outbox.{dept}", mine)
+    return sent
+
+
+async def end_offsets(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> int:
+    """Records on ``topics`` (sum of end offsets)."""
+    partitions = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+    return int(sum((await consumer.end_offsets(partitions)).values()))
 
 
 async def copied(consumer: AIOKafkaConsumer, topic: str) -> int:
     """Records on ``topic`` (sum of end offsets)."""
-    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    return int(sum((await consumer.end_offsets(partitions)).values()))
+    return await end_offsets(consumer, [topic])
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (utime + stime) of ``pid`` and its descendants, in seconds."""
+    total = 0
+    for member in _tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / CLOCK_TICKS
 
 
 def peak_rss_mb(pid: int) -> float:
-    """VmHWM of a running process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The largest VmHWM in ``pid``'s process tree, in MB."""
+    peak = 0.0
+    for member in _tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]) / 1024)
+    return peak
 
 
-async def watch(
-    process: subprocess.Popen[bytes], target: str, topic: str, count: int, timeout_s: float
-) -> dict[str, Any]:
-    """Poll the destination until ``count`` records arrived; return throughput and peak RSS."""
-    deadline = time.monotonic() + timeout_s
+@dataclass
+class Window:
+    """What one bridge did over its steady window."""
+
+    records: int
+    seconds: float
+    cpu_s: float
+    peak_rss_mb: float
+    exhausted: bool
+    per_second: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures of the window, as stored in the JSON."""
+        rate = self.records / self.seconds
+        spread = self.per_second or [rate]
+        return {"records_per_s": rate, "window_s": self.seconds, "records_in_window": self.records,
+                "cpu_us_per_record": 1e6 * self.cpu_s / max(1, self.records),
+                "cpu_cores": self.cpu_s / self.seconds, "peak_rss_mb": self.peak_rss_mb,
+                "exhausted": self.exhausted, "slowest_second": min(spread),
+                "fastest_second": max(spread)}  # fmt: skip
+
+
+async def measure(
+    process: subprocess.Popen[bytes], target: str, topics: Sequence[str], available: int,
+    *, warmup_s: float, window_s: float,
+) -> Window:  # fmt: skip
+    """Wait for the first copy, warm up, then measure ``window_s`` of steady copying."""
     consumer = AIOKafkaConsumer(bootstrap_servers=target)
     await consumer.start()
     try:
-        return await _watch(process, consumer, topic, count, deadline, timeout_s)
+        baseline = await end_offsets(consumer, topics)
+        deadline = time.monotonic() + FIRST_RECORD_TIMEOUT_S
+        while await end_offsets(consumer, topics) == baseline:
+            _check_alive(process)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no record copied within {FIRST_RECORD_TIMEOUT_S:g} s")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(warmup_s)
+        began, start_count = time.monotonic(), await end_offsets(consumer, topics)
+        start_cpu = cpu_seconds(process.pid)
+        count, now, per_second, last = start_count, began, [], (began, start_count)
+        while now - began < window_s:
+            await asyncio.sleep(SAMPLE_S)
+            _check_alive(process)
+            count, now = await end_offsets(consumer, topics), time.monotonic()
+            if now - last[0] >= 1.0:
+                per_second.append((count - last[1]) / (now - last[0]))
+                last = (now, count)
+            if count - baseline >= available:
+                break
+        cpu = cpu_seconds(process.pid) - start_cpu
+        return Window(count - start_count, now - began, cpu, peak_rss_mb(process.pid),
+                      count - baseline >= available, per_second)  # fmt: skip
     finally:
         await consumer.stop()
 
 
-async def _watch(process: subprocess.Popen[bytes], consumer: AIOKafkaConsumer, topic: str, count: int,
-                 deadline: float, timeout_s: float) -> dict[str, Any]:  # fmt: skip
-    first = last = None
-    rss = 0.0
-    while time.monotonic() < deadline:
-        done = await copied(consumer, topic)
-        now = time.monotonic()
-        if process.poll() is None:
-            rss = max(rss, peak_rss_mb(process.pid))
-        if done and first is None:
-            first = now
-        if done >= count:
-            last = now
-            break
-        if process.poll() is not None and process.returncode != 0:
-            raise RuntimeError(f"bridge exited with {process.returncode}")
-        await asyncio.sleep(0.02)
-    if first is None or last is None:
-        raise RuntimeError(
-            f"only {await copied(consumer, topic)} of {count} records copied in {timeout_s} s"
-        )
-    seconds = max(last - first, 1e-3)
-    return {"seconds": seconds, "records_per_s": count / seconds, "peak_rss_mb": rss}
+def _check_alive(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        raise RuntimeError(f"bridge exited with {process.returncode}")
 
 
-def mm2_command(work: Path, city: str, province: str, topic: str) -> list[str]:
-    """Write an MM2 properties file copying ``topic`` city → province; return the java command.
+def mm2_command(work: Path, source: str, target: str, topics: Sequence[str]) -> list[str]:
+    """Write an MM2 properties file copying ``topics`` source → target; return the java command.
 
     Cluster aliases are unique per run, so no run reads the internal topics of an earlier one.
     """
-    run = next(_MM2_RUNS)
-    properties = work / f"{topic}.mm2-{run}.properties"
+    run = next(_RUNS)
+    properties = work / f"mm2-{run}.properties"
     a, b = f"src{run}", f"dst{run}"
     internal = ("replication.factor", "checkpoints.topic.replication.factor",
                 "heartbeats.topic.replication.factor", "offset-syncs.topic.replication.factor",
                 "offset.storage.replication.factor", "status.storage.replication.factor",
                 "config.storage.replication.factor")  # fmt: skip
+    pattern = "|".join(re.escape(t) for t in topics)
     lines = [
-        f"clusters = {a}, {b}", f"{a}.bootstrap.servers = {city}", f"{b}.bootstrap.servers = {province}",
-        f"{a}->{b}.enabled = true", f"{a}->{b}.topics = {topic.replace('.', '[.]')}", f"{b}->{a}.enabled = false",
+        f"clusters = {a}, {b}", f"{a}.bootstrap.servers = {source}", f"{b}.bootstrap.servers = {target}",
+        f"{a}->{b}.enabled = true", f"{a}->{b}.topics = {pattern}", f"{b}->{a}.enabled = false",
         "replication.policy.class = org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
-        f"tasks.max = {PARTITIONS}", "emit.checkpoints.enabled = false", "sync.topic.configs.enabled = false",
-        "sync.topic.acls.enabled = false", "refresh.topics.interval.seconds = 5",
-        f"{b}.producer.linger.ms = 5", f"{b}.producer.batch.size = 262144", f"{b}.producer.acks = all",
-        f"{b}.producer.enable.idempotence = true", f"{a}.consumer.auto.offset.reset = earliest",
-        *(f"{key} = 1" for key in internal),
+        "emit.checkpoints.enabled = false", "emit.heartbeats.enabled = false",
+        "sync.topic.configs.enabled = false", "sync.topic.acls.enabled = false",
+        "refresh.topics.interval.seconds = 5", *(f"{key} = 1" for key in internal),
     ]  # fmt: skip
+    for key, (value, _) in MM2_TUNING.items():
+        side = a if key.startswith("consumer.") else b
+        lines.append(f"tasks.max = {value}" if key == "tasks.max" else f"{side}.{key} = {value}")
     properties.write_text("\n".join(lines) + "\n")
     libs = localkafka.ensure_jars()
-    return [localkafka.check_java(), "-Xms512m", "-Xmx512m", *localkafka.JVM_FLAGS,
+    return [localkafka.check_java(), "-Xms512m", MM2_HEAP, *localkafka.JVM_FLAGS,
             f"-Dlog4j2.configurationFile={localkafka.LOG4J_CONFIG}", "-cp", f"{libs}/*",
             "org.apache.kafka.connect.mirror.MirrorMaker", str(properties)]  # fmt: skip
 
 
-ROLES = {
-    "county": ("410102", "410100", ""),
-    "city": ("410100", "410000", "410102"),
-    "province": ("410000", "000000", "410100"),
-}
-"""A node's region, its parent's and its child's (whose hand-up topic it reads), by level:
-records enter at the county and pass the others."""
+def node_config(
+    path: Path, local: str, parent: str, prefix: str, *, role: str, audit: bool = True
+) -> None:
+    """A node bridging two clusters as ``role`` (county, city or province), with the bench catalog.
 
-
-def node_config(path: Path, city: str, province: str, prefix: str, *, role: str) -> None:
-    """A node bridging two clusters as ``role``: county (where records enter), city or province."""
-    level = role
-    region, parent, child = ROLES[role]
+    ``audit`` False turns the audit trail off (on by default, as the node ships).
+    """
+    region, parent_region, child = ROLES[role]
     children = f'["{child}"]' if child else "[]"
+    catalog = path.parent / "bench-catalog"
+    if not (catalog / "bench.toml").exists():
+        write_catalog(catalog, catalog_entries())
     path.write_text(f"""
 [node]
-id = "bench-{prefix}"
-level = "{level}"
+id = "bench-{prefix}-{role}-{next(_RUNS)}"
+level = "{role}"
 region = "{region}"
 children = {children}
+catalog_dir = "{catalog}"
 [local]
-bootstrap = "{city}"
+bootstrap = "{local}"
 topic_prefix = "{prefix}"
 [parent]
-bootstrap = "{province}"
-region = "{parent}"
+bootstrap = "{parent}"
+region = "{parent_region}"
 topic_prefix = "{prefix}"
 [topics]
 partitions = {PARTITIONS}
 [admin]
 port = {free_port()}
+[audit]
+enabled = {"true" if audit else "false"}
 [log]
 format = "json"
 level = "warning"
@@ -226,8 +366,8 @@ level = "warning"
 
 
 def first_topic(prefix: str, *, fresh: bool) -> str:
-    """Where the records are filled: PSB's outbox at the county (fresh), or the county's hand-up."""
-    return f"{prefix}.outbox.PSB" if fresh else f"{prefix}.up.410102"
+    """Where records wait for the city: the county's hand-up (or, fresh, PSB's outbox)."""
+    return f"{prefix}.outbox.PSB" if fresh else f"{prefix}.up.{COUNTY}"
 
 
 def bridged_topic(kind: str, topic: str, prefix: str, role: str) -> str:
@@ -235,145 +375,346 @@ def bridged_topic(kind: str, topic: str, prefix: str, role: str) -> str:
     return f"{prefix}.up.{ROLES[role][0]}" if kind.startswith("node") else topic
 
 
-def bridge_command(
-    kind: str, source: str, target: str, prefix: str, topic: str, count: int, work: Path, *,
-    role: str,
-) -> list[str]:  # fmt: skip
-    """The command that runs bridge ``kind`` from ``source`` to ``target``, reading ``topic``."""
+def bridge_command(kind: str, source: str, target: str, prefix: str, topics: Sequence[str],
+                   work: Path, *, role: str) -> list[str]:  # fmt: skip
+    """The command that runs bridge ``kind`` from ``source`` to ``target``, reading ``topics``."""
     if kind.startswith("node"):
-        config = work / f"{prefix}-{kind}-{source.rsplit(':', 1)[1]}.toml"
-        node_config(config, source, target, prefix, role=role)
+        config = work / f"{prefix}-{kind}-{role}-{next(_RUNS)}.toml"
+        node_config(config, source, target, prefix, role=role, audit=kind != "node-noaudit")
         return [str(EXE), "run", "--config", str(config)]
     if kind == "mm2":
-        return mm2_command(work, source, target, topic)
+        return mm2_command(work, source, target, topics)
     return [sys.executable, str(HERE / "raw_pipe.py"), "--source", source, "--target", target,
-            "--topic", topic, "--count", str(count)]  # fmt: skip
+            "--topic", ",".join(topics)]  # fmt: skip
 
 
-async def run_chain(
-    hops: list[tuple[str, str, str]], size: int, count: int, work: Path, *, fresh: bool
-) -> dict[str, Any]:
-    """Fill a fresh topic, run one bridge per (kind, source, target) hop, and measure at the end."""
-    kinds = "+".join(kind for kind, _, _ in hops)
-    prefix = f"b{len(hops)}{kinds.replace('+', '')}{size}x{int(time.time() * 1000) % 10_000_000}"
-    clusters = [hops[0][1], *(target for _, _, target in hops)]
-    roles = (("county", "city", "province") if fresh else ("city", "province"))[: len(hops)]
-    topics = [first_topic(prefix, fresh=fresh)]  # each node one level above the last
-    for (kind, _, _), role in zip(hops, roles, strict=True):
-        topics.append(bridged_topic(kind, topics[-1], prefix, role))
-    for cluster, topic in zip(clusters, topics, strict=True):
-        await ensure_topics(cluster, [topic], PARTITIONS, 1)
-    await fill(clusters[0], topics[0], records(size, count, fresh=fresh))
-    processes = []
+@dataclass
+class Stage:
+    """Filled topics of one payload size and chain length: where each bridge starts and ends."""
+
+    size: int
+    prefix: str
+    clusters: list[str]
+    """The bootstraps along the chain: the first holds the filled topics."""
+    topics: list[str]
+    available: int
+    fresh: bool = False
+
+    def roles(self) -> tuple[str, ...]:
+        """The level of each node along the chain."""
+        return (("county", "city", "province") if self.fresh else ("city", "province"))[
+            : len(self.clusters) - 1
+        ]
+
+
+async def run_bridges(stage: Stage, kinds: Sequence[str], work: Path, *,
+                      window_s: float) -> dict[str, Any]:  # fmt: skip
+    """Run one bridge per hop of ``stage`` (``kinds`` in order) and measure the last hop's output."""
+    processes: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
+    topics = list(stage.topics)
     try:
-        for (kind, source, target), role, topic in zip(hops, roles, topics, strict=False):
-            log = (work / f"{prefix}-{len(logs)}.log").open("wb")
+        for hop, (kind, role) in enumerate(zip(kinds, stage.roles(), strict=True)):
+            source, target = stage.clusters[hop], stage.clusters[hop + 1]
+            command = bridge_command(kind, source, target, stage.prefix, topics, work, role=role)
+            log = (work / f"{stage.prefix}-{kind}-{hop}-{next(_RUNS)}.log").open("wb")
             logs.append(log)
-            command = bridge_command(kind, source, target, prefix, topic, count, work, role=role)
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-        result = await watch(processes[-1], clusters[-1], topics[-1], count, timeout_s=300)
+            topics = [bridged_topic(kind, topics[0], stage.prefix, role)] if kind.startswith(
+                "node") else topics  # fmt: skip
+        warmup = MM2_WARMUP_S if "mm2" in kinds else WARMUP_S
+        window = await measure(processes[-1], stage.clusters[-1], topics, stage.available,
+                               warmup_s=warmup, window_s=window_s)  # fmt: skip
+        result = window.summary()
+        if len(processes) > 1:  # CPU of every bridge of the chain over the same window is not
+            result["note"] = "cpu and rss of the last hop's bridge only"  # comparable: say so
     finally:
         localkafka.stop_processes(processes)
         for handle in logs:
             handle.close()
-    mb = size * count / 1e6
-    bridge = hops[0][0] if len(hops) == 1 else kinds
-    return {"bridge": bridge, "hops": len(hops), "payload_bytes": size, "records": count,
-            "mb_per_s": mb / result["seconds"], **result}  # fmt: skip
+    return {"bridge": "+".join(kinds), "hops": len(kinds), "payload_bytes": stage.size, **result}
 
 
-async def run_one(
-    kind: str, size: int, count: int, city: str, province: str, work: Path
+async def prepare(size: int, clusters: list[str], count: int, *, hops: int, fresh: bool,
+                  workload: Workload) -> Stage:  # fmt: skip
+    """Fill a fresh prefix's first topics with ``count`` records; create every topic on the way."""
+    prefix = f"b{hops}{'i' if fresh else 'p'}{size}x{int(time.time() * 1000) % 10_000_000}"
+    chain = clusters[: hops + 1]
+    rows = workload.rows(count)
+    if fresh:
+        topics = [f"{prefix}.outbox.{dept}" for dept in DEPARTMENTS]
+        await ensure_topics(chain[0], topics, PARTITIONS, 1)
+        available = await fill_outboxes(chain[0], prefix, rows)
+    else:
+        topics = [first_topic(prefix, fresh=False)]
+        await ensure_topics(chain[0], topics, PARTITIONS, 1)
+        available = await fill(chain[0], topics[0], rows)
+    roles = (("county", "city", "province") if fresh else ("city", "province"))[:hops]
+    node_in = topics[0]
+    for hop, role in enumerate(roles):  # every kind of bridge's destinations, bounded on disk
+        node_out = bridged_topic("node", node_in, prefix, role)
+        await ensure_topics(chain[hop + 1], [*topics, node_out], PARTITIONS, 1, RETENTION)
+        node_in = node_out
+    return Stage(size, prefix, chain, topics, available, fresh)
+
+
+def rotated(kinds: Sequence[str], round_: int) -> list[str]:
+    """``kinds`` starting at a different one each round, so none always goes first."""
+    shift = round_ % len(kinds)
+    return [*kinds[shift:], *kinds[:shift]]
+
+
+def kafka_tool(tool: str, *args: str) -> str:
+    """Run one of Kafka's performance tools; return what it printed."""
+    libs = localkafka.ensure_jars()
+    command = [localkafka.check_java(), "-Xmx512m", *localkafka.JVM_FLAGS,
+               f"-Dlog4j2.configurationFile={localkafka.LOG4J_CONFIG}", "-cp", f"{libs}/*",
+               f"org.apache.kafka.tools.{tool}", *args]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{tool} failed: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+async def producer_performance(target: str, size: int, count: int) -> dict[str, Any]:
+    """Kafka's producer into ``target`` at ``size`` bytes, with the node's producer settings."""
+    topic = f"perf{size}x{next(_RUNS)}"
+    await ensure_topics(target, [topic], PARTITIONS, 1, RETENTION)
+    out = await asyncio.to_thread(kafka_tool, "ProducerPerformance", "--topic", topic, "--num-records", str(count),
+                     "--record-size", str(size), "--throughput", "-1", "--producer-props",
+                     f"bootstrap.servers={target}", "acks=all", "enable.idempotence=true",
+                     f"batch.size={NODE_BATCH_BYTES}", f"linger.ms={NODE_LINGER_MS}")  # fmt: skip
+    final = re.search(r"(\d+) records sent, ([\d.]+) records/sec", out.strip().splitlines()[-1])
+    if final is None:
+        raise RuntimeError(f"ProducerPerformance printed no summary: {out[-500:]}")
+    rate = float(final.group(2))
+    return {"tool": "ProducerPerformance", "payload_bytes": size, "records": count,
+            "records_per_s": rate, "seconds": count / rate}  # fmt: skip
+
+
+async def consumer_performance(
+    source: str, topics: Sequence[str], size: int, count: int
 ) -> dict[str, Any]:
-    """One hop, city → province."""
-    return await run_chain(
-        [(kind, city, province)], size, count, work, fresh=kind == "node-ingress"
-    )
+    """Kafka's consumer reading ``count`` records of the filled topic (fetch rate, no rebalance)."""
+    out = await asyncio.to_thread(kafka_tool, "ConsumerPerformance", "--bootstrap-server", source, "--topic", topics[0],
+                     "--messages", str(count), "--timeout", "60000")  # fmt: skip
+    lines = [line for line in out.strip().splitlines() if line and line[0].isdigit()]
+    if not lines:
+        raise RuntimeError(f"ConsumerPerformance printed no figures: {out[-500:]}")
+    cells = [cell.strip() for cell in lines[-1].split(",")]
+    fetch_ms, fetch_rate = float(cells[7]), float(cells[9])
+    return {"tool": "ConsumerPerformance", "payload_bytes": size, "records": count,
+            "records_per_s": fetch_rate, "seconds": fetch_ms / 1000}  # fmt: skip
 
 
-async def main_async(
-    quick: bool, kinds: tuple[str, ...], rounds: int, sizes: set[int] | None
-) -> None:
-    """Start the clusters, run every size for both bridges, print and write the results."""
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (hops, size, bridge): median, min and max of rate and CPU per record; peak RSS."""
+    groups: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["hops"], run["payload_bytes"], run["bridge"]), []).append(run)
+    out = []
+    for (hops, size, bridge), mine in sorted(groups.items()):
+        trusted = [r for r in mine if not r["exhausted"]] or mine
+        out.append({"hops": hops, "payload_bytes": size, "bridge": bridge, "rounds": len(trusted),
+                    "records_per_s": spread([r["records_per_s"] for r in trusted]),
+                    "cpu_us_per_record": spread([r["cpu_us_per_record"] for r in trusted]),
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in mine),
+                    "window_s": min(r["window_s"] for r in trusted),
+                    "exhausted_runs": len(mine) - len([r for r in mine if not r["exhausted"]])})  # fmt: skip
+    return out
+
+
+def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Node against MM2 and the raw pipe, per hops and size, from the medians."""
+    by = {(s["hops"], s["payload_bytes"], s["bridge"].split("+")[0]): s for s in summary}
+    out = []
+    for hops, size in sorted({(h, p) for h, p, _ in by}):
+        node, mm2, raw = (by.get((hops, size, kind)) for kind in ("node", "mm2", "raw"))
+        if node is None:
+            continue
+        rate, cpu = node["records_per_s"]["median"], node["cpu_us_per_record"]["median"]
+        row: dict[str, Any] = {"hops": hops, "payload_bytes": size}
+        if mm2:
+            row["node_over_mm2"] = rate / mm2["records_per_s"]["median"]
+            row["cpu_node_over_mm2"] = cpu / mm2["cpu_us_per_record"]["median"]
+        if raw:
+            row["node_over_raw"] = rate / raw["records_per_s"]["median"]
+        out.append(row)
+    return out
+
+
+@dataclass
+class Plan:
+    """What one invocation runs."""
+
+    sizes: list[int]
+    rounds: int
+    window_s: float
+    kinds: tuple[str, ...]
+    two_hop_rounds: int
+    memory_size: int | None
+    two_hop_sizes: tuple[int, ...]
+    """Sizes that also get two hops, the node without audit and the entry node (1 KB)."""
+    tools: bool
+    ingress: bool
+    attribution: bool
+    quick: bool
+
+    def fill_count(self, size: int, bridges: int = 1) -> int:
+        """Records to fill: enough for the fastest bridge's warm-up and window, with a margin."""
+        return int(CEILINGS[size] * (WARMUP_S + self.window_s + 6) / bridges)
+
+
+def log_run(row: dict[str, Any]) -> None:
+    """One line per run, as it finishes."""
+    flag = "  EXHAUSTED" if row["exhausted"] else ""
+    print(f"  {row['bridge']:18} {row['payload_bytes']:>6} B: {row['records_per_s']:>9,.0f} rec/s"
+          f"  {row['cpu_us_per_record']:6.1f} µs CPU/rec  RSS {row['peak_rss_mb']:4.0f} MB"
+          f"  window {row['window_s']:.1f} s{flag}", flush=True)  # fmt: skip
+
+
+async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
+                   runs: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """Every measurement of one payload size; returns facts about its workload."""
+    workload = Workload(size, fresh=False)
+    sample = list(Workload(size, fresh=False).rows(min(200_000, plan.fill_count(size))))
+    facts = {"payload_bytes": size, "memo_hit_rate": memo_hit_rates(sample),
+             "mean_value_bytes": statistics.mean(len(v) for _, v, _ in sample),
+             "mean_header_bytes": statistics.mean(sum(len(k) + len(v) for k, v in h) for _, _, h in sample)}  # fmt: skip
+    one = await prepare(size, clusters[1:], plan.fill_count(size), hops=1, fresh=False,
+                        workload=workload)  # fmt: skip
+    print(f"{size} B: {one.available:,} records in {one.topics[0]}", flush=True)
+    memory = size == plan.memory_size  # one round, without MM2's start-up: the node's peak RSS
+    kinds = [k for k in plan.kinds if k != "mm2"] if memory else list(plan.kinds)
+    for round_ in range(1 if memory else plan.rounds):
+        for kind in rotated(kinds, round_):
+            row = await run_bridges(one, [kind], work, window_s=plan.window_s)
+            row["round"] = round_
+            runs.append(row)
+            log_run(row)
+    if memory:
+        return facts
+    if plan.tools:
+        tools.append(await consumer_performance(one.clusters[0], one.topics, size, one.available))
+        produced = int(CEILINGS[size] * 2.5 * plan.window_s)
+        tools.append(await producer_performance(one.clusters[1], size, produced))
+        for tool in tools[-2:]:
+            print(f"  {tool['tool']:18} {size:>6} B: {tool['records_per_s']:>9,.0f} rec/s "
+                  f"over {tool['seconds']:.1f} s", flush=True)  # fmt: skip
+    if (
+        plan.attribution and size in plan.two_hop_sizes
+    ):  # the node without its audit trail: what the trail costs end to end
+        row = await run_bridges(one, ["node-noaudit"], work, window_s=plan.window_s)
+        row["round"] = 0
+        runs.append(row)
+        log_run(row)
+    if plan.ingress and size in plan.two_hop_sizes:
+        fresh = await prepare(size, clusters[1:], plan.fill_count(size, 3), hops=1, fresh=True,
+                              workload=Workload(size, fresh=True))  # fmt: skip
+        row = await run_bridges(fresh, ["node-ingress"], work, window_s=plan.window_s)
+        row["round"] = 0
+        runs.append(row)
+        log_run(row)
+    if plan.two_hop_rounds and size in plan.two_hop_sizes:
+        beyond = Workload(size, fresh=False, targets=BEYOND_PROVINCE)  # both hops hand it up
+        two = await prepare(size, clusters, plan.fill_count(size), hops=2, fresh=False,
+                            workload=beyond)  # fmt: skip
+        for round_ in range(plan.two_hop_rounds):
+            for kind in rotated(plan.kinds, round_):
+                row = await run_bridges(two, [kind, kind], work, window_s=plan.window_s)
+                row["round"] = round_
+                runs.append(row)
+                log_run(row)
+    return facts
+
+
+async def main_async(plan: Plan) -> None:
+    """Start the clusters, measure every size, print and write the results."""
     work, clusters = start_bench_clusters("bench-e2e", ("county", "city", "province"))
-    rows = []
-    chains = []
+    runs: list[dict[str, Any]] = []
+    tools: list[dict[str, Any]] = []
+    workloads = []
+    began = time.monotonic()
     try:
-        county, city, province = (cluster.bootstrap for cluster in clusters)
-        plan = [(200, 50_000), (1024, 50_000), (10_240, 10_000)]
-        if quick:
-            plan = [(size, count // 5) for size, count in plan if size >= 1024]
-        plan = [(size, count) for size, count in plan if sizes is None or size in sizes]
-        for size, count in plan:
-            for round_ in range(rounds):  # bridges interleaved, so drift hits them alike
-                for kind in kinds:
-                    if quick and kind == "node-ingress":
-                        continue  # quick: ingress is priced in the node-ingress+node chain
-                    row = await run_one(kind, size, count, city, province, work)
-                    row["round"] = round_
-                    rows.append(row)
-                    print(
-                        f"  {kind:12} {size:6} B: {row['records_per_s']:>9,.0f} rec/s  {row['mb_per_s']:6.1f} MB/s  peak RSS {row['peak_rss_mb']:.0f} MB",
-                        flush=True,
-                    )
-        for size, count in plan if not quick else [(1024, 10_000)]:  # quick: two hops at 1 KB
-            for first, second in CHAINS:
-                if first.split("-")[0] not in kinds or (quick and first == "raw"):
-                    continue
-                hops = [(first, county, city), (second, city, province)]
-                row = await run_chain(hops, size, count, work, fresh=first == "node-ingress")
-                chains.append(row)
-                print(
-                    f"  two hops {row['bridge']:18} {size:6} B: {row['records_per_s']:>9,.0f} rec/s",
-                    flush=True,
-                )
+        bootstraps = [cluster.bootstrap for cluster in clusters]
+        for size in plan.sizes:
+            workloads.append(await run_size(plan, size, bootstraps, work, runs, tools))
     finally:
         localkafka.stop_clusters(clusters)
-    ratios = []
-    for size, _ in plan:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = summarise(runs)
+    report(summary, tools, workloads, plan)
+    result = {
+        "quick": plan.quick, "window_s": plan.window_s, "warmup_s": WARMUP_S,
+        "mm2_warmup_s": MM2_WARMUP_S, "rounds": plan.rounds, "two_hop_rounds": plan.two_hop_rounds,
+        "seconds": time.monotonic() - began,
+        "workload": {"resources": RESOURCES, "departments": len(DEPARTMENTS), "by_size": workloads},
+        "mm2": {key: {"value": value, "why": why} for key, (value, why) in MM2_TUNING.items()}
+        | {"heap": {"value": MM2_HEAP, "why": "fixed heap, as the brokers'"}},
+        "summary": summary, "ratios": ratios(summary), "kafka_tools": tools, "runs": runs,
+    }  # fmt: skip
+    print(f"\nwrote {write('e2e-quick' if plan.quick else 'e2e', result)}")
 
-        def median(kind: str, key: str = "records_per_s", size: int = size) -> float | None:
-            values = [r[key] for r in rows if r["bridge"] == kind and r["payload_bytes"] == size]
-            return statistics.median(values) if values else None
 
-        raw, node, mm2 = median("raw"), median("node"), median("mm2")
-        if raw is None or node is None:
-            continue
-        ratios.append({"payload_bytes": size, "rounds": rounds, "raw": raw, "node": node, "mm2": mm2,
-                       "node_ingress": median("node-ingress"),
-                       "node_over_raw": node / raw, "node_over_mm2": node / mm2 if mm2 else None,
-                       "node_peak_rss_mb": max(r["peak_rss_mb"] for r in rows if r["bridge"].startswith("node") and r["payload_bytes"] == size)})  # fmt: skip
-    print(f"\nOne hop (city → province), records/s, median of {rounds} round(s):")
-    print(table(["payload B", "raw", "node", "node ingress", "MM2", "node/raw", "node/MM2", "node peak RSS MB"],
-                [[r["payload_bytes"], r["raw"], r["node"], r["node_ingress"] or "-", r["mm2"] or "-", round(r["node_over_raw"], 2),
-                  round(r["node_over_mm2"], 2) if r["node_over_mm2"] else "-", round(r["node_peak_rss_mb"])]
-                 for r in ratios]))  # fmt: skip
-    if chains:
-        print(
-            "\nTwo hops (county → city → province), one round, records/s (the node validates at the first hop):"
-        )
-        print(table(["payload B", "bridges", "records/s", "MB/s"],
-                    [[c["payload_bytes"], c["bridge"], c["records_per_s"], c["mb_per_s"]] for c in chains]))  # fmt: skip
-    print(
-        f"\nwrote {write('e2e', {'runs': rows, 'ratios': ratios, 'two_hops': chains, 'quick': quick})}"
-    )
+def report(summary: list[dict[str, Any]], tools: list[dict[str, Any]],
+           workloads: list[dict[str, Any]], plan: Plan) -> None:  # fmt: skip
+    """Print the tables."""
+
+    def fig(s: dict[str, float], fmt: str = ",.0f") -> str:
+        return f"{s['median']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})"
+
+    print(f"\nSteady windows of {plan.window_s:g} s; median (min-max) over rounds:")
+    print(table(["hops", "payload B", "bridge", "rounds", "records/s", "CPU µs/record", "peak RSS MB"],
+                [[s["hops"], s["payload_bytes"], s["bridge"], s["rounds"], fig(s["records_per_s"]),
+                  fig(s["cpu_us_per_record"], ".1f"), round(s["peak_rss_mb"])] for s in summary]))  # fmt: skip
+    print("\nRatios of medians:")
+    print(table(["hops", "payload B", "node/MM2 rec/s", "node/MM2 CPU per record", "node/raw"],
+                [[r["hops"], r["payload_bytes"], _r(r.get("node_over_mm2")),
+                  _r(r.get("cpu_node_over_mm2")), _r(r.get("node_over_raw"))] for r in ratios(summary)]))  # fmt: skip
+    if tools:
+        print("\nKafka's own tools on the same brokers:")
+        print(table(["tool", "payload B", "records/s", "seconds"],
+                    [[t["tool"], t["payload_bytes"], t["records_per_s"], t["seconds"]] for t in tools]))  # fmt: skip
+    print("\nWorkload:")
+    print(table(["payload B", "mean value B", "mean headers B", "routing memo hits", "policy memo hits"],
+                [[w["payload_bytes"], w["mean_value_bytes"], w["mean_header_bytes"],
+                  f"{100 * w['memo_hit_rate']['routing']:.2f}%",
+                  f"{100 * w['memo_hit_rate']['policy']:.2f}%"] for w in workloads]))  # fmt: skip
+
+
+def _r(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
 
 
 def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--bridges", default="raw,node,node-ingress,mm2",
-                        help="comma-separated: raw, node, node-ingress, mm2")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per size (3; quick: 1)")
-    parser.add_argument(
-        "--sizes", default=None, help="comma-separated payload sizes (all: 200,1024,10240)"
-    )
+    parser.add_argument("--bridges", default="raw,node,mm2", help="comma-separated: raw, node, mm2")
+    parser.add_argument("--rounds", type=int, default=None, help="one-hop rounds (5; quick: 1)")
+    parser.add_argument("--two-hop-rounds", type=int, default=None, help="(1; quick: 0)")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated payload sizes (200,1024,10240,102400)")  # fmt: skip
+    parser.add_argument("--window", type=float, default=None, help="seconds (10; quick: 5)")
+    parser.add_argument("--no-tools", action="store_true", help="skip Kafka's performance tools")
+    parser.add_argument("--no-ingress", action="store_true", help="skip the entry node")
     args = parser.parse_args()
-    rounds = args.rounds or (1 if args.quick else 3)
-    sizes = {int(size) for size in args.sizes.split(",")} if args.sizes else None
-    asyncio.run(main_async(args.quick, tuple(args.bridges.split(",")), rounds, sizes))
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
+        [1024] if args.quick else [200, 1024, 10_240, 102_400])  # fmt: skip
+    plan = Plan(
+        sizes=sizes, rounds=args.rounds or (1 if args.quick else 5),
+        window_s=args.window or (5.0 if args.quick else WINDOW_S),
+        kinds=tuple(args.bridges.split(",")),
+        two_hop_rounds=args.two_hop_rounds if args.two_hop_rounds is not None else (0 if args.quick else 1),
+        memory_size=102_400, two_hop_sizes=(1024,), tools=not args.no_tools and not args.quick,
+        ingress=not args.no_ingress, attribution=not args.quick, quick=args.quick,
+    )  # fmt: skip
+    asyncio.run(main_async(plan))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ async def run_one(
         node_config(config, city, province, prefix, role="city")
         command = [str(EXE), "run", "--config", str(config)]
     else:
-        command = mm2_command(work, city, province, topic)
+        command = mm2_command(work, city, province, [topic])
     log = (work / f"{prefix}.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:

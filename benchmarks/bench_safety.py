@@ -129,7 +129,12 @@ def node_rates() -> dict[int, dict[str, float]]:
     path = RESULTS / "e2e.json"
     if not path.exists():
         return {}
-    return {r["payload_bytes"]: r for r in json.loads(path.read_text())["ratios"]}
+    rates: dict[int, dict[str, float]] = {}
+    for row in json.loads(path.read_text())["summary"]:
+        if row["hops"] == 1 and row["bridge"] in ("node", "node-ingress"):
+            name = row["bridge"].replace("-", "_")
+            rates.setdefault(row["payload_bytes"], {})[name] = row["records_per_s"]["median"]
+    return {size: rates for size, rates in rates.items() if "node" in rates}
 
 
 def main() -> None:

@@ -1,46 +1,83 @@
-"""The ceiling of our stack: a raw aiokafka consume → produce pipe with no logic.
+"""The ceiling of our stack: the node's own Kafka transport with no logic between source and sink.
 
-Same client settings as the node (idempotent producer, acks=all, linger 5 ms, 1 MB batches,
-manual commits after every batch is acked). Runs until it has copied ``--count`` records.
+It reads with the node's ``KafkaSource`` and writes with its ``KafkaSink`` (closed record batches
+per partition, idempotent producer, acks=all, linger 5 ms, 1 MB batches), keeps source partitions,
+and pipelines up to ``--in-flight`` batches of ``--max-batch`` records as the link does, committing
+each batch once it and every batch before it are acked. No envelope is read, no rule applied, no
+metric or audit entry written: whatever the node does beyond this is the price of its logic.
+``topic`` may be a comma-separated list; each is copied to the same name. Runs until stopped
+(SIGTERM) or until ``--count`` records are copied.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
+from collections import deque
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from node.errors import RecordRejected
+from node.kafka.sink import KafkaSink
+from node.kafka.source import KafkaSource
+from node.kafka.topics import TopicLimits
+from node.transport import Batch, Message
 
 
-async def pipe(source: str, target: str, topic: str, count: int, max_batch: int) -> None:
-    """Copy ``count`` records of ``topic`` from ``source`` to ``target``."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=source, group_id=f"raw-pipe-{topic}", enable_auto_commit=False,
-        auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
-    )  # fmt: skip
-    producer = AIOKafkaProducer(
-        bootstrap_servers=target, enable_idempotence=True, acks="all", linger_ms=5,
-        max_batch_size=1_000_000, max_request_size=4 * 1024 * 1024,
-    )  # fmt: skip
-    await consumer.start()
-    await producer.start()
+async def pipe(
+    source: str, target: str, topics: list[str], *, count: int, max_batch: int, in_flight: int
+) -> None:
+    """Copy ``topics`` from ``source`` to ``target`` until ``count`` records (0: until stopped)."""
+    reader = KafkaSource(source, topics, f"raw-pipe-{topics[0]}", max_batch=max_batch,
+                         fetch_timeout_ms=200, fetch_max_bytes=32 * 1024 * 1024)  # fmt: skip
+    writer = KafkaSink(target, "raw-pipe", TopicLimits(target))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    pending: deque[tuple[Batch, asyncio.Task[list[RecordRejected | None]]]] = deque()
     copied = 0
+    await reader.start()
     try:
-        while copied < count:
-            batch = await consumer.getmany(timeout_ms=200, max_records=max_batch)
-            futures = [
-                await producer.send(topic, r.value, key=r.key, headers=list(r.headers))
-                for records in batch.values()
-                for r in records
-            ]
-            await asyncio.gather(*futures)
+        while not stopping.is_set() and (count == 0 or copied < count):
+            batch = await reader.fetch()
             if batch:
-                await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
-            copied += len(futures)
+                task = asyncio.ensure_future(writer.deliver(_messages(batch, reader)))
+                pending.append((batch, task))
+            while pending and (pending[0][1].done() or len(pending) >= in_flight):
+                copied += await _settle(reader, pending)
+        while pending:
+            copied += await _settle(reader, pending)
     finally:
-        await producer.stop()
-        await consumer.stop()
+        for _, task in pending:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await writer.stop()
+        await reader.stop()
+
+
+def _messages(batch: Batch, reader: KafkaSource) -> list[Message]:
+    count = reader.partition_count()
+    if count is None:
+        return [
+            Message(tp.topic, r.key, r.value, list(r.headers))
+            for tp, rs in batch.items()
+            for r in rs
+        ]
+    return [
+        Message(tp.topic, r.key, r.value, list(r.headers), (r.partition, count))
+        for tp, rs in batch.items()
+        for r in rs
+    ]
+
+
+async def _settle(
+    reader: KafkaSource, pending: deque[tuple[Batch, asyncio.Task[list[RecordRejected | None]]]]
+) -> int:
+    """Wait for the oldest batch's acks and commit it; return its record count."""
+    batch, task = pending.popleft()
+    await task
+    await reader.commit({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
+    return sum(len(records) for records in batch.values())
 
 
 def main() -> None:
@@ -48,11 +85,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", required=True)
     parser.add_argument("--target", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--max-batch", type=int, default=2000)
+    parser.add_argument("--topic", required=True, help="one topic or a comma-separated list")
+    parser.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
+    parser.add_argument("--max-batch", type=int, default=2000, help="as the node's flow.max_batch")
+    parser.add_argument("--in-flight", type=int, default=4, help="as the node's max_in_flight")
     args = parser.parse_args()
-    asyncio.run(pipe(args.source, args.target, args.topic, args.count, args.max_batch))
+    asyncio.run(pipe(args.source, args.target, args.topic.split(","), count=args.count,
+                     max_batch=args.max_batch, in_flight=args.in_flight))  # fmt: skip
 
 
 if __name__ == "__main__":
