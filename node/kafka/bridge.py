@@ -155,6 +155,7 @@ class Link:
         self._stopping = asyncio.Event()
         self._held = False  # down because a fail-closed audit trail cannot write
         self._last_turn: asyncio.Future[bool] | None = None  # the latest batch's turn: handed over?
+        self._committing: asyncio.Task[None] | None = None  # the latest commit, still under way
         self._log = log.bind(link=name, topic=source.topic, peer=peer)
         # label children resolved once: .labels() per record costs more than the count itself
         self._routing_seconds = metrics.routing_seconds.labels(name)
@@ -214,9 +215,14 @@ class Link:
                     await self._settle(in_flight)
             while in_flight:  # soft stop: finish and commit what is under way
                 await self._settle(in_flight)
+            await self._committed()
         finally:
             if in_flight:
                 await self._abandon(in_flight)
+            if self._committing is not None:  # raising or cut: its batch comes again later
+                self._committing.cancel()
+                await asyncio.gather(self._committing, return_exceptions=True)
+                self._committing = None
             await self._source.stop()
             emit(self._log, LinkStopped())
 
@@ -306,7 +312,7 @@ class Link:
                 await self._abandon(in_flight)  # stopping: redelivered and audited after restart
                 return
             in_flight.popleft()
-            await self._commit(oldest.batch, summary)
+            self._start_commit(oldest.batch, summary)
             self._node_seconds.observe(time.monotonic() - oldest.fetched)
             return
         await self._retry(in_flight, reason)
@@ -327,7 +333,28 @@ class Link:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
 
-    async def _commit(self, batch: Batch, summary: Summary) -> None:
+    def _start_commit(self, batch: Batch, summary: Summary) -> None:
+        """Commit ``batch`` after the commits before it, without holding up the next fetch.
+
+        A commit that failed raises here (at the next batch) or at the stop, and every commit
+        after it fails too: offsets are never committed past a batch whose commit failed.
+        """
+        previous = self._committing
+        if previous is not None and previous.done():
+            previous.result()  # raise what ended it, if anything
+            previous = None
+        self._committing = asyncio.ensure_future(self._commit(batch, summary, previous))
+
+    async def _committed(self) -> None:
+        """Wait for the commits under way (raising what failed)."""
+        if self._committing is not None:
+            await self._committing
+
+    async def _commit(
+        self, batch: Batch, summary: Summary, after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None:
+            await after
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         committed = await self._source.commit(offsets)
         self._accounts.apply(summary)
