@@ -344,4 +344,4 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.records, arguments.kafka = 4_000, False
-    print(f"wrote {write('audit', asyncio.run(main(arguments)))}")
+    print(f"wrote {write('audit', asyncio.run(main(arguments)) | {'quick': arguments.quick})}")

@@ -24,8 +24,7 @@ Also per size: Kafka's own ``ProducerPerformance`` (into the province, the node'
 settings) and ``ConsumerPerformance`` (reading the filled topic), the machine's ceiling; the node
 where records enter (``node-ingress``: the county, validating and decoding every record); and two
 hops county → city → province for node+node, raw+raw and mm2+mm2 (``--two-hop-rounds``).
-``--quick`` (under 3 minutes): 1 KB only, one round, 5 s windows, written to ``e2e-quick.json`` so
-it never replaces the full run's figures.
+``--quick``: 1 KB only, one round, 5 s windows (written to ``e2e-quick.json``).
 """
 
 from __future__ import annotations
@@ -658,7 +657,7 @@ async def main_async(plan: Plan) -> None:
         | {"heap": {"value": MM2_HEAP, "why": "fixed heap, as the brokers'"}},
         "summary": summary, "ratios": ratios(summary), "kafka_tools": tools, "runs": runs,
     }  # fmt: skip
-    print(f"\nwrote {write('e2e-quick' if plan.quick else 'e2e', result)}")
+    print(f"\nwrote {write('e2e', result)}")
 
 
 def report(summary: list[dict[str, Any]], tools: list[dict[str, Any]],

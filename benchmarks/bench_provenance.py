@@ -185,6 +185,7 @@ def main() -> None:
         print(f"{algorithm}: one sign {figures['sign_us']:.0f} µs, "
               f"one verify {figures['verify_us']:.0f} µs")  # fmt: skip
     results["seconds"] = round(time.monotonic() - began, 1)
+    results["quick"] = args.quick
     print(f"wrote {write('provenance', results)} in {results['seconds']} s")
 
 

@@ -130,7 +130,7 @@ def node_rates() -> dict[int, dict[str, float]]:
     if not path.exists():
         return {}
     rates: dict[int, dict[str, float]] = {}
-    for row in json.loads(path.read_text())["summary"]:
+    for row in json.loads(path.read_text()).get("summary", []):  # older runs: no summary
         if row["hops"] == 1 and row["bridge"] in ("node", "node-ingress"):
             name = row["bridge"].replace("-", "_")
             rates.setdefault(row["payload_bytes"], {})[name] = row["records_per_s"]["median"]

@@ -38,9 +38,13 @@ def machine() -> dict[str, Any]:
 
 
 def write(name: str, results: dict[str, Any]) -> Path:
-    """Write ``results`` (plus machine facts) to benchmarks/results/NAME.json."""
+    """Write ``results`` (plus machine facts) to benchmarks/results/NAME.json.
+
+    A quick run (``results["quick"]``) writes NAME-quick.json instead (not committed), so it never
+    replaces the figures of the last full run that the README quotes.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{name}{'-quick' if results.get('quick') else ''}.json"
     path.write_text(json.dumps({"machine": machine(), **results}, indent=2, ensure_ascii=False))
     return path
 

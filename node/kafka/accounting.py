@@ -84,6 +84,8 @@ class Watch:
 
 
 RATE_WINDOW_S = 10.0
+RESOURCE_CHILDREN_KEPT = 20_000
+"""Metric children per (resource label, direction) kept resolved; past it they are resolved anew."""
 
 
 @dataclass(slots=True)
@@ -176,6 +178,7 @@ class Accountant:
         }
         self._record_age = {d: metrics.record_age.labels(d.value) for d in Direction}
         self._hop_seconds = metrics.hop_seconds.labels(name)
+        self._resource_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._peer_labels = {*topology.children, topology.region}
         if topology.parent is not None:
             self._peer_labels.add(topology.parent)
@@ -277,11 +280,7 @@ class Accountant:
             self._record_age[direction].observe(max(0.0, now_ms - created) / 1000)
         if summary.oldest_written_ms is not None:
             self._hop_seconds.observe(max(0.0, now_ms - summary.oldest_written_ms) / 1000)
-        label = self._watch.resource_label
-        for key, (records, size) in summary.tally.items():
-            resource = label(key.resource)
-            metrics.resource_records.labels(resource, key.direction).inc(records)
-            metrics.resource_bytes.labels(resource, key.direction).inc(size)
+        self._count_resources(summary.tally)
         for way, lines in (("in", summary.peers_in), ("out", summary.peers_out)):
             for peer, (records, size) in lines.items():
                 metrics.peer_records.labels(peer, way).inc(records)
@@ -296,6 +295,28 @@ class Accountant:
         self._remember(summary.feedback)
         totals.sample(now_ms / 1000)
         self._tell(now_ms, summary)
+
+    def _count_resources(self, tally: Tally) -> None:
+        """Add a batch's records and bytes per resource label and direction to the metrics."""
+        metrics = self._metrics
+        label = self._watch.resource_label
+        per_label: dict[tuple[str, str], list[int]] = {}
+        for key, (records, size) in tally.items():
+            line = per_label.setdefault((label(key.resource), key.direction), [0, 0])
+            line[0] += records
+            line[1] += size
+        children = self._resource_children
+        if len(children) > RESOURCE_CHILDREN_KEPT:
+            children.clear()
+        for labels, (records, size) in per_label.items():
+            child = children.get(labels)
+            if child is None:  # .labels() costs about a microsecond: resolve each pair once
+                child = children[labels] = (
+                    metrics.resource_records.labels(*labels),
+                    metrics.resource_bytes.labels(*labels),
+                )
+            child[0].inc(records)
+            child[1].inc(size)
 
     def _tell(self, now_ms: int, summary: Summary) -> None:
         """Hand the watchers what the batch exchanged: statistics, quality, audit facts."""

@@ -121,7 +121,11 @@ class Messages:
         for record, outcome, fact in zip(records, outcomes, facts, strict=True):
             origin = None if partitions is None else (record.partition, partitions)
             if isinstance(outcome, Delivered):
-                base = [h for h in record.headers if h[0] != HOPS]
+                headers = record.headers
+                if headers and headers[-1][0] == HOPS:  # where writers put it; a delivered
+                    base = list(headers[:-1])  # record has it once (doubles are refused)
+                else:
+                    base = [h for h in headers if h[0] != HOPS]
                 if outcome.annotations:  # they replace what the record says under their names
                     replaced = {name for name, _ in outcome.annotations}
                     base = [h for h in base if h[0] not in replaced] + list(outcome.annotations)
