@@ -268,7 +268,9 @@ async def measure(
         while await end_offsets(consumer, topics) == baseline:
             _check_alive(process)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no record copied within {FIRST_RECORD_TIMEOUT_S:g} s")
+                raise RuntimeError(
+                    f"{process.args[:4]}: no record copied within {FIRST_RECORD_TIMEOUT_S:g} s"
+                )
             await asyncio.sleep(0.05)
         await asyncio.sleep(warmup_s)
         began, start_count = time.monotonic(), await end_offsets(consumer, topics)

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import uuid
 from collections import deque
 
 from node.errors import RecordRejected
@@ -28,7 +29,8 @@ async def pipe(
     source: str, target: str, topics: list[str], *, count: int, max_batch: int, in_flight: int
 ) -> None:
     """Copy ``topics`` from ``source`` to ``target`` until ``count`` records (0: until stopped)."""
-    reader = KafkaSource(source, topics, f"raw-pipe-{topics[0]}", max_batch=max_batch,
+    group = f"raw-pipe-{uuid.uuid4().hex[:12]}"  # a group of its own: every run starts at the start
+    reader = KafkaSource(source, topics, group, max_batch=max_batch,
                          fetch_timeout_ms=200, fetch_max_bytes=32 * 1024 * 1024)  # fmt: skip
     writer = KafkaSink(target, "raw-pipe", TopicLimits(target))
     stopping = asyncio.Event()
