@@ -269,7 +269,8 @@ async def measure(
             _check_alive(process)
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"{process.args[:4]}: no record copied within {FIRST_RECORD_TIMEOUT_S:g} s"
+                    f"bridge (pid {process.pid}): no record copied within "
+                    f"{FIRST_RECORD_TIMEOUT_S:g} s"
                 )
             await asyncio.sleep(0.05)
         await asyncio.sleep(warmup_s)
