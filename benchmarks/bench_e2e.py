@@ -95,10 +95,8 @@ MM2_TUNING = {
 }
 """MirrorMaker 2 settings (prefixed per cluster alias), each with why."""
 MM2_HEAP = "-Xmx512m"
-FILL_SECONDS = WARMUP_S + WINDOW_S + 6
-"""Records filled per size: this many seconds at the fastest bridge's rate (``CEILINGS``)."""
-CEILINGS = {200: 90_000, 1024: 60_000, 10_240: 12_000, 102_400: 1_500}
-"""A generous guess of the fastest bridge's records/s per size, to size the fill."""
+CEILINGS = {200: 90_000, 1024: 65_000, 10_240: 24_000, 102_400: 1_500}
+"""A generous guess of the fastest bridge's records/s per size, to size the fill (``fill_count``)."""
 _RUNS = itertools.count(1)
 RETENTION = {"retention.bytes": str(512 * 1024 * 1024), "segment.bytes": str(64 * 1024 * 1024)}
 """Destinations keep at most 512 MB per partition, so a full run stays within a few GB of disk."""
@@ -569,7 +567,7 @@ class Plan:
 
     def fill_count(self, size: int, bridges: int = 1) -> int:
         """Records to fill: enough for the fastest bridge's warm-up and window, with a margin."""
-        return int(CEILINGS[size] * (WARMUP_S + self.window_s + 6) / bridges)
+        return int(CEILINGS[size] * (MM2_WARMUP_S + self.window_s + 6) / bridges)
 
 
 def log_run(row: dict[str, Any]) -> None:

@@ -67,6 +67,9 @@ from node.transport import Message, RecordSink
 RECORD_BYTES = 512 * 1024
 """Most bytes of stored lines packed into one Kafka record."""
 DETAIL_CHARS = 500
+ROUND_RECORDS = 100
+"""Kafka records' worth of entries chained and written per round of the writer: with fewer, a
+writer that waits for each round's acks behind busy links fell behind 20,000 records/s."""
 """A refusal's message is kept to this many characters in its entry."""
 
 
@@ -360,7 +363,7 @@ class AuditWriter:
         written = 0
         while True:
             if not self._in_flight:
-                bodies = self._queue.take(self._per_record * 20)
+                bodies = self._queue.take(self._per_record * ROUND_RECORDS)
                 if not bodies:
                     return written
                 self._in_flight = chain(bodies, self._tip)

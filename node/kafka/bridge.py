@@ -155,7 +155,9 @@ class Link:
         self._stopping = asyncio.Event()
         self._held = False  # down because a fail-closed audit trail cannot write
         self._last_turn: asyncio.Future[bool] | None = None  # the latest batch's turn: handed over?
-        self._committing: asyncio.Task[None] | None = None  # the latest commit, still under way
+        self._committing: asyncio.Task[None] | None = None  # the commit under way, if any
+        self._to_commit: list[tuple[dict[Partition, tuple[int, int]], Summary]] = []
+        """Delivered batches waiting for the next commit: first and last offsets, summary."""
         self._log = log.bind(link=name, topic=source.topic, peer=peer)
         # label children resolved once: .labels() per record costs more than the count itself
         self._routing_seconds = metrics.routing_seconds.labels(name)
@@ -219,10 +221,11 @@ class Link:
         finally:
             if in_flight:
                 await self._abandon(in_flight)
-            if self._committing is not None:  # raising or cut: its batch comes again later
+            if self._committing is not None:  # raising or cut: its batches come again later
                 self._committing.cancel()
                 await asyncio.gather(self._committing, return_exceptions=True)
                 self._committing = None
+            self._to_commit.clear()
             await self._source.stop()
             emit(self._log, LinkStopped())
 
@@ -314,6 +317,8 @@ class Link:
             in_flight.popleft()
             self._start_commit(oldest.batch, summary)
             self._node_seconds.observe(time.monotonic() - oldest.fetched)
+            if len(self._to_commit) >= self._settings.max_in_flight:
+                await self._committed()  # the coordinator lags: settle no more until it catches up
             return
         await self._retry(in_flight, reason)
 
@@ -334,38 +339,45 @@ class Link:
             await asyncio.wait_for(self._stopping.wait(), delay)
 
     def _start_commit(self, batch: Batch, summary: Summary) -> None:
-        """Commit ``batch`` after the commits before it, without holding up the next fetch.
+        """Queue ``batch``'s commit without holding up the next fetch.
 
-        A commit that failed raises here (at the next batch) or at the stop, and every commit
-        after it fails too: offsets are never committed past a batch whose commit failed.
+        One commit is under way at a time; it covers every batch queued before it began, so a
+        slow coordinator makes fewer, larger commits instead of a growing queue. A commit that
+        failed raises here (at the next batch) or at the stop, and nothing queued after it is
+        committed: offsets are never committed past a batch whose commit failed.
         """
-        previous = self._committing
-        if previous is not None and previous.done():
-            previous.result()  # raise what ended it, if anything
-            previous = None
-        self._committing = asyncio.ensure_future(self._commit(batch, summary, previous))
+        committing = self._committing
+        if committing is not None and committing.done():
+            self._committing = None
+            committing.result()  # raise what ended it, if anything
+        ranges = {
+            tp: (records[0].offset, records[-1].offset) for tp, records in batch.items() if records
+        }
+        self._to_commit.append((ranges, summary))
+        if self._committing is None:
+            self._committing = asyncio.ensure_future(self._commit_queued())
 
     async def _committed(self) -> None:
-        """Wait for the commits under way (raising what failed)."""
+        """Wait for the commits under way and queued (raising what failed)."""
         if self._committing is not None:
             await self._committing
 
-    async def _commit(
-        self, batch: Batch, summary: Summary, after: asyncio.Task[None] | None = None
-    ) -> None:
-        if after is not None:
-            await after
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-        committed = await self._source.commit(offsets)
-        self._accounts.apply(summary)
-        if not self._health.is_up(self.name):
-            self._resumed()
-        self._backoff.reset()
-        emit(self._log, BatchDone(
-            summary.records, summary.copies, summary.refused,
-            {f"{tp.partition}": [batch[tp][0].offset, o - 1] for tp, o in offsets.items()},
-            committed,
-        ))  # fmt: skip
+    async def _commit_queued(self) -> None:
+        """Commit what is queued, in one call per round, until nothing is; then apply each batch."""
+        while self._to_commit:
+            settled, self._to_commit = self._to_commit, []
+            offsets = {tp: last + 1 for ranges, _ in settled for tp, (_, last) in ranges.items()}
+            committed = await self._source.commit(offsets)
+            for ranges, summary in settled:
+                self._accounts.apply(summary)
+                emit(self._log, BatchDone(
+                    summary.records, summary.copies, summary.refused,
+                    {f"{tp.partition}": [first, last] for tp, (first, last) in ranges.items()},
+                    committed,
+                ))  # fmt: skip
+            if not self._health.is_up(self.name):
+                self._resumed()
+            self._backoff.reset()
 
     async def _deliver(
         self, batch: Batch, after: asyncio.Future[bool] | None, turn: asyncio.Future[bool]
