@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -546,3 +546,38 @@ async def test_refusals_of_one_key_keep_their_source_order(rigs: Rigs) -> None:
 
     refused = rig.local.records(TOPICS.refused)
     assert [header(r, REFUSAL_REASON) for r in refused] == [b"undeliverable", b"bad_envelope"]
+
+
+async def test_commits_stuck_at_the_coordinator_hold_the_link_back_then_catch_up(
+    rigs: Rigs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stuck commits stop the link after a bounded lead; once through, fewer calls commit it all."""
+    settings = dataclasses.replace(FAST, max_in_flight=4, delivery_timeout_s=WAIT_S)
+    rig = rigs(settings, max_batch=100)
+    sent = publish(rig.local, 4000)
+    through = asyncio.Event()
+    calls: list[dict[Partition, int]] = []
+    commit = rig.source.commit
+
+    async def gated(offsets: Mapping[Partition, int]) -> bool:
+        await asyncio.wait_for(through.wait(), WAIT_S)
+        calls.append(dict(offsets))
+        return await commit(offsets)
+
+    monkeypatch.setattr(rig.source, "commit", gated)
+    rig.start()
+    await rig.wait(lambda: rig.parent.count(UP) > 0)
+    settled = -1
+    while rig.parent.count(UP) != settled:  # until the link stops delivering more
+        settled = rig.parent.count(UP)
+        await asyncio.sleep(0.2)
+    assert rig.committed() == 0
+    # under way: 4 delivered batches waiting for the commit, 1 being committed, 4 in flight
+    assert 0 < settled <= 9 * 100
+    through.set()
+    await rig.all_committed(len(sent))
+    await rig.stop()
+    assert tally(sent, rig.parent.records(UP)) == Tally(len(sent), len(sent), 0, 0, 0)
+    assert len(calls) < len(sent) // 100  # a commit covered several batches
+    for before, after in itertools.pairwise(calls):  # never backwards, partition by partition
+        assert all(after.get(tp, offset) >= offset for tp, offset in before.items())
