@@ -567,7 +567,7 @@ class Plan:
 
     def fill_count(self, size: int, bridges: int = 1) -> int:
         """Records to fill: enough for the fastest bridge's warm-up and window, with a margin."""
-        return int(CEILINGS[size] * (MM2_WARMUP_S + self.window_s + 6) / bridges)
+        return int(CEILINGS[size] * (MM2_WARMUP_S + self.window_s + 4) / bridges)
 
 
 def log_run(row: dict[str, Any]) -> None:

@@ -135,7 +135,7 @@ async def main_async(quick: bool, bridges: tuple[str, ...]) -> None:
                 await run_one(
                     kind,
                     1000,
-                    4 if quick else 20,
+                    4 if quick else 14,  # 12 s counted: a steady window
                     clusters[0].bootstrap,
                     clusters[1].bootstrap,
                     work,
