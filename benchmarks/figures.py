@@ -17,6 +17,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN = "<!-- figures:begin (benchmarks/figures.py writes this block from results/*.json) -->"
 END = "<!-- figures:end -->"
+NAMES = {"mm2": "MirrorMaker 2"}
 DASH = "\u2013"  # an en dash, as the rest of the README writes ranges
 
 
@@ -75,9 +76,10 @@ def render(e2e: dict[str, Any], latency: dict[str, Any] | None, core: dict[str, 
     extra = [s for s in e2e["summary"] if s["bridge"] in ("node-noaudit", "node-ingress")]
     if extra:
         out += ["", "The node without its audit trail, and where records enter (one round each):", "",
-                "| payload | bridge | rec/s | CPU µs/rec |", "| --- | --- | --- | --- |"]  # fmt: skip
+                "| payload | bridge | rec/s | CPU µs/rec | peak RSS |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
         out += _rows([[_size(s["payload_bytes"]), s["bridge"], f"{s['records_per_s']['median']:,.0f}",
-                       f"{s['cpu_us_per_record']['median']:.1f}"] for s in extra])  # fmt: skip
+                       f"{s['cpu_us_per_record']['median']:.1f}", f"{s['peak_rss_mb']:.0f} MB"]
+                      for s in extra])  # fmt: skip
     if e2e["kafka_tools"]:
         out += ["", "Kafka's own tools on the same brokers (the machine's ceiling):", "",
                 "| payload | tool | rec/s |", "| --- | --- | --- |"]  # fmt: skip
@@ -91,8 +93,8 @@ def render(e2e: dict[str, Any], latency: dict[str, Any] | None, core: dict[str, 
             + " (by payload size, in the order above)."]  # fmt: skip
     if latency:
         out += ["", "Latency at 1,000 records/s of 1 KB, one hop (ms): "
-                + "; ".join(f"{r['bridge']} p50 {r['p50_ms']:.1f}, p99 {r['p99_ms']:.1f}"
-                            for r in latency["runs"]) + "."]  # fmt: skip
+                + "; ".join(f"{NAMES.get(r['bridge'], r['bridge'])} p50 {r['p50_ms']:.1f}, "
+                            f"p99 {r['p99_ms']:.1f}" for r in latency["runs"]) + "."]  # fmt: skip
     if core:
         rows = {(r["routes"], r["targets"]): r for r in core["scaling"]}
         memo, bare = rows.get((1000, "all")), rows.get((1000, "all, no memo"))

@@ -6,7 +6,7 @@ The links hand each batch's facts (``audit_facts``, one per copy and per refusal
 writes them to the node's audit topic ``PREFIX.audit.NODE_ID`` (one partition) on the local
 cluster, up to ``entries_per_record`` entries per Kafka record (newline-separated stored lines).
 Packed, because a Kafka record costs the producer far more than an entry costs to chain:
-``benchmarks/bench_audit.py`` measured about 32 µs of CPU an entry at one entry per record
+``benchmarks/bench_audit.py`` measured 14-32 µs of CPU an entry at one entry per record
 against about 6.5 µs at 200 (chaining included).
 
 When entries cannot be written they wait in the queue. Fail-open (the default): a link hands

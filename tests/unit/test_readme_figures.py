@@ -1,0 +1,35 @@
+"""The README's benchmark figures are the committed results JSON's, rendered by benchmarks/figures.py."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _figures() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("figures", ROOT / "benchmarks" / "figures.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_figures_match_the_results_json() -> None:
+    """Every figure in the README block is what results/*.json says (rerun figures.py if not)."""
+    figures = _figures()
+    block = figures.current((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert block, "README.md lost its figures block"
+    assert block == figures.rendered()
+
+
+def test_a_changed_figure_is_caught() -> None:
+    """Editing one number of the results changes the rendered block (the check can fail)."""
+    figures = _figures()
+    e2e = figures._load("e2e")
+    before = figures.render(e2e, None, None)
+    e2e["summary"][0]["records_per_s"]["median"] += 1000
+    assert figures.render(e2e, None, None) != before
