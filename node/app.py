@@ -205,6 +205,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
             fetch_timeout_ms=flow.fetch_timeout_ms, deadline_s=flow.delivery_timeout_s,
             on_gap=lambda gap: _report_gap(metrics, log, name, gap), resume_at=flow.on_gap,
             fetch_max_bytes=min(32 * 1024 * 1024, flow.max_in_flight_bytes // 2),
+            partitions=config.topics.partitions,
         )  # fmt: skip
 
     def link(

@@ -100,10 +100,28 @@ def _problem(error: Exception, topic: str, partition: int, offset: int, first: i
     )
 
 
+PARTITION_FETCH_MOST = 4 * 1024 * 1024
+PARTITION_FETCH_LEAST = 64 * 1024
+"""Bounds of one partition's share of a fetch (a larger first batch still comes, whole)."""
+
+
+def partition_fetch_bytes(fetch_max_bytes: int, partitions: int) -> int:
+    """Bytes to fetch per partition, so what the consumer buffers for all fits one fetch's budget.
+
+    aiokafka keeps each partition's fetched bytes until they are handed out and fetches for
+    every partition without any: a county reading 24 outboxes of 3 partitions at 4 MB each
+    could hold 288 MB unread.
+    """
+    share = fetch_max_bytes // max(1, partitions)
+    return max(PARTITION_FETCH_LEAST, min(PARTITION_FETCH_MOST, share))
+
+
 class KafkaSource:
     """Reads ``topic`` (one or several) as consumer ``group``; auto-commit off, earliest first.
 
     Given several topics, ``topic`` is their names joined with commas (for messages).
+    ``partitions`` is how many partitions each topic is expected to have; it shares
+    ``fetch_max_bytes`` out among them (``partition_fetch_bytes``).
     """
 
     def __init__(
@@ -119,6 +137,7 @@ class KafkaSource:
         on_gap: Callable[[Gap], None] = lambda gap: None,
         resume_at: str = "earliest",
         fetch_max_bytes: int = 32 * 1024 * 1024,
+        partitions: int = 1,
     ) -> None:
         self.topics = (topic,) if isinstance(topic, str) else tuple(topic)
         self.topic = ",".join(self.topics)
@@ -131,6 +150,9 @@ class KafkaSource:
         self._on_gap = on_gap
         self._resume_at = resume_at
         self._fetch_max_bytes = fetch_max_bytes
+        self._partition_fetch_bytes = partition_fetch_bytes(
+            fetch_max_bytes, partitions * len(self.topics)
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._last_heard = time.monotonic()
         self._committed: dict[TopicPartition, int] = {}  # as far as this member knows
@@ -145,7 +167,7 @@ class KafkaSource:
             client_id=self._group,
             enable_auto_commit=False,
             auto_offset_reset="none",  # a missing position is handled here, never silently
-            max_partition_fetch_bytes=min(4 * 1024 * 1024, self._fetch_max_bytes),
+            max_partition_fetch_bytes=self._partition_fetch_bytes,
             fetch_max_bytes=self._fetch_max_bytes,
             request_timeout_ms=int(max(self._deadline_s, 5.0) * 1000) + 5000,
         )
