@@ -1,7 +1,7 @@
 """Run every benchmark, then plot the scaling curves next to the JSON (``make bench``).
 
 ``--quick`` runs each with fewer records and shorter timings (under 3 minutes in all); the full run
-takes under 20 minutes on 2 cores.
+takes about 21 minutes on 2 cores.
 """
 
 from __future__ import annotations
