@@ -67,10 +67,10 @@ from node.transport import Message, RecordSink
 RECORD_BYTES = 512 * 1024
 """Most bytes of stored lines packed into one Kafka record."""
 DETAIL_CHARS = 500
+"""A refusal's message is kept to this many characters in its entry."""
 ROUND_RECORDS = 100
 """Kafka records' worth of entries chained and written per round of the writer: with fewer, a
 writer that waits for each round's acks behind busy links fell behind 20,000 records/s."""
-"""A refusal's message is kept to this many characters in its entry."""
 
 
 def audit_facts(pending: Sequence[Out], time_ms: int) -> list[Fact]:
