@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection as Pipe
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -76,6 +77,16 @@ from node.ops.metrics import Metrics, gateway_counter, quality_counter, resource
 from node.signing import load_signer, verifiers
 from node.supervisor import Health, Loop, LoopState, Supervisor
 from node.transport import Gap
+from node.workers import (
+    WORKER_LOOPS,
+    WorkerProcess,
+    WorkerReadings,
+    WorkerReporter,
+    WorkerSide,
+    lags_with_workers,
+    link_counts,
+    serve_worker,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +119,24 @@ def load_reference(config: NodeConfig) -> Reference:
     return Reference(schemas, catalog)
 
 
-async def run_node(  # noqa: PLR0915 - the composition root wires every part here
+async def run_node(  # noqa: PLR0912, PLR0915 - the composition root wires every part here
     config: NodeConfig,
     stop: asyncio.Event,
     *,
     registry: CollectorRegistry | None = None,
     on_running: Callable[[Running], None] | None = None,
     reference: Reference | None = None,
+    worker: WorkerSide | None = None,
 ) -> None:
     """Run the node until ``stop`` is set; raise only if a loop fails for good (config, bug).
 
-    ``reference`` is loaded from the config when not given.
+    ``reference`` is loaded from the config when not given. ``worker``: run as one of the
+    node's worker processes (``node/workers.py``): only the links and what they read, every
+    committed batch handed to the lead, no admin server.
     """
     log = structlog.get_logger("node").bind(node=config.node_id, region=config.topology.region)
+    if worker is not None:
+        log = log.bind(worker=worker.index)
     reference = reference or load_reference(config)
     schemas, catalog = reference.schemas, reference.catalog
     admin_tls = server_tls(config.admin.tls)  # an unusable certificate or key stops start-up here
@@ -138,7 +154,8 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     parent_bootstrap = Connection.to(config.parent.cluster, "parent") if config.parent else None
     probe_s = min(PROBE_TIMEOUT_S, flow.delivery_timeout_s)  # a refused link stops start-up here
     clusters = [c for c in (local_bootstrap, parent_bootstrap) if c is not None]
-    await asyncio.gather(*(check_access(cluster, timeout_s=probe_s) for cluster in clusters))
+    if worker is None:  # the lead checked before starting it
+        await asyncio.gather(*(check_access(cluster, timeout_s=probe_s) for cluster in clusters))
     link_names = ["local", "parent"] if config.parent else ["local"]
     watching = config.monitoring
     labels = resource_labels(catalog, watching.resource_label_cap)
@@ -150,6 +167,7 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     loop_names += ["trust", *["trust-up"] * bool(config.parent)] * bool(config.provenance)
     loop_names += ["grants-up", "grants-down", "heartbeat-up"] * bool(config.parent)
     loop_names += ["audit"] * config.audit.enabled
+    loop_names += [f"worker-{index}" for index in range(1, flow.workers)] * (worker is None)
     metrics = Metrics(
         registry, link_names, loop_names, peers=neighbours,
         resource_labels=sorted(set(labels.values())),
@@ -179,9 +197,12 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         peers, lambda code: labels.get(code, "unknown"), ledger.add, feedback, reporters,
         on_quality=on_quality, on_audit=audit.add if trail.enabled else None,
         gate=audit if trail.enabled and trail.fail_closed else None,
+        hand_on=worker.committed if worker else None,
     )  # fmt: skip
     health = Health()
     health.watch(lambda name, state: _report(metrics, log, link_names, name, state))
+    if worker is not None:
+        health.watch(worker.state)
     router = Router(config.topology)
     provision = _Provisioner(config, local_topics, parent_topics, reporters)
     limits = {local_bootstrap: TopicLimits(local_bootstrap, deadline_s=flow.delivery_timeout_s)}
@@ -226,7 +247,8 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         links[name] = made
         return provision.loop_for(made if keeper is None else AfterTrust(made, keeper.ready))
 
-    provenance, keeper = _provenance(config, log)
+    started_ms = worker.started_ms if worker else int(time.time() * 1000)
+    provenance, keeper = _provenance(config, log, started_ms)
 
     links: dict[str, Link] = {}
     writers = level_writers(local_topics, topology.region, reporters, topology.children)
@@ -249,7 +271,8 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
         config.node_id, topology, health, links, peers, interval_s=watching.heartbeat_s,
         bucket_s=watching.completeness_bucket_s, clock=time.time,
     )  # fmt: skip
-    metrics.readings.lag = link_lags(links)
+    readings = WorkerReadings()
+    metrics.readings.lag = lags_with_workers(link_lags(links), readings)
     metrics.readings.heartbeats = lambda: peers.readings(int(time.time() * 1000))
     metrics.readings.completeness = lambda: peers.completeness(int(time.time() * 1000))
 
@@ -291,16 +314,35 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     def use_grants(book: GrantBook) -> None:
         policy.swap(dataclasses.replace(policy.snapshot, grants=book))
 
+    current_relays = [relay for relay in relays if relay.name in ("grants-down", "grants-from")]
     store = GrantStore(
         local_bootstrap, local_topics.grants, use_grants, health,
         max_staleness_s=config.grants.max_staleness_s,
-        relays=[relay for relay in relays if relay.name in ("grants-down", "grants-from")],
+        relays=worker.relays if worker else current_relays,
         log=log,
     )  # fmt: skip
     loops += [provision.loop_for(store), *map(provision.loop_for, relays)]
     loops.append(provision.loop_for(
         FeedbackStore(local_bootstrap, local_topics.feedback, feedback, health)
     ))  # fmt: skip
+    if worker is not None:
+        kept = [loop for loop in loops if loop.name in WORKER_LOOPS]
+        counts = lambda: link_counts(metrics, links)  # noqa: E731 - read at each report
+        reporter = WorkerReporter(worker, link_lags(links), counts, health)
+        try:
+            await _run_loops(config, [*kept, reporter], health, stop, log)
+        finally:
+            await asyncio.gather(*(made.stop() for made in sinks))
+        return
+    loops += [
+        WorkerProcess(
+            index, config, health, apply=lambda name, summary: links[name].apply(summary),
+            count=lambda counter, name, amount: getattr(metrics, counter).labels(name).inc(amount),
+            readings=readings, relays=current_relays, started_ms=started_ms, target=run_worker,
+            log=log,
+        )
+        for index in range(1, flow.workers)
+    ]  # fmt: skip
     desk = GrantDesk(
         config.topology.region, catalog, config.departments, lambda: store.grants,
         sink(local_bootstrap, "grant-desk"), local_topics.grants,
@@ -325,29 +367,47 @@ async def run_node(  # noqa: PLR0915 - the composition root wires every part her
     runner, port = await start_admin(app, config.admin.host, config.admin.port, tls=admin_tls)
     if not config.admin.credentials:
         emit(log, AdminApiOpen(config.admin.host, port))
-    stopping = asyncio.Event()
-    supervisor = Supervisor(
-        health, stopping, backoff_s=flow.retry_backoff_s, max_backoff_s=flow.max_backoff_s,
-        log=log,
-    )  # fmt: skip
     try:
         emit(log, NodeStarted(port, tuple(loop.name for loop in loops)))
         if on_running is not None:
             on_running(Running(port))
-        async with asyncio.TaskGroup() as group:
-            tasks = {
-                group.create_task(supervisor.keep_running(loop), name=loop.name): loop
-                for loop in loops
-            }
-            group.create_task(_stop_when_asked(stop, stopping, tasks, flow.shutdown_timeout_s, log))
-        if not stop.is_set():  # a loop ended although nobody asked: never exit as if all was well
-            raise NodeError("a loop ended without being asked to stop (see loop_ended)")
+        await _run_loops(config, loops, health, stop, log)
     finally:
         if gateway is not None:
             await gateway.close()
         await asyncio.gather(*(made.stop() for made in sinks))
         await runner.cleanup()
         emit(log, NodeStopped())
+
+
+def run_worker(
+    config: NodeConfig, index: int, pipe: Pipe, started_ms: int, relays: list[str]
+) -> None:
+    """Run worker process ``index`` until the lead stops it (``node/workers.py``)."""
+    serve_worker(config, index, pipe, started_ms, relays, run_node)
+
+
+async def _run_loops(
+    config: NodeConfig,
+    loops: list[Loop],
+    health: Health,
+    stop: asyncio.Event,
+    log: structlog.typing.FilteringBoundLogger,
+) -> None:
+    """Keep every loop running until ``stop``; raise if one ends without being asked to."""
+    flow = config.flow
+    stopping = asyncio.Event()
+    supervisor = Supervisor(
+        health, stopping, backoff_s=flow.retry_backoff_s, max_backoff_s=flow.max_backoff_s,
+        log=log,
+    )  # fmt: skip
+    async with asyncio.TaskGroup() as group:
+        tasks = {
+            group.create_task(supervisor.keep_running(loop), name=loop.name): loop for loop in loops
+        }
+        group.create_task(_stop_when_asked(stop, stopping, tasks, flow.shutdown_timeout_s, log))
+    if not stop.is_set():  # a loop ended although nobody asked: never exit as if all was well
+        raise NodeError("a loop ended without being asked to stop (see loop_ended)")
 
 
 Counts = Mapping[QualityKey, tuple[int, int]]
@@ -558,17 +618,17 @@ class _ProvisionedLoop:
 
 
 def _provenance(
-    config: NodeConfig, log: structlog.typing.FilteringBoundLogger
+    config: NodeConfig, log: structlog.typing.FilteringBoundLogger, now_ms: int
 ) -> tuple[Provenance | None, TrustKeeper | None]:
     """Load this node's key and make what signs, checks and keeps the trust store.
 
+    The key is valid from ``now_ms``, the lead's start (its workers publish the same record).
     (None, None) without ``[provenance]``; a bad key is a ConfigError naming the field.
     """
     settings = config.provenance
     if settings is None:
         return None, None
     signer = load_signer(settings.key_file, settings.algorithm)
-    now_ms = int(time.time() * 1000)
     own = TrustedKey(
         config.topology.region, signer.key_id, signer.algorithm, signer.public_key, now_ms,
         None, now_ms,

@@ -169,7 +169,14 @@ class FlowConfig:
     on_gap: str = "earliest"
     """After records were lost at the source (retention, recreation): resume at the ``earliest``
     record still there, or skip to the ``latest``."""
+    workers: int = 1
+    """Processes running the links, in one consumer group: each owns some source partitions. The
+    first is the node itself (admin API, heartbeats, statistics, audit trail); each other runs
+    only the links and hands what it committed to the first (``node/workers.py``)."""
 
+
+MAX_WORKERS = 16
+"""Most link processes of one node (``flow.workers``)."""
 
 ADMIN_ROLES = ("operator", "auditor", "admin")
 """Roles of the admin API, least first (what each may do: ``node/ops/access.py``)."""
@@ -611,6 +618,10 @@ def parse_config(data: dict[str, Any]) -> NodeConfig:
     gateway = _gateway(root.table("gateway"))
     provenance = _provenance(root.table("provenance"))
     audit = _audit(root.table("audit"))
+    if flow.workers > 1 and audit.fail_closed:
+        raise ConfigError(
+            "flow.workers", "must be 1 while audit.fail_closed is true (one process holds the gate)"
+        )
     root.done()
     topology = Topology(region, level, parent.region if parent else None, tuple(children))
     return NodeConfig(
@@ -822,10 +833,12 @@ def _flow(table: _Table | None) -> FlowConfig:
     table.check("max_in_flight_bytes", lambda n: 2**20 <= n <= 2**34, "1 MiB-16 GiB", budget)
     on_gap = table.get("on_gap", str, default.on_gap)
     table.check("on_gap", lambda v: v in ("earliest", "latest"), "earliest or latest", on_gap)
+    workers = table.get("workers", int, default.workers)
+    table.check("workers", lambda n: 1 <= n <= MAX_WORKERS, f"1-{MAX_WORKERS} processes", workers)
     table.done()
     return FlowConfig(
         max_batch, fetch_timeout, backoff, shutdown, validate, in_flight, batch_bytes,
-        delivery, max_backoff, budget, on_gap,
+        delivery, max_backoff, budget, on_gap, workers,
     )  # fmt: skip
 
 

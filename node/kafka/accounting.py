@@ -81,6 +81,9 @@ class Watch:
     gate: Gate | None = None
     """A fail-closed audit trail: asked before each fetch, handed each delivered batch's audit
     facts (the batch is committed once they are written); None: always fetch."""
+    hand_on: Callable[[str, Summary], None] | None = None
+    """A worker process's: takes each committed batch's summary (with the link's name) to the
+    lead, which applies it (``node/workers.py``); None: applied here."""
 
 
 RATE_WINDOW_S = 10.0
@@ -148,6 +151,10 @@ class Summary:
     audit: list[AuditFact] = field(default_factory=list)  # one per copy and refusal, if watched
     audited: asyncio.Future[None] | None = None
     """Done once ``audit`` is written (handed to a fail-closed gate); None: told at commit."""
+    routing_s: float = 0.0
+    """Time the link took to decide the batch."""
+    node_s: float = 0.0
+    """Time from the batch's fetch to the last ack of its copies."""
 
 
 class Accountant:
@@ -164,6 +171,7 @@ class Accountant:
         topology: Topology,
         clock: Clock,
     ) -> None:
+        self._name = name
         self._metrics = metrics
         self._totals = totals
         self._watch = watch
@@ -178,6 +186,8 @@ class Accountant:
         }
         self._record_age = {d: metrics.record_age.labels(d.value) for d in Direction}
         self._hop_seconds = metrics.hop_seconds.labels(name)
+        self._routing_seconds = metrics.routing_seconds.labels(name)
+        self._node_seconds = metrics.node_seconds.labels(name)
         self._resource_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._peer_labels = {*topology.children, topology.region}
         if topology.parent is not None:
@@ -265,9 +275,17 @@ class Accountant:
         return peers_in, from_children
 
     def apply(self, summary: Summary) -> None:
-        """Apply a committed batch's summary to the metrics, the totals and the watchers."""
+        """Apply a committed batch's summary to the metrics, the totals and the watchers.
+
+        In a worker process, hand it to the lead instead (``Watch.hand_on``).
+        """
+        if self._watch.hand_on is not None:
+            self._watch.hand_on(self._name, summary)
+            return
         now_ms = int(self._clock() * 1000)
         metrics, totals = self._metrics, self._totals
+        self._routing_seconds.observe(summary.routing_s)
+        self._node_seconds.observe(summary.node_s)
         self._records_in.inc(summary.records)
         totals.records_in += summary.records
         totals.copies_out += summary.copies

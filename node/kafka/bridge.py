@@ -159,9 +159,6 @@ class Link:
         self._to_commit: list[tuple[dict[Partition, tuple[int, int]], Summary]] = []
         """Delivered batches waiting for the next commit: first and last offsets, summary."""
         self._log = log.bind(link=name, topic=source.topic, peer=peer)
-        # label children resolved once: .labels() per record costs more than the count itself
-        self._routing_seconds = metrics.routing_seconds.labels(name)
-        self._node_seconds = metrics.node_seconds.labels(name)
         topology = router.topology
         self._watch = watch or Watch(PeerWatch(
             topology, int(clock() * 1000), 5.0, bucket_s=60, keep=30, settle_s=120
@@ -179,6 +176,10 @@ class Link:
     def lag_by_partition(self) -> dict[int, int]:
         """Return the source's lag in records per partition, as last seen (no I/O)."""
         return self._source.lag_by_partition()
+
+    def apply(self, summary: Summary) -> None:
+        """Apply a batch another process's link of the same name committed (a worker's)."""
+        self._accounts.apply(summary)
 
     def request_stop(self) -> None:
         """Finish the batches under way, commit, and return from run()."""
@@ -315,8 +316,8 @@ class Link:
                 await self._abandon(in_flight)  # stopping: redelivered and audited after restart
                 return
             in_flight.popleft()
+            summary.node_s = time.monotonic() - oldest.fetched
             self._start_commit(oldest.batch, summary)
-            self._node_seconds.observe(time.monotonic() - oldest.fetched)
             if len(self._to_commit) >= self._settings.max_in_flight:
                 await self._committed()  # the coordinator lags: settle no more until it catches up
             return
@@ -404,7 +405,7 @@ class Link:
                 parent=self._watch.peers.parent or "",
             )  # fmt: skip
             pending += aside.outs
-            self._routing_seconds.observe(time.perf_counter() - began)
+            routing_s = time.perf_counter() - began
 
             rejected = await self._send_copies(pending)
             for index, error in rejected.items():
@@ -420,6 +421,7 @@ class Link:
                         "raise its max.message.bytes"
                     )
             summary = self._accounts.summarize(records, facts, pending, aside)
+            summary.routing_s = routing_s
             gate = self._watch.gate
             if gate is not None:
                 if after is not None and not after.result():

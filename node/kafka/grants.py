@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -58,6 +58,13 @@ STUB_BYTES = 64 * 1024
 """A refused grant event keeps at most this much of its value (events are small JSON)."""
 
 
+class Current(Protocol):
+    """A relay as the grant store sees it: its name, when it was last confirmed current."""
+
+    name: str
+    current_at: float | None
+
+
 class GrantStore:
     """The latest version of every grant this node has seen, kept current from Kafka."""
 
@@ -69,7 +76,7 @@ class GrantStore:
         health: Health,
         *,
         max_staleness_s: float,
-        relays: Sequence[GrantRelay] = (),
+        relays: Sequence[Current] = (),
         log: structlog.typing.FilteringBoundLogger,
         clock: Clock = time.time,
         poll_ms: int = 100,

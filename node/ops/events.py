@@ -189,6 +189,27 @@ class LoopEnded(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerStarted(Event):
+    """The node started a worker process for its links (``flow.workers``)."""
+
+    name = "worker_started"
+    level = "info"
+    worker: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExited(Event):
+    """A worker process ended: asked to (code 0), or it failed or was killed (started again)."""
+
+    name = "worker_exited"
+    level = "info"
+    worker: int
+    pid: int
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class GrantsStale(Event):
     """Grants are not confirmed current within the bound: conditional sharing fails closed."""
 
@@ -396,6 +417,6 @@ EVENTS: tuple[type[Event], ...] = (
     GrantsCurrent, PeerSilent, PeerHeard, NodeFailed, LoopFailed, GrantsUpdated, GrantUnreadable,
     GrantEventsRefused, HeartbeatRejected, StatsLinesDropped, AdminApiOpen, AdminAction,
     AuditDropped, AuditHolding, AuditResumed, TrustUpdated, TrustKeyRefused, LinkHolding,
-    GrantEventsForged,
+    GrantEventsForged, WorkerStarted, WorkerExited,
 )  # fmt: skip
 """Every event the node logs itself (the catalogue the docs and tests read)."""

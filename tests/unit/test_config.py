@@ -189,6 +189,9 @@ def test_parsing_does_not_change_the_document() -> None:
         ("flow.max_backoff_s", 0.5, "flow.max_backoff_s", "retry_backoff_s-3600"),
         ("flow.max_in_flight_bytes", 1024, "flow.max_in_flight_bytes", "1 MiB-16 GiB"),
         ("flow.on_gap", "skip", "flow.on_gap", "earliest or latest"),
+        ("flow.workers", 0, "flow.workers", "1-16 processes"),
+        ("flow.workers", 17, "flow.workers", "1-16 processes"),
+        ("flow.workers", "2", "flow.workers", "expected int"),
         ("flow.max_batchs", 1, "flow.max_batchs", "unknown key"),
         ("admin.port", 70000, "admin.port", "TCP port"),
         ("admin.port", -1, "admin.port", "TCP port"),
@@ -342,3 +345,14 @@ def test_a_field_error_in_a_file_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.path == "flow.max_batch"
+
+
+def test_workers_and_a_fail_closed_audit_trail_do_not_mix() -> None:
+    """One process holds a fail-closed trail's gate: several workers stop start-up, naming why."""
+    data = with_change("flow.workers", 2)
+    data["audit"] = {"fail_closed": True}
+    with pytest.raises(ConfigError, match=r"audit\.fail_closed") as caught:
+        parse_config(data)
+    assert caught.value.path == "flow.workers"
+    data["flow"]["workers"] = 1
+    assert parse_config(data).audit.fail_closed
