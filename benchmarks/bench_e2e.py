@@ -100,6 +100,8 @@ CEILINGS = {200: 90_000, 1024: 65_000, 10_240: 24_000, 102_400: 1_500}
 _RUNS = itertools.count(1)
 RETENTION = {"retention.bytes": str(512 * 1024 * 1024), "segment.bytes": str(64 * 1024 * 1024)}
 """Destinations keep at most 512 MB per partition, so a full run stays within a few GB of disk."""
+WORKERS = {"node-w2": 2}
+"""Node kinds run with several worker processes (``flow.workers``): the scale-out figures."""
 ROLES = {
     "county": ("410102", "410100", ""),
     "city": ("410100", "410000", "410102"),
@@ -328,11 +330,13 @@ def mm2_command(work: Path, source: str, target: str, topics: Sequence[str]) -> 
 
 
 def node_config(
-    path: Path, local: str, parent: str, prefix: str, *, role: str, audit: bool = True
-) -> None:
+    path: Path, local: str, parent: str, prefix: str, *, role: str, audit: bool = True,
+    workers: int = 1,
+) -> None:  # fmt: skip
     """A node bridging two clusters as ``role`` (county, city or province), with the bench catalog.
 
-    ``audit`` False turns the audit trail off (on by default, as the node ships).
+    ``audit`` False turns the audit trail off (on by default, as the node ships); ``workers``
+    is ``flow.workers``.
     """
     region, parent_region, child = ROLES[role]
     children = f'["{child}"]' if child else "[]"
@@ -355,6 +359,8 @@ region = "{parent_region}"
 topic_prefix = "{prefix}"
 [topics]
 partitions = {PARTITIONS}
+[flow]
+workers = {workers}
 [admin]
 port = {free_port()}
 [audit]
@@ -380,7 +386,8 @@ def bridge_command(kind: str, source: str, target: str, prefix: str, topics: Seq
     """The command that runs bridge ``kind`` from ``source`` to ``target``, reading ``topics``."""
     if kind.startswith("node"):
         config = work / f"{prefix}-{kind}-{role}-{next(_RUNS)}.toml"
-        node_config(config, source, target, prefix, role=role, audit=kind != "node-noaudit")
+        node_config(config, source, target, prefix, role=role, audit=kind != "node-noaudit",
+                    workers=WORKERS.get(kind, 1))  # fmt: skip
         return [str(EXE), "run", "--config", str(config)]
     if kind == "mm2":
         return mm2_command(work, source, target, topics)
