@@ -22,7 +22,8 @@ out of records before its window ends is marked ``exhausted`` and not trusted.
 
 Also per size: Kafka's own ``ProducerPerformance`` (into the province, the node's producer
 settings) and ``ConsumerPerformance`` (reading the filled topic), the machine's ceiling; the node
-where records enter (``node-ingress``: the county, validating and decoding every record); and two
+where records enter (``node-ingress``: the county, validating and decoding every record); the
+node with two worker processes (``node-w2``, in the same interleaved rounds as ``node``); and two
 hops county → city → province for node+node, raw+raw and mm2+mm2 (``--two-hop-rounds``).
 ``--quick``: 1 KB only, one round, 5 s windows (written to ``e2e-quick.json``).
 """
@@ -537,7 +538,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Node against MM2 and the raw pipe, per hops and size, from the medians."""
+    """Node against MM2 and the raw pipe (and two workers against one), from the medians."""
     by = {(s["hops"], s["payload_bytes"], s["bridge"].split("+")[0]): s for s in summary}
     out = []
     for hops, size in sorted({(h, p) for h, p, _ in by}):
@@ -551,6 +552,10 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["cpu_node_over_mm2"] = cpu / mm2["cpu_us_per_record"]["median"]
         if raw:
             row["node_over_raw"] = rate / raw["records_per_s"]["median"]
+        scaled = by.get((hops, size, "node-w2"))
+        if scaled:
+            row["w2_over_node"] = scaled["records_per_s"]["median"] / rate
+            row["cpu_w2_over_node"] = scaled["cpu_us_per_record"]["median"] / cpu
         out.append(row)
     return out
 
@@ -598,6 +603,8 @@ async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
     print(f"{size} B: {one.available:,} records in {one.topics[0]}", flush=True)
     memory = size == plan.memory_size  # one round, without MM2's start-up: the node's peak RSS
     kinds = [k for k in plan.kinds if k != "mm2"] if memory else list(plan.kinds)
+    if size in plan.two_hop_sizes and "node" in kinds and not plan.quick:
+        kinds += WORKERS  # scale-out: interleaved with the one-process node, same rounds
     for round_ in range(1 if memory else plan.rounds):
         for kind in rotated(kinds, round_):
             row = await run_bridges(one, [kind], work, window_s=plan.window_s)

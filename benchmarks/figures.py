@@ -73,13 +73,21 @@ def render(e2e: dict[str, Any], latency: dict[str, Any] | None, core: dict[str, 
                 " / ".join(f"{f['peak_rss_mb']:.0f}" if f else "-" for f in found) + " MB",
             ])  # fmt: skip
     out += _rows(table)
-    extra = [s for s in e2e["summary"] if s["bridge"] in ("node-noaudit", "node-ingress")]
+    extra = [
+        s for s in e2e["summary"] if s["bridge"] in ("node-w2", "node-noaudit", "node-ingress")
+    ]
     if extra:
-        out += ["", "The node without its audit trail, and where records enter (one round each):", "",
-                "| payload | bridge | rec/s | CPU µs/rec | peak RSS |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
-        out += _rows([[_size(s["payload_bytes"]), s["bridge"], f"{s['records_per_s']['median']:,.0f}",
-                       f"{s['cpu_us_per_record']['median']:.1f}", f"{s['peak_rss_mb']:.0f} MB"]
-                      for s in extra])  # fmt: skip
+        out += ["", "The node with two worker processes, without its audit trail, and where records "
+                "enter (rounds as given):", "",
+                "| payload | bridge | rounds | rec/s | CPU µs/rec | peak RSS |",
+                "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        out += _rows([[_size(s["payload_bytes"]), s["bridge"], str(s["rounds"]),
+                       _rate(s["records_per_s"]), _cpu(s["cpu_us_per_record"]),
+                       f"{s['peak_rss_mb']:.0f} MB"] for s in extra])  # fmt: skip
+    scaled = [r for r in e2e["ratios"] if "w2_over_node" in r]
+    out += [f"\nTwo worker processes against one, {_size(r['payload_bytes'])}: "
+            f"{r['w2_over_node']:.2f} times the records/s at {r['cpu_w2_over_node']:.2f} times the CPU per "
+            "record (the lead's and its worker's together)." for r in scaled]  # fmt: skip
     if e2e["kafka_tools"]:
         out += ["", "Kafka's own tools on the same brokers (the machine's ceiling):", "",
                 "| payload | tool | rec/s |", "| --- | --- | --- |"]  # fmt: skip
