@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sys
 import time
@@ -125,3 +127,67 @@ async def test_check_config_names_the_wrong_field(tmp_path: Path) -> None:
     assert process.returncode == 2
     assert "node.region" in stderr.decode()
     assert "six-digit region code" in stderr.decode()
+
+
+def children_of(pid: int) -> list[int]:
+    """Process ids of ``pid``'s children, from /proc."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_workers_end_with_their_lead_stopped_or_killed(
+    clusters: dict[str, str], prefix: str, tmp_path: Path
+) -> None:
+    """With two workers: SIGTERM exits 0 and takes the worker along; SIGKILL to the lead too."""
+    for how in (signal.SIGTERM, signal.SIGKILL):
+        admin_port = free_port()
+        config = tmp_path / f"county-{how.name}.toml"
+        write_config(config, clusters, f"{prefix}{how.name.lower()}", admin_port)
+        config.write_text(
+            config.read_text(encoding="utf-8").replace("partitions = 1", "partitions = 2")
+            + "\n[flow]\nworkers = 2\nshutdown_timeout_s = 15\n",
+            encoding="utf-8",
+        )
+        log = (tmp_path / f"node-{how.name}.log").open("wb")
+        workers: list[int] = []
+        process = await asyncio.create_subprocess_exec(
+            EXE, "run", "--config", str(config), stdout=log, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 90
+            status, body = 0, ""
+            while status != 200 and time.monotonic() < deadline and process.returncode is None:
+                status, body = await get(f"http://127.0.0.1:{admin_port}/healthz")
+                await asyncio.sleep(0.2)
+            assert status == 200, (tmp_path / f"node-{how.name}.log").read_text()
+            assert '"worker-1"' in body
+            workers = [pid for pid in children_of(process.pid) if running(pid)]
+            assert workers, "no worker process found"
+            process.send_signal(how)
+            code = await asyncio.wait_for(process.wait(), timeout=60)
+            assert code == (0 if how is signal.SIGTERM else -signal.SIGKILL)
+            for _ in range(300):  # the worker sees its pipe close, stops its links, exits
+                if not any(running(pid) for pid in workers):
+                    break
+                await asyncio.sleep(0.1)
+            assert not any(running(pid) for pid in workers), workers
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            for pid in filter(running, workers):  # left behind only if the test failed
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            log.close()
