@@ -146,13 +146,20 @@ def before() -> Iterator[None]:
         core["make_entry"], accounting["audit_facts"] = made, facts
 
 
+def decided_facts(headers: list[tuple[str, bytes]]) -> Facts:
+    """A copy's facts as the decision reads them from its record's headers."""
+    get = dict(headers).get
+    return Facts(CREATED_MS, get(RESOURCE), get(SOURCE_DEPT), b"", None, get(RECORD_ID),
+                 get(SOURCE_REGION))  # fmt: skip
+
+
 def core_costs(
     records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]], *, compare: bool
 ) -> dict[str, float]:
     """µs per entry: facts from a batch's messages, chaining (hashing), encoding."""
     pending = [
         Out(Message(TOPICS.up(CITY), key, value, headers), None, Direction.UP,  # type: ignore[arg-type]
-            Facts(CREATED_MS, None, None, b""), PROVINCE)
+            decided_facts(headers), PROVINCE)
         for key, value, headers in records
     ]  # fmt: skip
     facts = audit_facts(pending, CREATED_MS)

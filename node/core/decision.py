@@ -16,6 +16,7 @@ from node.core.envelope import (
     ENVELOPE_HEADERS,
     GRADE,
     HOPS,
+    RECORD_ID,
     RESOURCE,
     SOURCE_DEPT,
     SOURCE_REGION,
@@ -54,6 +55,8 @@ class Facts(NamedTuple):
     hops: bytes | None
     quality: Verdict | None = None
     """The quality verdict, where the record entered here and its resource has rules."""
+    record_id: bytes | None = None
+    source_region: bytes | None = None
 
 
 class Decider:
@@ -100,10 +103,17 @@ class Decider:
             if len(found) != len(headers):
                 doubled.append(index)
             get = found.get
-            hops, resource, dept = get(HOPS), get(RESOURCE), get(SOURCE_DEPT)
+            hops, resource, dept, source = (
+                get(HOPS),
+                get(RESOURCE),
+                get(SOURCE_DEPT),
+                get(SOURCE_REGION),
+            )
             route_keys.append((get(TARGET), hops))
-            policy_keys.append((resource, get(SOURCE_REGION), dept, get(GRADE)))
-            facts.append(Facts(millis(get(CREATED_MS)), resource, dept, hops))
+            policy_keys.append((resource, source, dept, get(GRADE)))
+            facts.append(
+                Facts(millis(get(CREATED_MS)), resource, dept, hops, None, get(RECORD_ID), source)
+            )
         routed = self._router.route_batch(route_keys, self._arrival)
         outcomes = self._policy.apply_batch(policy_keys, routed)
         if self._validate:

@@ -89,19 +89,25 @@ def audit_facts(pending: Sequence[Out], time_ms: int) -> list[Fact]:
     for out in pending:
         kind = out.kind
         copy = kind.__class__ is Direction
-        if copy and out.facts is NO_FACTS:
+        facts_of = out.facts
+        if copy and facts_of is NO_FACTS:
             continue
         message = out.message
-        get = dict(message.headers).get
         value = message.value
         digest = digests.get(id(value))
         if digest is None:
             digest = digests[id(value)] = payload_digest(value)
-        raw = (get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT))
+        if copy:  # a copy carries its record's envelope: the decision read it already
+            raw = (facts_of.resource, facts_of.source_region, facts_of.source_dept)
+            raw_id = facts_of.record_id
+        else:  # a refusal's own headers say what was refused, where to and why
+            get = dict(message.headers).get
+            raw = (get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT))
+            raw_id = get(RECORD_ID)
         said = names.get(raw)
         if said is None:
             said = names[raw] = tuple((b or b"").decode(errors="replace") for b in raw)
-        record_id = (get(RECORD_ID) or b"").decode(errors="replace")
+        record_id = (raw_id or b"").decode(errors="replace")
         if copy:
             where = (kind, out.destination)
             destination = destinations.get(where)
