@@ -150,8 +150,12 @@ def running(pid: int) -> bool:
 async def test_workers_end_with_their_lead_stopped_or_killed(
     clusters: dict[str, str], prefix: str, tmp_path: Path
 ) -> None:
-    """With two workers: SIGTERM exits 0 and takes the worker along; SIGKILL to the lead too."""
-    for how in (signal.SIGTERM, signal.SIGKILL):
+    """With two workers, no worker outlives its lead, stopped or killed.
+
+    SIGTERM to the lead, or Ctrl-C (SIGINT to the whole process group), exits 0 and takes the
+    worker along without a traceback; after SIGKILL to the lead the worker stops by itself.
+    """
+    for how, group in ((signal.SIGTERM, False), (signal.SIGINT, True), (signal.SIGKILL, False)):
         admin_port = free_port()
         config = tmp_path / f"county-{how.name}.toml"
         write_config(config, clusters, f"{prefix}{how.name.lower()}", admin_port)
@@ -163,8 +167,9 @@ async def test_workers_end_with_their_lead_stopped_or_killed(
         log = (tmp_path / f"node-{how.name}.log").open("wb")
         workers: list[int] = []
         process = await asyncio.create_subprocess_exec(
-            EXE, "run", "--config", str(config), stdout=log, stderr=asyncio.subprocess.STDOUT
-        )
+            EXE, "run", "--config", str(config), stdout=log, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, as a terminal gives it
+        )  # fmt: skip
         try:
             deadline = time.monotonic() + 90
             status, body = 0, ""
@@ -175,14 +180,19 @@ async def test_workers_end_with_their_lead_stopped_or_killed(
             assert '"worker-1"' in body
             workers = [pid for pid in children_of(process.pid) if running(pid)]
             assert workers, "no worker process found"
-            process.send_signal(how)
+            if group:
+                os.killpg(process.pid, how)
+            else:
+                process.send_signal(how)
             code = await asyncio.wait_for(process.wait(), timeout=60)
-            assert code == (0 if how is signal.SIGTERM else -signal.SIGKILL)
+            assert code == (-signal.SIGKILL if how is signal.SIGKILL else 0)
             for _ in range(300):  # the worker sees its pipe close, stops its links, exits
                 if not any(running(pid) for pid in workers):
                     break
                 await asyncio.sleep(0.1)
             assert not any(running(pid) for pid in workers), workers
+            lines = (tmp_path / f"node-{how.name}.log").read_text()
+            assert "Traceback" not in lines, lines
         finally:
             if process.returncode is None:
                 process.kill()
