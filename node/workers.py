@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
@@ -347,7 +348,13 @@ def serve_worker(
     relays: Sequence[str],
     run_node: RunNode,
 ) -> None:
-    """Run worker ``index`` of the node until the lead says stop or goes away."""
+    """Run worker ``index`` of the node until the lead says stop or goes away.
+
+    SIGINT and SIGTERM are ignored: a terminal's Ctrl-C or a group-wide SIGTERM reaches the lead
+    too, which stops its workers softly (they commit) and kills one that is still running late.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(config.log.format, config.log.level)
 
     async def serve() -> None:
