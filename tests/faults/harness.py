@@ -287,6 +287,20 @@ class NodeProcess:
             )  # fmt: skip
         self.mark(f"{self.name} node started")
 
+    def workers(self) -> list[int]:
+        """Pids of the running incarnation's worker processes (``flow.workers``), from /proc."""
+        pid = self.pid
+        if pid is None:
+            return []
+        found = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    command = Path(f"/proc/{child}/cmdline").read_bytes()
+                    if b"spawn_main" in command:  # not multiprocessing's resource tracker
+                        found.append(int(child))
+        return found
+
     def alive(self) -> bool:
         """Tell whether the current incarnation runs; record its exit code once it has ended."""
         if self._process is None:
@@ -897,9 +911,10 @@ class Cascade:
         await self.clusters.restart(name)
         self.mark(f"{name} cluster back")
 
-    def county_node(self, name: str = "county") -> NodeProcess:
+    def county_node(self, name: str = "county", *, workers: int = 1) -> NodeProcess:
         """A county node process (not started); several may share the node id."""
         settings = county_settings(self.clusters, self.prefix, free_port())
+        settings["flow"]["workers"] = workers
         return self._add(NodeProcess(name, self.directory, settings, self.mark))
 
     def city_node(self) -> NodeProcess:

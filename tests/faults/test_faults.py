@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import os
 import random
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -134,6 +136,45 @@ async def test_county_node_killed_again_and_again_loses_nothing(
         f"county exits {county.exit_codes}, moments {moments}"
     )
     county.exit_codes.clear()  # the kills were ours
+    assert_counted_clean(counted, city, county)
+
+
+async def a_new_worker(node: NodeProcess, killed: Sequence[int]) -> int | None:
+    """Wait until ``node`` is ready with a worker not killed yet; its pid (None: not in time)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        fresh = [pid for pid in node.workers() if pid not in killed]
+        if fresh and await node.wait_ready(timeout_s=max(0.1, deadline - time.monotonic())):
+            return fresh[0]
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def test_county_worker_killed_again_and_again_loses_nothing(
+    cascade: Cascade, fault_table: FaultTable
+) -> None:
+    """Kill -9 of the county node's worker process (two workers), again and again: the lead starts it again, no record is lost."""
+    rng, seed = seeded_random()
+    await cascade.create_topics()
+    city, county = cascade.city_node(), cascade.county_node(workers=2)
+    await started(city, county)
+    killed: list[int] = []
+    async with Monitor([city, county]), cascade.stream(TIMING.rate_per_s) as stream:
+        await asyncio.sleep(TIMING.lead_s)
+        for _ in range(TIMING.kills):
+            worker = await a_new_worker(county, killed)
+            if worker is None:
+                break
+            await asyncio.sleep(rng.uniform(0.0, 2.0))
+            os.kill(worker, signal.SIGKILL)
+            killed.append(worker)
+        await asyncio.sleep(TIMING.tail_s)
+    counted = await cascade.count(stream.acked, delivering=county.alive, timing=TIMING)
+    ready = await county.wait_ready()
+    fault_table.add(row(f"8 kill -9 county worker x{len(killed)}", cascade, counted, seed=seed))
+
+    assert len(set(killed)) == TIMING.kills, f"killed {killed}:\n{county.log_tail()}"
+    assert ready, f"county node not ready after its worker's last restart:\n{county.log_tail()}"
     assert_counted_clean(counted, city, county)
 
 
