@@ -65,7 +65,7 @@ def summarise(stacks: Path, top: int) -> None:
         print(f"  {100 * count / samples:5.1f}%  {name}")
 
 
-async def main_async(size: int, count: int, top: int) -> None:
+async def main_async(size: int, count: int, top: int, workers: int) -> None:
     """Set up, run the node under py-spy, summarise."""
     work, clusters = start_bench_clusters("profile-node", ("city", "province"))
     try:
@@ -77,11 +77,12 @@ async def main_async(size: int, count: int, top: int) -> None:
         await ensure_topics(province, [arrives], PARTITIONS, 1)
         await fill(city, topic, records(size, count))
         config = work / "node.toml"
-        node_config(config, city, province, prefix, role="city")
+        node_config(config, city, province, prefix, role="city", workers=workers)
         stacks = work / "stacks.txt"
         spy = str(Path(sys.executable).with_name("py-spy"))
-        profiler = subprocess.Popen([spy, "record", "--format", "raw", "--rate", "250", "-o", str(stacks),
-                                     "--", str(EXE), "run", "--config", str(config)],
+        every = ["--subprocesses"] if workers > 1 else []  # the workers too, each its own root
+        profiler = subprocess.Popen([spy, "record", "--format", "raw", "--rate", "250", *every,
+                                     "-o", str(stacks), "--", str(EXE), "run", "--config", str(config)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         consumer = AIOKafkaConsumer(bootstrap_servers=province)
         await consumer.start()
@@ -108,8 +109,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--workers", type=int, default=1, help="flow.workers of the node")
     args = parser.parse_args()
-    asyncio.run(main_async(args.size, args.count, args.top))
+    asyncio.run(main_async(args.size, args.count, args.top, args.workers))
 
 
 if __name__ == "__main__":
