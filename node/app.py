@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -80,10 +81,8 @@ from node.transport import Gap
 from node.workers import (
     WORKER_LOOPS,
     WorkerProcess,
-    WorkerReadings,
     WorkerReporter,
     WorkerSide,
-    lags_with_workers,
     link_counts,
     serve_worker,
 )
@@ -271,8 +270,7 @@ async def run_node(  # noqa: PLR0912, PLR0915 - the composition root wires every
         config.node_id, topology, health, links, peers, interval_s=watching.heartbeat_s,
         bucket_s=watching.completeness_bucket_s, clock=time.time,
     )  # fmt: skip
-    readings = WorkerReadings()
-    metrics.readings.lag = lags_with_workers(link_lags(links), readings)
+    metrics.readings.lag = link_lags(links)
     metrics.readings.heartbeats = lambda: peers.readings(int(time.time() * 1000))
     metrics.readings.completeness = lambda: peers.completeness(int(time.time() * 1000))
 
@@ -338,8 +336,8 @@ async def run_node(  # noqa: PLR0912, PLR0915 - the composition root wires every
         WorkerProcess(
             index, config, health, apply=lambda name, summary: links[name].apply(summary),
             count=lambda counter, name, amount: getattr(metrics, counter).labels(name).inc(amount),
-            readings=readings, relays=current_relays, started_ms=started_ms, target=run_worker,
-            log=log,
+            lagging=functools.partial(_lag_elsewhere, links, index),
+            relays=current_relays, started_ms=started_ms, target=run_worker, log=log,
         )
         for index in range(1, flow.workers)
     ]  # fmt: skip
@@ -378,6 +376,13 @@ async def run_node(  # noqa: PLR0912, PLR0915 - the composition root wires every
         await asyncio.gather(*(made.stop() for made in sinks))
         await runner.cleanup()
         emit(log, NodeStopped())
+
+
+def _lag_elsewhere(
+    links: Mapping[str, Link], worker: int, link: str, lags: Mapping[int, int] | None
+) -> None:
+    """Note what worker ``worker`` says of ``link``'s lag (None: it is gone)."""
+    links[link].lag_elsewhere(worker, lags)
 
 
 def run_worker(

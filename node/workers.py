@@ -99,21 +99,6 @@ class RelayMirror:
     current_at: float | None = None
 
 
-@dataclass(slots=True)
-class WorkerReadings:
-    """What the lead last heard from its workers, read at scrape time."""
-
-    lags: dict[int, dict[str, dict[int, int]]] = field(default_factory=dict)  # worker -> link
-
-    def lag_of(self, link: str) -> dict[int, int]:
-        """Return ``link``'s lag per partition over every worker (each owns other partitions)."""
-        total: dict[int, int] = {}
-        for links in self.lags.values():
-            for partition, lag in links.get(link, {}).items():
-                total[partition] = total.get(partition, 0) + lag
-        return total
-
-
 class WorkerProcess:
     """The lead's loop ``worker-K``: starts worker K and applies what it says until it ends."""
 
@@ -125,7 +110,7 @@ class WorkerProcess:
         *,
         apply: Callable[[str, Summary], None],
         count: Callable[[str, str, float], None],
-        readings: WorkerReadings,
+        lagging: Callable[[str, Mapping[int, int] | None], None],
         relays: Sequence[Current],
         started_ms: int,
         target: Callable[[NodeConfig, int, Pipe, int, list[str]], None],
@@ -137,7 +122,7 @@ class WorkerProcess:
         self._health = health
         self._apply = apply
         self._count = count  # (counter, link, amount): add to the lead's counter
-        self._readings = readings
+        self._lagging = lagging  # (link, lag per partition; None: the worker is gone)
         self._relays = relays
         self._started_ms = started_ms
         self._target = target  # the worker's entry point, importable by name (it is spawned)
@@ -173,16 +158,16 @@ class WorkerProcess:
         worker_end.close()  # only the worker holds its end: its exit closes the pipe here
         self._pipe = lead_end
         emit(self._log, WorkerStarted(self._index, process.pid or 0))
-        states: dict[str, tuple[bool, str]] = {}
-        seen: dict[tuple[str, str], float] = {}
+        heard = _Heard()
         telling = asyncio.ensure_future(self._tell_relays(lead_end))
         try:
-            await self._read(lead_end, states, seen)
+            await self._read(lead_end, heard)
             await asyncio.to_thread(process.join, JOIN_TIMEOUT_S)
         finally:
             telling.cancel()
             self._pipe = None
-            self._readings.lags.pop(self._index, None)
+            for link in heard.lagged:
+                self._lagging(link, None)
             if process.is_alive():
                 process.kill()  # a hard stop, or a worker that closed its pipe but hangs
                 await asyncio.to_thread(process.join, JOIN_TIMEOUT_S)
@@ -198,9 +183,7 @@ class WorkerProcess:
                 pipe.send(RelaysCurrent({r.name: r.current_at for r in self._relays}))
             await asyncio.sleep(REPORT_EVERY_S)
 
-    async def _read(
-        self, pipe: Pipe, states: dict[str, tuple[bool, str]], seen: dict[tuple[str, str], float]
-    ) -> None:
+    async def _read(self, pipe: Pipe, heard: _Heard) -> None:
         """Handle the worker's messages as they come, until it closes its end of the pipe."""
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
@@ -208,7 +191,7 @@ class WorkerProcess:
         def readable() -> None:
             try:
                 while pipe.poll():
-                    self._handle(pipe.recv(), states, seen)
+                    self._handle(pipe.recv(), heard)
             except (EOFError, OSError):
                 if not ended.done():
                     ended.set_result(None)
@@ -219,24 +202,34 @@ class WorkerProcess:
         finally:
             loop.remove_reader(pipe.fileno())
 
-    def _handle(
-        self, message: Any, states: dict[str, tuple[bool, str]], seen: dict[tuple[str, str], float]
-    ) -> None:
+    def _handle(self, message: Any, heard: _Heard) -> None:
         if isinstance(message, Committed):
             self._apply(message.link, message.summary)
         elif isinstance(message, StateChanged):
-            states[message.loop] = (message.up, message.reason)
-            down = [(loop, reason) for loop, (up, reason) in sorted(states.items()) if not up]
+            heard.states[message.loop] = (message.up, message.reason)
+            down = [(loop, why) for loop, (up, why) in sorted(heard.states.items()) if not up]
             if down:
                 self._health.down(self.name, "; ".join(f"{loop}: {why}" for loop, why in down))
             else:
                 self._health.up(self.name)
         elif isinstance(message, Report):
-            self._readings.lags[self._index] = message.lags
+            for link, lags in message.lags.items():
+                self._lagging(link, lags)
+                heard.lagged.add(link)
             for key, total in message.counters.items():
-                if total > seen.get(key, 0.0):
-                    self._count(*key, total - seen.get(key, 0.0))
-                    seen[key] = total
+                before = heard.counted.get(key, 0.0)
+                if total > before:
+                    self._count(*key, total - before)
+                    heard.counted[key] = total
+
+
+@dataclass(slots=True)
+class _Heard:
+    """What the lead heard from one run of a worker: loop states, counter totals, lagged links."""
+
+    states: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    counted: dict[tuple[str, str], float] = field(default_factory=dict)
+    lagged: set[str] = field(default_factory=set)
 
 
 class WorkerSide:
@@ -304,23 +297,6 @@ class WorkerReporter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), REPORT_EVERY_S)
         self._side.report(self._lags, self._counters())
-
-
-def lags_with_workers(
-    own: Mapping[str, Callable[[], Mapping[int, int]]], readings: WorkerReadings
-) -> dict[str, Callable[[], Mapping[int, int]]]:
-    """Return each link's lag reading over the lead's partitions and its workers'."""
-
-    def merged(name: str, read: Callable[[], Mapping[int, int]]) -> Callable[[], dict[int, int]]:
-        def lag() -> dict[int, int]:
-            total = dict(read())
-            for partition, records in readings.lag_of(name).items():
-                total[partition] = total.get(partition, 0) + records
-            return total
-
-        return lag
-
-    return {name: merged(name, read) for name, read in own.items()}
 
 
 def link_counts(metrics: Metrics, links: Iterable[str]) -> dict[tuple[str, str], float]:

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -156,6 +156,7 @@ class Link:
         self._held = False  # down because a fail-closed audit trail cannot write
         self._last_turn: asyncio.Future[bool] | None = None  # the latest batch's turn: handed over?
         self._committing: asyncio.Task[None] | None = None  # the commit under way, if any
+        self._lag_elsewhere: dict[int, dict[int, int]] = {}  # worker -> lag per partition
         self._to_commit: list[tuple[dict[Partition, tuple[int, int]], Summary]] = []
         """Delivered batches waiting for the next commit: first and last offsets, summary."""
         self._log = log.bind(link=name, topic=source.topic, peer=peer)
@@ -174,8 +175,22 @@ class Link:
         )
 
     def lag_by_partition(self) -> dict[int, int]:
-        """Return the source's lag in records per partition, as last seen (no I/O)."""
-        return self._source.lag_by_partition()
+        """Return the source's lag in records per partition, as last seen (no I/O).
+
+        Partitions the node's worker processes read are in it too, as they last said.
+        """
+        lags = dict(self._source.lag_by_partition())
+        for elsewhere in self._lag_elsewhere.values():
+            for partition, records in elsewhere.items():
+                lags[partition] = lags.get(partition, 0) + records
+        return lags
+
+    def lag_elsewhere(self, worker: int, lags: Mapping[int, int] | None) -> None:
+        """Note the lag of the partitions ``worker`` reads for this link (None: it is gone)."""
+        if lags is None:
+            self._lag_elsewhere.pop(worker, None)
+        else:
+            self._lag_elsewhere[worker] = dict(lags)
 
     def apply(self, summary: Summary) -> None:
         """Apply a batch another process's link of the same name committed (a worker's)."""
