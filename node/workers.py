@@ -10,8 +10,8 @@ A worker hands the lead what it did, over a pipe:
 - each committed batch's ``Summary``, which the lead applies exactly as one of its own (the
   counters, the link's totals, heartbeats heard, statistics, quality, and the audit entries on
   the node's one chain);
-- the state of each of its loops, so the lead's ``worker-K`` loop is down with the reason of
-  the first of them that is down;
+- the state of each of its loops, so the lead's ``worker-K`` loop is down naming each of them
+  that is down, with its reason;
 - every second, its links' lags and their retry and gap counts.
 
 The lead tells each worker, every second, when its grant relays were last confirmed current, so
