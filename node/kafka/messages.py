@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from node.core.decision import Facts
@@ -102,6 +102,10 @@ class Messages:
     to: Destinations
     refused_by: bytes
     """The ``cx-refused-by`` value of this link's refusals: ``region/link``."""
+    _where: dict[tuple[Direction, str, str | None, str], tuple[RecordSink, str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Sink, topic and destination name per copy target (bounded by the topology and config)."""
 
     def of_batch(
         self,
@@ -118,37 +122,46 @@ class Messages:
         their source partition; ``parent`` names the destination of copies sent up.
         """
         pending: list[Out] = []
+        append = pending.append
+        new = tuple.__new__  # Message and Out from their fields in order: one is made per copy
+        where = self._where
         for record, outcome, fact in zip(records, outcomes, facts, strict=True):
             origin = None if partitions is None else (record.partition, partitions)
             if isinstance(outcome, Delivered):
                 headers = record.headers
                 if headers and headers[-1][0] == HOPS:  # where writers put it; a delivered
-                    base = list(headers[:-1])  # record has it once (doubles are refused)
+                    base = headers[:-1]  # record has it once (doubles are refused)
                 else:
                     base = [h for h in headers if h[0] != HOPS]
                 if outcome.annotations:  # they replace what the record says under their names
                     replaced = {name for name, _ in outcome.annotations}
                     base = [h for h in base if h[0] not in replaced] + list(outcome.annotations)
                 for copy in outcome.copies:
-                    sink, topic = self.to.route(copy)
+                    target = (copy.direction, copy.region, copy.department, parent)
+                    found = where.get(target)
+                    if found is None:
+                        found = where[target] = self._destination(copy, parent)
+                    sink, topic, destination = found
                     headers = [*base, (HOPS, copy.hops)]
                     value = record.value
                     if copy.items is not None:  # the signature covers the whole value: drop it
                         value = copy.value
                         headers = [h for h in headers if h[0] != PROVENANCE]
                         headers.append((PROJECTION, ",".join(copy.items).encode()))
-                    message = Message(topic, record.key, value, headers, origin)
-                    direction = copy.direction
-                    if direction is Direction.LOCAL:
-                        destination = copy.department or "inbox"
-                    else:
-                        destination = parent if direction is Direction.UP else copy.region
-                    pending.append(Out(message, sink, direction, fact, destination))
+                    message = new(Message, (topic, record.key, value, headers, origin))
+                    append(new(Out, (message, sink, copy.direction, fact, destination)))
                 for copy, refused in outcome.withheld:
                     pending.append(self.refusal_of(record, refused, fact, copy))
             elif outcome is not None:  # None: a heartbeat or feedback, taken by the link itself
                 pending.append(self.refusal_of(record, outcome, fact))
         return pending
+
+    def _destination(self, copy: Copy, parent: str) -> tuple[RecordSink, str, str]:
+        """Return the sink, topic and destination name (region, department, inbox) of ``copy``."""
+        sink, topic = self.to.route(copy)
+        if copy.direction is Direction.LOCAL:
+            return sink, topic, copy.department or "inbox"
+        return sink, topic, parent if copy.direction is Direction.UP else copy.region
 
     def refusal_of(
         self, record: Record, refused: Refused, facts: Facts, copy: Copy | None = None
