@@ -27,7 +27,6 @@ from node.core.peers import PeerWatch
 from node.core.quality_ledger import QualityKey
 from node.core.routing import Arrival
 from node.core.tally import Tally, TallyKey
-from node.core.tally import add as tally_add
 from node.core.topology import Topology
 from node.kafka.aside import Aside
 from node.kafka.audit import audit_facts
@@ -87,6 +86,8 @@ class Watch:
 
 
 RATE_WINDOW_S = 10.0
+SENDERS_KEPT = 10_000
+"""Last hops of arriving records remembered with their peer label; past it they are cleared."""
 RESOURCE_CHILDREN_KEPT = 20_000
 """Metric children per (resource label, direction) kept resolved; past it they are resolved anew."""
 
@@ -193,6 +194,7 @@ class Accountant:
         if topology.parent is not None:
             self._peer_labels.add(topology.parent)
         self._names: dict[bytes | None, str] = {}  # decoded header values of delivered records
+        self._senders: dict[bytes, tuple[str, bool]] = {}  # last hop -> (peer label, handed up)
 
     def summarize(
         self,
@@ -204,34 +206,31 @@ class Accountant:
         """Count what a delivered batch amounted to (applied only once it is committed)."""
         counts: dict[Direction | Reason, int] = {}
         oldest: dict[Direction, int] = {}
-        tally: Tally = {}
-        peers_out: dict[str, list[int]] = {}
         sent_up: list[int] = []
-        names = self._names
+        lines: dict[tuple[Direction, bytes | None, bytes | None, str], list[int]] = {}
         for out in pending:
             kind = out.kind
-            if out.facts is NO_FACTS and kind.__class__ is Direction:
+            if not isinstance(kind, Direction):
+                counts[kind] = counts.get(kind, 0) + 1
+                continue
+            fact = out.facts
+            if fact is NO_FACTS:
                 continue  # feedback going on: not a record exchanged
             counts[kind] = counts.get(kind, 0) + 1
-            if kind.__class__ is not Direction:
-                continue
-            created = out.facts.created_ms
+            created = fact.created_ms
             if created >= 0 and created < oldest.get(kind, created + 1):
                 oldest[kind] = created
             if kind is Direction.UP:
                 sent_up.append(created)
             size = len(out.message.value or b"")
-            resource, dept = out.facts.resource, out.facts.source_dept
-            if resource not in names:
-                names[resource] = (resource or b"").decode(errors="replace")
-            if dept not in names:
-                names[dept] = (dept or b"").decode(errors="replace")
-            key = TallyKey(kind.value, names[dept], names[resource], out.destination)
-            tally_add(tally, key, size)
-            towards = self._region if kind is Direction.LOCAL else out.destination
-            line = peers_out.setdefault(towards, [0, 0])
-            line[0] += 1
-            line[1] += size
+            raw = (kind, fact.source_dept, fact.resource, out.destination)
+            line = lines.get(raw)
+            if line is None:
+                lines[raw] = [1, size]
+            else:
+                line[0] += 1
+                line[1] += size
+        tally, peers_out = self._tallied(lines)
         peers_in, from_children = self._arrivals(records, facts)
         refused = sum(n for kind, n in counts.items() if kind.__class__ is Reason)
         copies = sum(n for kind, n in counts.items() if kind.__class__ is Direction)
@@ -245,6 +244,28 @@ class Accountant:
         if self._watch.on_audit is not None:
             summary.audit = audit_facts(pending, int(self._clock() * 1000))
         return summary
+
+    def _tallied(
+        self, lines: dict[tuple[Direction, bytes | None, bytes | None, str], list[int]]
+    ) -> tuple[Tally, dict[str, list[int]]]:
+        """Turn copies and bytes per raw tally line into the tally and the lines per peer."""
+        tally: Tally = {}
+        peers_out: dict[str, list[int]] = {}
+        for (direction, dept, resource, destination), (copies, size) in lines.items():
+            key = TallyKey(
+                direction.value, self._decoded(dept), self._decoded(resource), destination
+            )
+            _add_line(tally, key, copies, size)
+            towards = self._region if direction is Direction.LOCAL else destination
+            _add_line(peers_out, towards, copies, size)
+        return tally, peers_out
+
+    def _decoded(self, raw: bytes | None) -> str:
+        """Decode a header value (remembered: resources and departments of delivered copies)."""
+        name = self._names.get(raw)
+        if name is None:
+            name = self._names[raw] = (raw or b"").decode(errors="replace")
+        return name
 
     def _arrivals(
         self, records: Sequence[Record], facts: Sequence[Facts]
@@ -261,11 +282,8 @@ class Accountant:
             if from_above:
                 peer = parent
             elif hops:
-                last = hops.rpartition(b",")[2]
-                peer = last[:-1].decode(errors="replace")
-                if peer not in self._peer_labels:
-                    peer = "other"
-                elif last.endswith(b"^"):
+                peer, handed_up = self._sender(hops.rpartition(b",")[2])
+                if handed_up:
                     from_children.setdefault(peer, []).append(fact.created_ms)
             else:
                 peer = self._region
@@ -273,6 +291,17 @@ class Accountant:
             line[0] += 1
             line[1] += len(record.value or b"")
         return peers_in, from_children
+
+    def _sender(self, last: bytes) -> tuple[str, bool]:
+        """Return the peer label of a hop path's last step, and whether a child handed it up."""
+        found = self._senders.get(last)
+        if found is None:
+            if len(self._senders) >= SENDERS_KEPT:  # writers choose hop paths: stay bounded
+                self._senders.clear()
+            peer = last[:-1].decode(errors="replace")
+            known = peer in self._peer_labels
+            found = self._senders[last] = (peer if known else "other", known and last[-1:] == b"^")
+        return found
 
     def apply(self, summary: Summary) -> None:
         """Apply a committed batch's summary to the metrics, the totals and the watchers.
@@ -351,6 +380,16 @@ class Accountant:
         if book is not None:
             for event in events:
                 book.add(event)
+
+
+def _add_line(lines: dict[Any, list[int]], key: Any, copies: int, size: int) -> None:
+    """Add ``copies`` and ``size`` bytes to the line of ``key``."""
+    line = lines.get(key)
+    if line is None:
+        lines[key] = [copies, size]
+    else:
+        line[0] += copies
+        line[1] += size
 
 
 def _quality_counts(facts: Sequence[Facts]) -> tuple[dict[QualityKey, tuple[int, int]], set[str]]:
