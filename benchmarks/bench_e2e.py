@@ -421,6 +421,7 @@ async def run_bridges(stage: Stage, kinds: Sequence[str], work: Path, *,
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
     topics = list(stage.topics)
+    began = time.monotonic()
     try:
         for hop, (kind, role) in enumerate(zip(kinds, stage.roles(), strict=True)):
             source, target = stage.clusters[hop], stage.clusters[hop + 1]
@@ -440,6 +441,7 @@ async def run_bridges(stage: Stage, kinds: Sequence[str], work: Path, *,
         localkafka.stop_processes(processes)
         for handle in logs:
             handle.close()
+    result["wall_s"] = time.monotonic() - began  # start, warm-up, window and stop: the bench's time
     return {"bridge": "+".join(kinds), "hops": len(kinds), "payload_bytes": stage.size, **result}
 
 
@@ -587,7 +589,7 @@ def log_run(row: dict[str, Any]) -> None:
     flag = "  EXHAUSTED" if row["exhausted"] else ""
     print(f"  {row['bridge']:18} {row['payload_bytes']:>6} B: {row['records_per_s']:>9,.0f} rec/s"
           f"  {row['cpu_us_per_record']:6.1f} µs CPU/rec  RSS {row['peak_rss_mb']:4.0f} MB"
-          f"  window {row['window_s']:.1f} s{flag}", flush=True)  # fmt: skip
+          f"  window {row['window_s']:.1f} s of {row['wall_s']:.0f}{flag}", flush=True)  # fmt: skip
 
 
 async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
@@ -598,9 +600,12 @@ async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
     facts = {"payload_bytes": size, "memo_hit_rate": memo_hit_rates(sample),
              "mean_value_bytes": statistics.mean(len(v) for _, v, _ in sample),
              "mean_header_bytes": statistics.mean(sum(len(k) + len(v) for k, v in h) for _, _, h in sample)}  # fmt: skip
+    filling = time.monotonic()
     one = await prepare(size, clusters[1:], plan.fill_count(size), hops=1, fresh=False,
                         workload=workload)  # fmt: skip
-    print(f"{size} B: {one.available:,} records in {one.topics[0]}", flush=True)
+    facts["fill_s"] = time.monotonic() - filling
+    print(f"{size} B: {one.available:,} records in {one.topics[0]} ({facts['fill_s']:.0f} s)",
+          flush=True)  # fmt: skip
     memory = size == plan.memory_size  # one round, without MM2's start-up: the node's peak RSS
     kinds = [k for k in plan.kinds if k != "mm2"] if memory else list(plan.kinds)
     if size in plan.two_hop_sizes and "node" in kinds and not plan.quick:
