@@ -58,7 +58,7 @@ from node.core.envelope import RECORD_ID, REFUSAL_MESSAGE, RESOURCE, SOURCE_DEPT
 from node.core.outcome import Direction, Reason
 from node.errors import TransportError
 from node.kafka.closing import close_quietly
-from node.kafka.connection import Connection, state_reader
+from node.kafka.connection import Connection, state_reader, topic_partitions
 from node.kafka.messages import NO_FACTS, REFUSED_COPY, Out
 from node.ops.events import AuditDropped, AuditHolding, AuditResumed, emit
 from node.supervisor import Health
@@ -511,15 +511,13 @@ async def _reading(
         async with asyncio.timeout(deadline_s):
             try:
                 await consumer.start()
-                cluster = await consumer._client.fetch_all_metadata()  # no public describe
-                partitions = cluster.partitions_for_topic(topic)
-                if not partitions:
-                    raise TransportError(f"audit topic {topic} does not exist on {bootstrap}")
-                if partitions != {0}:
+                missing = f"audit topic {topic} does not exist on {bootstrap}"
+                partitions = await topic_partitions(consumer, topic, missing)  # one just made too
+                if len(partitions) != 1:
                     raise TransportError(
                         f"audit topic {topic} has {len(partitions)} partitions, not 1"
                     )
-                partition = TopicPartition(topic, 0)
+                partition = partitions[0]
                 consumer.assign([partition])
                 return await read(consumer, partition)
             except (KafkaError, OSError) as error:
