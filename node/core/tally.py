@@ -7,7 +7,7 @@ receiving department (or ``inbox``) for ``local``. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class TallyKey(NamedTuple):
@@ -23,11 +23,11 @@ Tally = dict[TallyKey, list[int]]
 """TallyKey -> [records, value bytes]."""
 
 
-def add(tally: Tally, key: TallyKey, size: int) -> None:
-    """Count one copy of ``size`` value bytes under ``key``."""
-    line = tally.get(key)
+def add(lines: dict[Any, list[int]], key: Any, copies: int, size: int) -> None:
+    """Count ``copies`` of ``size`` value bytes in all under ``key`` (a tally's, or any line)."""
+    line = lines.get(key)
     if line is None:
-        tally[key] = [1, size]
+        lines[key] = [copies, size]
     else:
-        line[0] += 1
+        line[0] += copies
         line[1] += size

@@ -27,6 +27,7 @@ from node.core.peers import PeerWatch
 from node.core.quality_ledger import QualityKey
 from node.core.routing import Arrival
 from node.core.tally import Tally, TallyKey
+from node.core.tally import add as tally_add
 from node.core.topology import Topology
 from node.kafka.aside import Aside
 from node.kafka.audit import audit_facts
@@ -255,9 +256,9 @@ class Accountant:
             key = TallyKey(
                 direction.value, self._decoded(dept), self._decoded(resource), destination
             )
-            _add_line(tally, key, copies, size)
+            tally_add(tally, key, copies, size)
             towards = self._region if direction is Direction.LOCAL else destination
-            _add_line(peers_out, towards, copies, size)
+            tally_add(peers_out, towards, copies, size)
         return tally, peers_out
 
     def _decoded(self, raw: bytes | None) -> str:
@@ -380,16 +381,6 @@ class Accountant:
         if book is not None:
             for event in events:
                 book.add(event)
-
-
-def _add_line(lines: dict[Any, list[int]], key: Any, copies: int, size: int) -> None:
-    """Add ``copies`` and ``size`` bytes to the line of ``key``."""
-    line = lines.get(key)
-    if line is None:
-        lines[key] = [copies, size]
-    else:
-        line[0] += copies
-        line[1] += size
 
 
 def _quality_counts(facts: Sequence[Facts]) -> tuple[dict[QualityKey, tuple[int, int]], set[str]]:
