@@ -243,6 +243,8 @@ class Window:
     cpu_s: float
     peak_rss_mb: float
     exhausted: bool
+    first_copy_s: float
+    """From the bridge's start to its first record copied (start-up: the JVM, group joins)."""
     per_second: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -253,7 +255,7 @@ class Window:
                 "cpu_us_per_record": 1e6 * self.cpu_s / max(1, self.records),
                 "cpu_cores": self.cpu_s / self.seconds, "peak_rss_mb": self.peak_rss_mb,
                 "exhausted": self.exhausted, "slowest_second": min(spread),
-                "fastest_second": max(spread)}  # fmt: skip
+                "fastest_second": max(spread), "first_copy_s": self.first_copy_s}  # fmt: skip
 
 
 async def measure(
@@ -261,6 +263,7 @@ async def measure(
     *, warmup_s: float, window_s: float,
 ) -> Window:  # fmt: skip
     """Wait for the first copy, warm up, then measure ``window_s`` of steady copying."""
+    started = time.monotonic()
     consumer = AIOKafkaConsumer(bootstrap_servers=target)
     await consumer.start()
     try:
@@ -274,6 +277,7 @@ async def measure(
                     f"{FIRST_RECORD_TIMEOUT_S:g} s"
                 )
             await asyncio.sleep(0.05)
+        first_copy_s = time.monotonic() - started
         await asyncio.sleep(warmup_s)
         began, start_count = time.monotonic(), await end_offsets(consumer, topics)
         start_cpu = cpu_seconds(process.pid)
@@ -289,7 +293,7 @@ async def measure(
                 break
         cpu = cpu_seconds(process.pid) - start_cpu
         return Window(count - start_count, now - began, cpu, peak_rss_mb(process.pid),
-                      count - baseline >= available, per_second)  # fmt: skip
+                      count - baseline >= available, first_copy_s, per_second)  # fmt: skip
     finally:
         await consumer.stop()
 
@@ -435,12 +439,14 @@ async def run_bridges(stage: Stage, kinds: Sequence[str], work: Path, *,
         window = await measure(processes[-1], stage.clusters[-1], topics, stage.available,
                                warmup_s=warmup, window_s=window_s)  # fmt: skip
         result = window.summary()
+        stopping = time.monotonic()
         if len(processes) > 1:  # CPU of every bridge of the chain over the same window is not
             result["note"] = "cpu and rss of the last hop's bridge only"  # comparable: say so
     finally:
         localkafka.stop_processes(processes)
         for handle in logs:
             handle.close()
+    result["stop_s"] = time.monotonic() - stopping
     result["wall_s"] = time.monotonic() - began  # start, warm-up, window and stop: the bench's time
     return {"bridge": "+".join(kinds), "hops": len(kinds), "payload_bytes": stage.size, **result}
 
@@ -589,7 +595,8 @@ def log_run(row: dict[str, Any]) -> None:
     flag = "  EXHAUSTED" if row["exhausted"] else ""
     print(f"  {row['bridge']:18} {row['payload_bytes']:>6} B: {row['records_per_s']:>9,.0f} rec/s"
           f"  {row['cpu_us_per_record']:6.1f} µs CPU/rec  RSS {row['peak_rss_mb']:4.0f} MB"
-          f"  window {row['window_s']:.1f} s of {row['wall_s']:.0f}{flag}", flush=True)  # fmt: skip
+          f"  window {row['window_s']:.1f} s of {row['wall_s']:.0f} (first copy {row['first_copy_s']:.1f},"
+          f" stop {row['stop_s']:.1f}){flag}", flush=True)  # fmt: skip
 
 
 async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
