@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection as Pipe
 import structlog
 from prometheus_client import CollectorRegistry
 
-from node import __version__
+from node import __version__, heap
 from node.catalog_files import load_catalog, packaged_catalog_dir
 from node.codec import SchemaSet, load_schemas, packaged_schema_dir
 from node.config import NodeConfig
@@ -389,7 +389,11 @@ def run_worker(
     config: NodeConfig, index: int, pipe: Pipe, started_ms: int, relays: list[str]
 ) -> None:
     """Run worker process ``index`` until the lead stops it (``node/workers.py``)."""
-    serve_worker(config, index, pipe, started_ms, relays, run_node)
+    reference = load_reference(config)
+    heap.settle()
+    serve_worker(
+        config, index, pipe, started_ms, relays, functools.partial(run_node, reference=reference)
+    )
 
 
 async def _run_loops(

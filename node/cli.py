@@ -41,6 +41,7 @@ from node import (
     audit_cli,
     feedback_cli,
     grants_cli,
+    heap,
     keys_cli,
     quality_cli,
     send_cli,
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(config.log.format, config.log.level)
     log = structlog.get_logger("node")
+    heap.settle()
 
     async def serve() -> None:
         stop = asyncio.Event()
