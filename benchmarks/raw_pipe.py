@@ -1,9 +1,10 @@
 """The ceiling of our stack: the node's own Kafka transport with no logic between source and sink.
 
 It reads with the node's ``KafkaSource`` and writes with its ``KafkaSink`` (closed record batches
-per partition, idempotent producer, acks=all, linger 5 ms, 1 MB batches), keeps source partitions,
-and pipelines up to ``--in-flight`` batches of ``--max-batch`` records as the link does, committing
-each batch once it and every batch before it are acked. No envelope is read, no rule applied, no
+per partition, idempotent producer, acks=all, linger 5 ms, 1 MB batches), runs with the node's
+garbage-collector settings (``node/heap.py``), keeps source partitions, and pipelines up to
+``--in-flight`` batches of ``--max-batch`` records as the link does, committing each batch once
+it and every batch before it are acked. No envelope is read, no rule applied, no
 metric or audit entry written: whatever the node does beyond this is the price of its logic.
 ``topic`` may be a comma-separated list; each is copied to the same name. Runs until stopped
 (SIGTERM) or until ``--count`` records are copied.
@@ -18,6 +19,7 @@ import signal
 import uuid
 from collections import deque
 
+from node import heap
 from node.errors import RecordRejected
 from node.kafka.sink import KafkaSink
 from node.kafka.source import KafkaSource
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=2000, help="as the node's flow.max_batch")
     parser.add_argument("--in-flight", type=int, default=4, help="as the node's max_in_flight")
     args = parser.parse_args()
+    heap.settle()  # the node's collector settings too
     asyncio.run(pipe(args.source, args.target, args.topic.split(","), count=args.count,
                      max_batch=args.max_batch, in_flight=args.in_flight))  # fmt: skip
 
