@@ -1,7 +1,7 @@
 """Run every benchmark, then plot the scaling curves next to the JSON (``make bench``).
 
-``--quick`` runs each with fewer records and shorter timings (under 3 minutes in all); the full run
-takes about 21 minutes on 2 cores.
+``--quick`` runs each with fewer records and shorter timings (163-192 s in all, over the 3 minutes
+it should take on a slow day); the full run takes 23-25 minutes on 2 cores.
 """
 
 from __future__ import annotations
