@@ -6,10 +6,11 @@ file, and a catalog with any problem is unusable.
 
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomli
 
 from node.core.avro import SchemaSet
 from node.core.catalog import Catalog
@@ -42,8 +43,8 @@ def read_catalog(directory: Path, schemas: SchemaSet) -> tuple[Catalog, list[Cat
         problems.append(CatalogProblem(str(directory), "-", "-", "no *.toml catalog files"))
     for path in files:
         try:
-            documents[str(path)] = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            documents[str(path)] = tomli.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as error:  # TOML, UTF-8, int size, nesting
             problems.append(CatalogProblem(str(path), "-", "-", f"unreadable: {error}"))
     catalog, found = check_documents(documents, schemas)
     return catalog, problems + found

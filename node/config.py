@@ -9,11 +9,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import tomli
 
 from node.core.envelope import MAX_GRADE, MIN_GRADE
 from node.core.policy import Clearance, Department, NegativeList
@@ -982,7 +983,7 @@ def _log(table: _Table | None) -> LogConfig:
 def load_config(path: Path) -> NodeConfig:
     """Read and check a TOML file; raise ConfigError naming the file or the bad field."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomli.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(str(path), f"cannot read: {error.strerror}") from error
     except (ValueError, RecursionError) as error:  # TOMLDecodeError, non-UTF-8, int, nesting

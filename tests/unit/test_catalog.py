@@ -163,3 +163,18 @@ def test_a_chongqing_sized_catalog_loads_and_every_record_is_decided(tmp_path: P
     outcomes = policy.apply_batch(keys, [Delivered((copy,))] * count)
     refused = [n for n, o in enumerate(outcomes) if not isinstance(o, Delivered)]
     assert refused == [n for n in range(count) if n % 10 == 0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"a = " + b"1" * 5000, b"a = " + b"[" * 5000 + b"]" * 5000, b"a = {" * 3000, b"a = '\xff'"],
+)
+def test_a_catalog_file_the_parser_cannot_hold_is_a_problem_named_by_file(
+    tmp_path: Path, text: bytes
+) -> None:
+    """An integer over 4,300 digits, deep nesting or bad UTF-8 is reported, not raised."""
+    (tmp_path / "catalog.toml").write_bytes(text)
+    found = [str(p) for p in read_catalog(tmp_path, SCHEMAS)[1]]
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{tmp_path / 'catalog.toml'}: "), found
+    assert "unreadable: " in found[0], found

@@ -218,8 +218,10 @@ def test_configuration_crashes_found_are_config_errors(document: dict[str, Any],
     "text",
     [b"a = " + b"1" * 5000, b"a = " + b"[" * 5000 + b"]" * 5000, b"a = {" * 3000, b"a = '\xff'"],
 )
-def test_a_config_file_tomllib_cannot_hold_is_a_config_error(tmp_path: Path, text: bytes) -> None:
-    """Past TOMLDecodeError, tomllib raised ValueError (4301 digits) and RecursionError."""
+def test_a_config_file_the_parser_cannot_hold_is_a_config_error(
+    tmp_path: Path, text: bytes
+) -> None:
+    """Past TOMLDecodeError, the parser raises ValueError (4301 digits) and RecursionError."""
     path = tmp_path / "node.toml"
     path.write_bytes(text)
     with pytest.raises(ConfigError, match="not valid TOML") as caught:
