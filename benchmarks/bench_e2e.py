@@ -93,11 +93,18 @@ MM2_TUNING = {
     "consumer.fetch.max.bytes": (str(NODE_FETCH_MAX_BYTES), "the node's fetch_max_bytes"),
     "consumer.max.partition.fetch.bytes": (str(NODE_PARTITION_FETCH_BYTES), "the node's"),
     "consumer.auto.offset.reset": ("earliest", "copy the topic from its start"),
+    "plugin.discovery": (
+        "service_load",
+        "start-up only: no classpath scan, as Kafka's own warning "
+        "advises (about 6 s less per start)",
+    ),
 }
 """MirrorMaker 2 settings (prefixed per cluster alias), each with why."""
 MM2_HEAP = "-Xmx512m"
-CEILINGS = {200: 90_000, 1024: 65_000, 10_240: 24_000, 102_400: 1_500}
-"""A generous guess of the fastest bridge's records/s per size, to size the fill (``fill_count``)."""
+CEILINGS = {200: 75_000, 1024: 55_000, 10_240: 20_000, 102_400: 1_500}
+"""A generous guess of the fastest bridge's records/s per size, to size the fill (``fill_count``):
+at or above any bridge's fastest second in the last two full runs (73.5k, 59.1k, 21.4k, 1.7k
+records/s); the fill holds 18 s of it, a run needs at most 14 s (warm-up and window)."""
 _RUNS = itertools.count(1)
 RETENTION = {"retention.bytes": str(512 * 1024 * 1024), "segment.bytes": str(64 * 1024 * 1024)}
 """Destinations keep at most 512 MB per partition, so a full run stays within a few GB of disk."""
@@ -325,8 +332,10 @@ def mm2_command(work: Path, source: str, target: str, topics: Sequence[str]) -> 
         "refresh.topics.interval.seconds = 5", *(f"{key} = 1" for key in internal),
     ]  # fmt: skip
     for key, (value, _) in MM2_TUNING.items():
-        side = a if key.startswith("consumer.") else b
-        lines.append(f"tasks.max = {value}" if key == "tasks.max" else f"{side}.{key} = {value}")
+        if key in ("tasks.max", "plugin.discovery"):  # plugin.discovery: MM2's own and its worker's
+            lines.append(f"{key} = {value}")
+        if key != "tasks.max":
+            lines.append(f"{a if key.startswith('consumer.') else b}.{key} = {value}")
     properties.write_text("\n".join(lines) + "\n")
     libs = localkafka.ensure_jars()
     return [localkafka.check_java(), "-Xms512m", MM2_HEAP, *localkafka.JVM_FLAGS,
@@ -627,7 +636,7 @@ async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
         return facts
     if plan.tools:
         tools.append(await consumer_performance(one.clusters[0], one.topics, size, one.available))
-        produced = int(CEILINGS[size] * 2.5 * plan.window_s)
+        produced = int(CEILINGS[size] * 1.5 * plan.window_s)
         tools.append(await producer_performance(one.clusters[1], size, produced))
         for tool in tools[-2:]:
             print(f"  {tool['tool']:18} {size:>6} B: {tool['records_per_s']:>9,.0f} rec/s "
