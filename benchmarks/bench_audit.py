@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from common import table, write
+from common import narrowed, table, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' memory transport
 
@@ -349,6 +349,8 @@ if __name__ == "__main__":
     )
     parser.add_argument("--quick", action="store_true", help="4,000 records, no broker")
     arguments = parser.parse_args()
+    partial = narrowed(parser, arguments)
     if arguments.quick:
         arguments.records, arguments.kafka = 4_000, False
-    print(f"wrote {write('audit', asyncio.run(main(arguments)) | {'quick': arguments.quick})}")
+    marks = {"quick": arguments.quick, "partial": partial}
+    print(f"wrote {write('audit', asyncio.run(main(arguments)) | marks)}")

@@ -49,7 +49,7 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
-from common import table, write
+from common import narrowed, table, write
 from workload import (
     BEYOND_PROVINCE,
     COUNTY,
@@ -593,6 +593,8 @@ class Plan:
     ingress: bool
     attribution: bool
     quick: bool
+    partial: bool = False
+    """Narrowed by its options (``common.narrowed``): not the full run the README quotes."""
 
     def fill_count(self, size: int, bridges: int = 1) -> int:
         """Records to fill: enough for the fastest bridge's warm-up and window, with a margin."""
@@ -685,7 +687,7 @@ async def main_async(plan: Plan) -> None:
     summary = summarise(runs)
     report(summary, tools, workloads, plan)
     result = {
-        "quick": plan.quick, "window_s": plan.window_s, "warmup_s": WARMUP_S,
+        "quick": plan.quick, "partial": plan.partial, "window_s": plan.window_s, "warmup_s": WARMUP_S,
         "mm2_warmup_s": MM2_WARMUP_S, "rounds": plan.rounds, "two_hop_rounds": plan.two_hop_rounds,
         "seconds": time.monotonic() - began,
         "workload": {"resources": RESOURCES, "departments": len(DEPARTMENTS), "by_size": workloads},
@@ -748,6 +750,7 @@ def main() -> None:
         two_hop_rounds=args.two_hop_rounds if args.two_hop_rounds is not None else (0 if args.quick else 1),
         memory_size=102_400, two_hop_sizes=(1024,), tools=not args.no_tools and not args.quick,
         ingress=not args.no_ingress, attribution=not args.quick, quick=args.quick,
+        partial=narrowed(parser, args),
     )  # fmt: skip
     asyncio.run(main_async(plan))
 

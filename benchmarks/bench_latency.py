@@ -28,7 +28,7 @@ from bench_e2e import (
     records,
     start_bench_clusters,
 )
-from common import table, write
+from common import narrowed, table, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
 import localkafka  # lives in deploy/local
@@ -150,7 +150,7 @@ async def run_one(
             "max_ms": max(steady), "ready_s": ready_s}  # fmt: skip
 
 
-async def main_async(quick: bool, bridges: tuple[str, ...]) -> None:
+async def main_async(quick: bool, bridges: tuple[str, ...], *, partial: bool) -> None:
     """Start two clusters, measure both bridges, print and write the results."""
     work, clusters = start_bench_clusters("bench-latency", ("city", "province"))
     rows = []
@@ -172,7 +172,7 @@ async def main_async(quick: bool, bridges: tuple[str, ...]) -> None:
     print("Latency at 1,000 records/s of 1 KB, one hop (ms):")
     print(table(["bridge", "sent", "received", "p50", "p99", "max"],
                 [[r["bridge"], r["sent"], r["received"], r["p50_ms"], r["p99_ms"], r["max_ms"]] for r in rows]))  # fmt: skip
-    print(f"\nwrote {write('latency', {'runs': rows, 'quick': quick})}")
+    print(f"\nwrote {write('latency', {'runs': rows, 'quick': quick, 'partial': partial})}")
 
 
 def main() -> None:
@@ -181,7 +181,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bridges", default="node,mm2", help="comma-separated: node, mm2")
     args = parser.parse_args()
-    asyncio.run(main_async(args.quick, tuple(args.bridges.split(","))))
+    bridges = tuple(args.bridges.split(","))
+    asyncio.run(main_async(args.quick, bridges, partial=narrowed(parser, args)))
 
 
 if __name__ == "__main__":

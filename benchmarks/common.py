@@ -6,6 +6,7 @@ the department client live (they are not part of the installed package).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -37,14 +38,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def narrowed(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Whether ``args`` differ from ``parser``'s defaults in anything but ``--quick``."""
+    given = {k: v for k, v in vars(args).items() if k != "quick"}
+    return given != {k: v for k, v in vars(parser.parse_args([])).items() if k != "quick"}
+
+
 def write(name: str, results: dict[str, Any]) -> Path:
     """Write ``results`` (plus machine facts) to benchmarks/results/NAME.json.
 
-    A quick run (``results["quick"]``) writes NAME-quick.json instead (not committed), so it never
-    replaces the figures of the last full run that the README quotes.
+    A quick run (``results["quick"]``) writes NAME-quick.json instead and a run narrowed by its
+    options (``results["partial"]``, see ``narrowed``) NAME-partial.json; neither is committed,
+    so neither replaces the figures of the last full run that the README quotes.
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}{'-quick' if results.get('quick') else ''}.json"
+    suffix = "-quick" if results.get("quick") else "-partial" if results.get("partial") else ""
+    path = RESULTS / f"{name}{suffix}.json"
     path.write_text(json.dumps({"machine": machine(), **results}, indent=2, ensure_ascii=False))
     return path
 

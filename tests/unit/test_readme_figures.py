@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
+
+from tests.benchmark_modules import load
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _figures() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("figures", ROOT / "benchmarks" / "figures.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("figures")
 
 
 def test_readme_figures_match_the_results_json() -> None:
