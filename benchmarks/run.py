@@ -1,6 +1,6 @@
 """Run every benchmark, then plot the scaling curves next to the JSON (``make bench``).
 
-``--quick`` runs each with fewer records and shorter timings (163-192 s in all, over the 3 minutes
+``--quick`` runs each with fewer records and shorter timings (163-202 s in all, over the 3 minutes
 it should take on a slow day); the full run takes 23-25 minutes on 2 cores.
 """
 
