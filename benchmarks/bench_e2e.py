@@ -588,6 +588,13 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if scaled:
             row["w2_over_node"] = scaled["records_per_s"]["median"] / rate
             row["cpu_w2_over_node"] = scaled["cpu_us_per_record"]["median"] / cpu
+            if mm2:  # scaled out as MM2 is (tasks.max): two processes against its task threads
+                row["w2_over_mm2"] = (
+                    scaled["records_per_s"]["median"] / mm2["records_per_s"]["median"]
+                )
+                row["cpu_w2_over_mm2"] = (
+                    scaled["cpu_us_per_record"]["median"] / mm2["cpu_us_per_record"]["median"]
+                )
         out.append(row)
     return out
 

@@ -33,6 +33,14 @@ def _size(payload: int) -> str:
     return f"{payload // 1024} KB" if payload >= 1024 else f"{payload} B"
 
 
+def _against_mm2(ratio: dict[str, Any], tasks: str) -> str:
+    """How two workers compare with MirrorMaker 2 (``tasks``: its tasks.max), if the run had both."""
+    if "w2_over_mm2" not in ratio:
+        return "."
+    return (f"; against MirrorMaker 2 with its {tasks} tasks, {ratio['w2_over_mm2']:.2f} times its "
+            f"records/s at {ratio['cpu_w2_over_mm2']:.2f} times its CPU per record.")  # fmt: skip
+
+
 def _rows(lines: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(cells) + " |" for cells in lines]
 
@@ -40,11 +48,12 @@ def _rows(lines: list[list[str]]) -> list[str]:
 def render(e2e: dict[str, Any], latency: dict[str, Any] | None, core: dict[str, Any] | None) -> str:
     """The README block: throughput, CPU, memory, ratios, Kafka's ceiling, latency, memo."""
     machine = e2e["machine"]
+    host = f", {machine['cpu_model']}" if machine.get("cpu_model") else ""
     summary = {(s["hops"], s["payload_bytes"], s["bridge"]): s for s in e2e["summary"]}
     ratios = {(r["hops"], r["payload_bytes"]): r for r in e2e["ratios"]}
     sizes = sorted({size for hops, size, _ in summary if hops == 1})
     out = [
-        f"Last full run: {machine['cores']} cores, {machine['memory_gib']} GiB, Python "
+        f"Last full run: {machine['cores']} cores{host}, {machine['memory_gib']} GiB, Python "
         f"{machine['python']}, aiokafka {machine['aiokafka']}, Kafka {machine['kafka']}; steady "
         f"windows of {e2e['window_s']:g} s after {e2e['warmup_s']:g} s of warm-up "
         f"({e2e['mm2_warmup_s']:g} s for MirrorMaker 2); {e2e['rounds']} interleaved rounds one hop, "
@@ -85,9 +94,10 @@ def render(e2e: dict[str, Any], latency: dict[str, Any] | None, core: dict[str, 
                        _rate(s["records_per_s"]), _cpu(s["cpu_us_per_record"]),
                        f"{s['peak_rss_mb']:.0f} MB"] for s in extra])  # fmt: skip
     scaled = [r for r in e2e["ratios"] if "w2_over_node" in r]
+    tasks = e2e.get("mm2", {}).get("tasks.max", {}).get("value", "?")
     out += [f"\nTwo worker processes against one, {_size(r['payload_bytes'])}: "
             f"{r['w2_over_node']:.2f} times the records/s at {r['cpu_w2_over_node']:.2f} times the CPU per "
-            "record (the lead's and its worker's together)." for r in scaled]  # fmt: skip
+            "record (the lead's and its worker's together)" + _against_mm2(r, tasks) for r in scaled]  # fmt: skip
     if e2e["kafka_tools"]:
         out += ["", "Kafka's own tools on the same brokers (the machine's ceiling):", "",
                 "| payload | tool | rec/s |", "| --- | --- | --- |"]  # fmt: skip
