@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -434,6 +435,8 @@ class Stage:
     """The bootstraps along the chain: the first holds the filled topics."""
     topics: list[str]
     available: int
+    workload: Workload
+    """Where the filled records came from: a top-up continues it (new ids, next keys)."""
     fresh: bool = False
 
     def roles(self) -> tuple[str, ...]:
@@ -495,7 +498,53 @@ async def prepare(size: int, clusters: list[str], count: int, *, hops: int, fres
         node_out = bridged_topic("node", node_in, prefix, role)
         await ensure_topics(chain[hop + 1], [*topics, node_out], PARTITIONS, 1, RETENTION)
         node_in = node_out
-    return Stage(size, prefix, chain, topics, available, fresh)
+    return Stage(size, prefix, chain, topics, available, workload, fresh)
+
+
+RUNS_WHEN_SHORT = 3
+"""Runs of one bridge at most, when each ran out of records (then kept, marked exhausted)."""
+
+
+def wanted(row: dict[str, Any], available: int, window_s: float) -> int:
+    """Records a stage should hold for a run as fast as ``row``'s fastest second, with margin.
+
+    As ``Plan.fill_count`` sizes the first fill from ``CEILINGS``: the warm-up, the window and
+    4 s more at that rate. A run that ran out (maybe in its warm-up, with no fair second to go
+    by) wants at least four times what there was.
+    """
+    need = int(row["fastest_second"] * (MM2_WARMUP_S + window_s + 4))
+    return max(need, 4 * available) if row["exhausted"] else need
+
+
+async def top_up(stage: Stage, count: int) -> None:
+    """Append ``count`` more records of the stage's workload to its first topics."""
+    rows = stage.workload.rows(count, first=stage.available)
+    if stage.fresh:
+        added = await fill_outboxes(stage.clusters[0], stage.prefix, rows)
+    else:
+        added = await fill(stage.clusters[0], stage.topics[0], rows)
+    stage.available += added
+    print(f"  topped up {stage.topics[0]}{' ...' if stage.fresh else ''} with {added:,} records "
+          f"({stage.available:,} in all)", flush=True)  # fmt: skip
+
+
+async def run_filled(stage: Stage, kinds: Sequence[str], work: Path, *,
+                     window_s: float) -> dict[str, Any]:  # fmt: skip
+    """``run_bridges``, keeping the stage filled for the fastest bridge seen (``CEILINGS`` guess).
+
+    A faster host than the ceilings were set on empties the fill: after each run the stage is
+    topped up to what its fastest second needs, and a run that ran out is run once more.
+    """
+    for attempt in range(1, RUNS_WHEN_SHORT + 1):
+        row = await run_bridges(stage, kinds, work, window_s=window_s)
+        need = wanted(row, stage.available, window_s)
+        if need > stage.available:
+            await top_up(stage, need - stage.available)
+        if not row["exhausted"]:
+            break
+        if attempt < RUNS_WHEN_SHORT:
+            print(f"  {row['bridge']} ran out of records: run again", flush=True)
+    return row
 
 
 def rotated(kinds: Sequence[str], round_: int) -> list[str]:
@@ -504,32 +553,78 @@ def rotated(kinds: Sequence[str], round_: int) -> list[str]:
     return [*kinds[shift:], *kinds[:shift]]
 
 
+def tool_command(tool: str, *args: str) -> list[str]:
+    """The command running one of Kafka's performance tools."""
+    libs = localkafka.ensure_jars()
+    return [localkafka.check_java(), "-Xmx512m", *localkafka.JVM_FLAGS,
+            f"-Dlog4j2.configurationFile={localkafka.LOG4J_CONFIG}", "-cp", f"{libs}/*",
+            f"org.apache.kafka.tools.{tool}", *args]  # fmt: skip
+
+
 def kafka_tool(tool: str, *args: str) -> str:
     """Run one of Kafka's performance tools; return what it printed."""
-    libs = localkafka.ensure_jars()
-    command = [localkafka.check_java(), "-Xmx512m", *localkafka.JVM_FLAGS,
-               f"-Dlog4j2.configurationFile={localkafka.LOG4J_CONFIG}", "-cp", f"{libs}/*",
-               f"org.apache.kafka.tools.{tool}", *args]  # fmt: skip
+    command = tool_command(tool, *args)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{tool} failed: {done.stderr[-2000:]}")
     return done.stdout
 
 
-async def producer_performance(target: str, size: int, count: int) -> dict[str, Any]:
-    """Kafka's producer into ``target`` at ``size`` bytes, with the node's producer settings."""
+PRODUCER_REPORT_S = 5.0
+"""ProducerPerformance prints what it sent every 5 s (a fixed interval of the tool)."""
+PRODUCER_INTERVAL = re.compile(r"^(\d+) records sent, ([\d.]+) records/sec")
+
+
+def steady_interval_rate(
+    command: list[str], window_s: float, timeout_s: float = 120
+) -> tuple[int, float]:
+    """Run ProducerPerformance past its first report (warm-up), then ``window_s`` of reports.
+
+    Returns the records and seconds of the steady reports; the tool is killed after them (it
+    was given more records than it can send in that time).
+    """
+    wanted = max(1, round(window_s / PRODUCER_REPORT_S))
+    steady: list[tuple[int, float]] = []
+    seen = 0
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as process:  # fmt: skip
+        killer = threading.Timer(timeout_s, process.kill)  # a silent tool cannot hang the bench
+        killer.start()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                report = PRODUCER_INTERVAL.match(line.strip())
+                if report is None:
+                    continue
+                seen += 1
+                if seen > 1:  # the first report is the warm-up: the JVM, the first batches
+                    records, rate = int(report.group(1)), float(report.group(2))
+                    steady.append((records, records / rate))
+                if len(steady) == wanted:
+                    break
+        finally:
+            killer.cancel()
+            process.kill()
+    if len(steady) < wanted:
+        raise RuntimeError(f"ProducerPerformance gave {len(steady)} of {wanted} steady reports")
+    return sum(r for r, _ in steady), sum(s for _, s in steady)
+
+
+async def producer_performance(target: str, size: int, window_s: float) -> dict[str, Any]:
+    """Kafka's producer into ``target`` at ``size`` bytes, the node's producer settings, steady.
+
+    Its rate over ``window_s`` of its own 5 s reports after the first (as a bridge's window
+    follows its warm-up), then it is stopped; it is given far more records than it can send.
+    """
     topic = f"perf{size}x{next(_RUNS)}"
     await ensure_topics(target, [topic], PARTITIONS, 1, RETENTION)
-    out = await asyncio.to_thread(kafka_tool, "ProducerPerformance", "--topic", topic, "--num-records", str(count),
-                     "--record-size", str(size), "--throughput", "-1", "--producer-props",
-                     f"bootstrap.servers={target}", "acks=all", "enable.idempotence=true",
-                     f"batch.size={NODE_BATCH_BYTES}", f"linger.ms={NODE_LINGER_MS}")  # fmt: skip
-    final = re.search(r"(\d+) records sent, ([\d.]+) records/sec", out.strip().splitlines()[-1])
-    if final is None:
-        raise RuntimeError(f"ProducerPerformance printed no summary: {out[-500:]}")
-    rate = float(final.group(2))
-    return {"tool": "ProducerPerformance", "payload_bytes": size, "records": count,
-            "records_per_s": rate, "seconds": count / rate}  # fmt: skip
+    command = tool_command("ProducerPerformance", "--topic", topic, "--num-records", str(10**9),
+                           "--record-size", str(size), "--throughput", "-1", "--producer-props",
+                           f"bootstrap.servers={target}", "acks=all", "enable.idempotence=true",
+                           f"batch.size={NODE_BATCH_BYTES}", f"linger.ms={NODE_LINGER_MS}")  # fmt: skip
+    records, seconds = await asyncio.to_thread(steady_interval_rate, command, window_s)
+    return {"tool": "ProducerPerformance", "payload_bytes": size, "records": records,
+            "records_per_s": records / seconds, "seconds": seconds}  # fmt: skip
 
 
 async def consumer_performance(
@@ -652,7 +747,7 @@ async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
         kinds += WORKERS  # scale-out: interleaved with the one-process node, same rounds
     for round_ in range(1 if memory else plan.rounds):
         for kind in rotated(kinds, round_):
-            row = await run_bridges(one, [kind], work, window_s=plan.window_s)
+            row = await run_filled(one, [kind], work, window_s=plan.window_s)
             row["round"] = round_
             runs.append(row)
             log_run(row)
@@ -660,22 +755,21 @@ async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
         return facts
     if plan.tools:
         tools.append(await consumer_performance(one.clusters[0], one.topics, size, one.available))
-        produced = int(CEILINGS[size] * 1.5 * plan.window_s)
-        tools.append(await producer_performance(one.clusters[1], size, produced))
+        tools.append(await producer_performance(one.clusters[1], size, plan.window_s))
         for tool in tools[-2:]:
             print(f"  {tool['tool']:18} {size:>6} B: {tool['records_per_s']:>9,.0f} rec/s "
                   f"over {tool['seconds']:.1f} s", flush=True)  # fmt: skip
     if (
         plan.attribution and size in plan.two_hop_sizes
     ):  # the node without its audit trail: what the trail costs end to end
-        row = await run_bridges(one, ["node-noaudit"], work, window_s=plan.window_s)
+        row = await run_filled(one, ["node-noaudit"], work, window_s=plan.window_s)
         row["round"] = 0
         runs.append(row)
         log_run(row)
     if plan.ingress and size in plan.two_hop_sizes:
         fresh = await prepare(size, clusters[1:], plan.fill_count(size, 3), hops=1, fresh=True,
                               workload=Workload(size, fresh=True))  # fmt: skip
-        row = await run_bridges(fresh, ["node-ingress"], work, window_s=plan.window_s)
+        row = await run_filled(fresh, ["node-ingress"], work, window_s=plan.window_s)
         row["round"] = 0
         runs.append(row)
         log_run(row)
@@ -685,7 +779,7 @@ async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
                             workload=beyond)  # fmt: skip
         for round_ in range(plan.two_hop_rounds):
             for kind in rotated(plan.kinds, round_):
-                row = await run_bridges(two, [kind, kind], work, window_s=plan.window_s)
+                row = await run_filled(two, [kind, kind], work, window_s=plan.window_s)
                 row["round"] = round_
                 runs.append(row)
                 log_run(row)

@@ -23,6 +23,7 @@ from bench_e2e import (
     PARTITIONS,
     bridged_topic,
     first_topic,
+    kill_bridges,
     mm2_command,
     node_config,
     records,
@@ -142,7 +143,7 @@ async def run_one(
         stop.set()
         await asyncio.wait_for(collector, 30)
     finally:
-        localkafka.stop_processes([process])
+        kill_bridges([process])  # nothing is measured after the load: no graceful stop
         log.close()
     steady = latencies[int(WARMUP_S * rate) :]
     return {"bridge": kind, "rate": rate, "sent": sent, "received": len(latencies),

@@ -39,14 +39,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-def cpu_model() -> str:
-    """The processor's model name and clock as /proc/cpuinfo gives them ("" if it does not).
+def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The processor's model name and clock as ``/proc/cpuinfo`` gives them ("" if it does not).
 
     Runs on different days land on different hosts: the same code has cost three times the CPU
     per record on one as on another, so a figure is only comparable with its host's.
     """
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        with open(cpuinfo_path, encoding="utf-8") as cpuinfo:
             fields = {
                 key.strip(): value.strip()
                 for key, _, value in (line.partition(":") for line in cpuinfo)

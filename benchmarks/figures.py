@@ -100,9 +100,9 @@ def render(e2e: dict[str, Any], latency: dict[str, Any] | None, core: dict[str, 
             "record (the lead's and its worker's together)" + _against_mm2(r, tasks) for r in scaled]  # fmt: skip
     if e2e["kafka_tools"]:
         out += ["", "Kafka's own tools on the same brokers (the machine's ceiling):", "",
-                "| payload | tool | rec/s |", "| --- | --- | --- |"]  # fmt: skip
-        out += _rows([[_size(t["payload_bytes"]), t["tool"], f"{t['records_per_s']:,.0f}"]
-                      for t in e2e["kafka_tools"]])  # fmt: skip
+                "| payload | tool | rec/s | over |", "| --- | --- | --- | --- |"]  # fmt: skip
+        out += _rows([[_size(t["payload_bytes"]), t["tool"], f"{t['records_per_s']:,.0f}",
+                       f"{t['seconds']:.1f} s"] for t in e2e["kafka_tools"]])  # fmt: skip
     hits = e2e["workload"]["by_size"]
     out += ["", f"Workload: {e2e['workload']['resources']:,} resources from "
             f"{e2e['workload']['departments']} departments; memo hit rates routing "

@@ -148,8 +148,10 @@ class AuditQueue:
         self._dropped_span = (0, 0)
         self._writer_up = False
         self._why_down = "the audit loop has not started"
+        self._starting = True  # no word from the writer yet: holding is start-up, not a fault
         self._open = asyncio.Event()
         self._holding = False
+        self._said_holding = False  # an audit_holding event stands unanswered by audit_resumed
         self._added = 0  # facts ever added
         self._settled = 0  # facts ever written or dropped: the first ``_settled`` are done
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()  # (facts up to, future)
@@ -232,12 +234,14 @@ class AuditQueue:
     def writer_up(self) -> None:
         """Note that the writer can write (it read its chain's tip)."""
         self._writer_up = True
+        self._starting = False
         self._update()
 
     def writer_down(self, reason: str) -> None:
         """Note that the writer cannot write, for ``reason``."""
         self._writer_up = False
         self._why_down = reason
+        self._starting = False
         self._update()
 
     def is_open(self) -> bool:
@@ -266,10 +270,12 @@ class AuditQueue:
         if holding != self._holding:
             self._holding = holding
             self._on_holding(holding)
-            if holding:
-                emit(self._log, AuditHolding(len(self._facts), self.why_closed()))
-            else:
-                emit(self._log, AuditResumed(len(self._facts)))
+        if holding and not self._said_holding and not self._starting:  # a fault, not start-up
+            self._said_holding = True
+            emit(self._log, AuditHolding(len(self._facts), self.why_closed()))
+        elif not holding and self._said_holding:
+            self._said_holding = False
+            emit(self._log, AuditResumed(len(self._facts)))
 
 
 TipReader = Callable[[], Awaitable[Tip | None]]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+import structlog.testing
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
@@ -254,6 +255,40 @@ async def test_fail_open_drops_the_oldest_and_says_so_in_a_gap_entry() -> None:
     assert verify(chain_of(cluster)).describe() == (
         "chain of 13 entries intact (1 gap entries: 15 entries dropped unwritten)"
     )
+
+
+async def test_fail_closed_says_holding_for_faults_not_for_its_start() -> None:
+    """Held until the writer first reads its tip, silently; a writer that fails is an error."""
+    with structlog.testing.capture_logs() as logs:
+        held: list[bool] = []
+        audit = AuditQueue(10, fail_closed=True, log=structlog.get_logger(), on_holding=held.append)
+        assert not audit.is_open()
+        assert audit.why_closed() == "the audit loop has not started"
+        audit.writer_up()
+        assert audit.is_open()
+        assert logs == []
+        assert held == [True, False]  # the gauge still shows the start-up hold
+        audit.writer_down("audit topic unreachable")
+        audit.writer_down("audit topic still unreachable")  # said once until resumed
+        audit.writer_up()
+        audit.add(facts(10))  # full: held again, and said
+    said = [(log["event"], log["log_level"], log.get("why")) for log in logs]
+    assert said == [
+        ("audit_holding", "error", "audit topic unreachable"),
+        ("audit_resumed", "info", None),
+        ("audit_holding", "error", "audit queue full"),
+    ]
+
+
+async def test_fail_closed_that_cannot_write_from_the_start_says_so() -> None:
+    """A writer down before it was ever up holds the links with an error naming why."""
+    with structlog.testing.capture_logs() as logs:
+        audit = AuditQueue(10, fail_closed=True, log=structlog.get_logger())
+        audit.writer_down("audit topic does not exist")
+    assert [(log["event"], log.get("why")) for log in logs] == [
+        ("audit_holding", "audit topic does not exist")
+    ]
+    assert not audit.is_open()
 
 
 async def test_fail_closed_holds_the_link_until_entries_can_be_written(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -61,3 +63,87 @@ def test_quick_and_partial_runs_write_beside_the_full_figures(
     assert path == tmp_path / name
     assert [p.name for p in tmp_path.iterdir()] == [name]
     assert json.loads(path.read_text())["figure"] == 1
+
+
+def test_the_host_is_named_by_its_cpu_model_and_clock(tmp_path: Path) -> None:
+    """Machine facts name the processor, so runs on different hosts are not compared blindly."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Example CPU 9000\ncpu MHz\t\t: 2599.998\n\n"
+        "processor\t: 1\nmodel name\t: Example CPU 9000\ncpu MHz\t\t: 2599.998\n"
+    )
+    common = _common()
+    assert common.cpu_model(str(cpuinfo)) == "Example CPU 9000 at 2,600 MHz"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Example CPU 9000\n")
+    assert common.cpu_model(str(cpuinfo)) == "Example CPU 9000"
+    assert common.cpu_model(str(tmp_path / "absent")) == ""
+
+
+def _summary(bridge: str, rate: float, cpu: float) -> dict[str, object]:
+    return {"hops": 1, "payload_bytes": 1024, "bridge": bridge,
+            "records_per_s": {"median": rate, "min": rate, "max": rate},
+            "cpu_us_per_record": {"median": cpu, "min": cpu, "max": cpu}}  # fmt: skip
+
+
+def test_two_workers_are_set_against_mirrormaker_2_when_both_ran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers' rate and CPU per record over MM2's medians; nothing without MM2."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    e2e = load("bench_e2e")
+    runs = [_summary("node", 10_000, 40.0), _summary("node-w2", 15_000, 42.0)]
+    [alone] = e2e.ratios(runs)
+    assert "w2_over_mm2" not in alone
+    assert alone["w2_over_node"] == pytest.approx(1.5)
+    [row] = e2e.ratios([*runs, _summary("mm2", 12_000, 30.0)])
+    assert row["w2_over_mm2"] == pytest.approx(1.25)
+    assert row["cpu_w2_over_mm2"] == pytest.approx(1.4)
+    assert row["node_over_mm2"] == pytest.approx(10_000 / 12_000)
+
+
+def _e2e(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    return load("bench_e2e")
+
+
+@pytest.mark.parametrize(
+    ("fastest", "exhausted", "available", "want"),
+    [
+        (10_000, False, 500_000, 180_000),  # 18 s at its fastest second: enough already
+        (50_000, False, 500_000, 900_000),  # a faster host: wants more
+        (0, True, 500_000, 2_000_000),  # ran out in its warm-up: at least four times as many
+        (150_000, True, 500_000, 2_700_000),
+    ],
+)
+def test_a_stage_wants_records_for_its_fastest_bridge(
+    monkeypatch: pytest.MonkeyPatch, fastest: int, exhausted: bool, available: int, want: int
+) -> None:
+    """The fill follows the fastest second seen, as the first fill follows CEILINGS."""
+    row = {"fastest_second": fastest, "exhausted": exhausted}
+    assert _e2e(monkeypatch).wanted(row, available, 10.0) == want
+
+
+REPORTS = """
+import sys, time
+print("log4j says hello", flush=True)
+print("100 records sent, 20.0 records/sec (0.02 MB/sec), 5.0 ms avg latency.", flush=True)
+print("500 records sent, 100.0 records/sec (0.10 MB/sec), 4.0 ms avg latency.", flush=True)
+print("600 records sent, 150.0 records/sec (0.15 MB/sec), 3.0 ms avg latency.", flush=True)
+if sys.argv[1] == "more":
+    print("700 records sent, 175.0 records/sec (0.17 MB/sec), 3.0 ms avg latency.", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_kafkas_producer_is_measured_over_its_steady_reports_then_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first report is warm-up; the next window's worth count; the tool is not waited for."""
+    e2e = _e2e(monkeypatch)
+    command = [sys.executable, "-c", REPORTS, "more"]
+    began = time.monotonic()
+    records, seconds = e2e.steady_interval_rate(command, 10.0, timeout_s=30)
+    assert (records, seconds) == (1100, pytest.approx(9.0))  # 500 in 5 s, 600 in 4 s
+    assert time.monotonic() - began < 30  # stopped after its reports, not after its sleep
+    with pytest.raises(RuntimeError, match="2 of 3 steady reports"):  # it ended too soon
+        e2e.steady_interval_rate([sys.executable, "-c", REPORTS, "fewer"], 15.0, timeout_s=30)

@@ -29,3 +29,17 @@ def test_a_changed_figure_is_caught() -> None:
     before = figures.render(e2e, None, None)
     e2e["summary"][0]["records_per_s"]["median"] += 1000
     assert figures.render(e2e, None, None) != before
+
+
+def test_the_block_names_the_host_and_sets_two_workers_against_mirrormaker_2() -> None:
+    """The CPU model and the two-worker comparison with MM2 appear when the JSON has them."""
+    figures = _figures()
+    e2e = figures._load("e2e")
+    e2e["machine"]["cpu_model"] = "Example CPU 9000 at 2,600 MHz"
+    scaled = next(r for r in e2e["ratios"] if "w2_over_node" in r)
+    scaled |= {"w2_over_mm2": 1.234, "cpu_w2_over_mm2": 0.876}
+    block = figures.render(e2e, None, None)
+    assert "2 cores, Example CPU 9000 at 2,600 MHz," in block
+    assert "1.23 times its records/s at 0.88 times its CPU per record" in block
+    del scaled["w2_over_mm2"]
+    assert "times its records/s" not in figures.render(e2e, None, None)
