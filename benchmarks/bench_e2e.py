@@ -20,8 +20,12 @@ destination's end offsets (baseline taken before the run), the CPU from the brid
 ``/proc/PID/stat`` (utime + stime, its whole process tree) over the same window. A run that runs
 out of records before its window ends is marked ``exhausted`` and not trusted.
 
+The fill is sized from ``CEILINGS`` and topped up between runs to hold 18 s at the fastest second
+any bridge reached on it (``run_filled``); a run that ran out is run again.
+
 Also per size: Kafka's own ``ProducerPerformance`` (into the province, the node's producer
-settings) and ``ConsumerPerformance`` (reading the filled topic), the machine's ceiling; the node
+settings, over two of its 5 s reports after the first) and ``ConsumerPerformance`` (reading the
+filled topic), the machine's ceiling; the node
 where records enter (``node-ingress``: the county, validating and decoding every record); the
 node with two worker processes (``node-w2``, in the same interleaved rounds as ``node``); and two
 hops county → city → province for node+node, raw+raw and mm2+mm2 (``--two-hop-rounds``).

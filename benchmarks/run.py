@@ -1,7 +1,8 @@
 """Run every benchmark, then plot the scaling curves next to the JSON (``make bench``).
 
-``--quick`` runs each with fewer records and shorter timings (163-202 s in all, over the 3 minutes
-it should take on a slow day); the full run takes 23-25 minutes on 2 cores.
+``--quick`` runs each with fewer records and shorter timings (114-118 s in all on the faster host
+it last ran on, 163-202 s on the slowest); the full run takes 18-19 minutes there, 23-25 on the
+slowest.
 """
 
 from __future__ import annotations
