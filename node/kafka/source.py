@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     CorruptRecordException,
+    IllegalStateError,
     KafkaError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
@@ -382,17 +383,24 @@ class KafkaSource:
     async def commit(self, offsets: Mapping[Partition, int]) -> bool:
         """Commit the next offsets to read; False if the group rebalanced (records come again).
 
+        Partitions a rebalance took from this member meanwhile are left to their new owner,
+        which reads them again from their last committed offset; the others are committed.
         Raises TransportError when the commit fails or takes longer than the deadline.
         """
+        consumer = self._running
+        assigned = consumer.assignment()
         commit = {TopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()}
+        mine = {tp: offset for tp, offset in commit.items() if tp in assigned}
+        if not mine:
+            return False
         try:
-            await self._answered(self._running.commit(commit), self._deadline_s, "committing")
+            await self._answered(consumer.commit(mine), self._deadline_s, "committing")
         except TransportError as error:
-            if isinstance(error.__cause__, CommitFailedError):
-                return False
+            if isinstance(error.__cause__, CommitFailedError | IllegalStateError):
+                return False  # the group rebalanced, or took a partition, while committing
             raise
-        self._committed.update(commit)
-        return True
+        self._committed.update(mine)
+        return len(mine) == len(commit)
 
     def lag_by_partition(self) -> dict[int, int]:
         """Count records per assigned partition not committed yet (no I/O).
