@@ -509,14 +509,19 @@ RUNS_WHEN_SHORT = 3
 """Runs of one bridge at most, when each ran out of records (then kept, marked exhausted)."""
 
 
-def wanted(row: dict[str, Any], available: int, window_s: float) -> int:
-    """Records a stage should hold for a run as fast as ``row``'s fastest second, with margin.
+def fill_seconds(window_s: float) -> float:
+    """Seconds of copying a fill must last: the longest warm-up, the window and 4 s of margin."""
+    return MM2_WARMUP_S + window_s + 4
 
-    As ``Plan.fill_count`` sizes the first fill from ``CEILINGS``: the warm-up, the window and
-    4 s more at that rate. A run that ran out (maybe in its warm-up, with no fair second to go
-    by) wants at least four times what there was.
+
+def wanted(row: dict[str, Any], available: int, window_s: float) -> int:
+    """Records a stage should hold for a run as fast as ``row``'s fastest second.
+
+    ``fill_seconds`` at that rate, as ``Plan.fill_count`` sizes the first fill from ``CEILINGS``.
+    A run that ran out (maybe in its warm-up, with no fair second to go by) wants at least four
+    times what there was.
     """
-    need = int(row["fastest_second"] * (MM2_WARMUP_S + window_s + 4))
+    need = int(row["fastest_second"] * fill_seconds(window_s))
     return max(need, 4 * available) if row["exhausted"] else need
 
 
@@ -719,7 +724,7 @@ class Plan:
 
     def fill_count(self, size: int, bridges: int = 1) -> int:
         """Records to fill: enough for the fastest bridge's warm-up and window, with a margin."""
-        return int(CEILINGS[size] * (MM2_WARMUP_S + self.window_s + 4) / bridges)
+        return int(CEILINGS[size] * fill_seconds(self.window_s) / bridges)
 
 
 def log_run(row: dict[str, Any]) -> None:
