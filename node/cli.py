@@ -117,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await run_node(config, stop, reference=reference)
+        async with heap.paced():
+            await run_node(config, stop, reference=reference)
 
     try:
         asyncio.run(serve())

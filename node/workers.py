@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from node import heap
 from node.config import NodeConfig
 from node.errors import TransportError
 from node.kafka.accounting import Summary
@@ -346,6 +347,7 @@ def serve_worker(
                 stop.set()  # the lead is gone
 
         asyncio.get_running_loop().add_reader(pipe.fileno(), readable)
-        await run_node(config, stop, worker=side)
+        async with heap.paced():
+            await run_node(config, stop, worker=side)
 
     asyncio.run(serve())
