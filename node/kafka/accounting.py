@@ -276,6 +276,7 @@ class Accountant:
         from_children: dict[str, list[int]] = {}
         from_above = self._arrival is Arrival.FROM_ABOVE
         parent = self._watch.peers.parent or self._region
+        senders: dict[bytes | None, tuple[str, bool]] = {}  # hop path -> sender (paths repeat)
         for record, fact in zip(records, facts, strict=True):
             if fact is NO_FACTS:
                 continue  # a heartbeat, counted on its own
@@ -283,12 +284,17 @@ class Accountant:
             if from_above:
                 peer = parent
             elif hops:
-                peer, handed_up = self._sender(hops.rpartition(b",")[2])
+                said = senders.get(hops)
+                if said is None:
+                    said = senders[hops] = self._sender(hops.rpartition(b",")[2])
+                peer, handed_up = said
                 if handed_up:
                     from_children.setdefault(peer, []).append(fact.created_ms)
             else:
                 peer = self._region
-            line = peers_in.setdefault(peer, [0, 0])
+            line = peers_in.get(peer)
+            if line is None:
+                line = peers_in[peer] = [0, 0]
             line[0] += 1
             line[1] += len(record.value or b"")
         return peers_in, from_children

@@ -78,14 +78,16 @@ def audit_facts(pending: Sequence[Out], time_ms: int) -> list[Fact]:
 
     Feedback passing on (a copy without facts) is not a record exchanged and has none. The
     payload digest is of the bytes that went to the destination (a projection's own). What
-    copies share is worked out once: a value's digest, the decoded names, the destination.
+    copies share is worked out once: a value's digest (a record's copies follow each other),
+    and the decoded names, destination and outcome of each kind of copy.
     """
     facts: list[Fact] = []
     append = facts.append
     new = tuple.__new__  # a Fact from its fields in order, without the keyword handling
-    digests: dict[int, str] = {}  # id of a value -> its digest: copies share their record's bytes
+    shared: dict[tuple[object, ...], tuple[object, ...]] = {}  # a kind of copy -> its fields
     names: dict[tuple[bytes | None, ...], tuple[str, ...]] = {}  # resource, region, dept decoded
-    destinations: dict[tuple[Direction | Reason, str], str] = {}
+    value: object = _NOTHING
+    digest = ""
     for out in pending:
         kind = out.kind
         copy = kind.__class__ is Direction
@@ -93,35 +95,50 @@ def audit_facts(pending: Sequence[Out], time_ms: int) -> list[Fact]:
         if copy and facts_of is NO_FACTS:
             continue
         message = out.message
-        value = message.value
-        digest = digests.get(id(value))
-        if digest is None:
-            digest = digests[id(value)] = payload_digest(value)
-        if copy:  # a copy carries its record's envelope: the decision read it already
-            raw = (facts_of.resource, facts_of.source_region, facts_of.source_dept)
-            raw_id = facts_of.record_id
-        else:  # a refusal's own headers say what was refused, where to and why
-            get = dict(message.headers).get
-            raw = (get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT))
-            raw_id = get(RECORD_ID)
-        said = names.get(raw)
-        if said is None:
-            said = names[raw] = tuple((b or b"").decode(errors="replace") for b in raw)
-        record_id = (raw_id or b"").decode(errors="replace")
-        if copy:
-            where = (kind, out.destination)
-            destination = destinations.get(where)
-            if destination is None:
-                destination = destinations[where] = f"{kind.value}:{out.destination}"
+        if message.value is not value:
+            value = message.value
+            digest = payload_digest(message.value)
+        if not copy:
+            append(_refusal_fact(out, time_ms, digest, names))
+            continue
+        where = (kind, out.destination, facts_of.resource, facts_of.source_region,
+                 facts_of.source_dept)  # fmt: skip
+        fields = shared.get(where)
+        if fields is None:
+            said = _decoded(where[2:], names)
             outcome = Outcome.DELIVERED if kind is Direction.LOCAL else Outcome.FORWARDED
-            append(new(Fact, (record_id, *said, destination, time_ms, outcome, "", "", digest)))
-        else:
-            destination = (get(REFUSED_COPY) or b"").decode(errors="replace")
-            detail = (get(REFUSAL_MESSAGE) or b"").decode(errors="replace")[:DETAIL_CHARS]
-            append(new(Fact, (
-                record_id, *said, destination, time_ms, Outcome.REFUSED, kind.value, detail, digest,
-            )))  # fmt: skip
+            destination = f"{kind.value}:{out.destination}"
+            fields = shared[where] = (*said, destination, time_ms, outcome, "", "")
+        raw_id = facts_of.record_id
+        append(new(Fact, ((raw_id or b"").decode(errors="replace"), *fields, digest)))
     return facts
+
+
+_NOTHING = object()
+
+
+def _decoded(
+    raw: tuple[bytes | None, ...], names: dict[tuple[bytes | None, ...], tuple[str, ...]]
+) -> tuple[str, ...]:
+    """Return resource, region and department as text (kept in ``names``)."""
+    said = names.get(raw)
+    if said is None:
+        said = names[raw] = tuple((b or b"").decode(errors="replace") for b in raw)
+    return said
+
+
+def _refusal_fact(
+    out: Out, time_ms: int, digest: str, names: dict[tuple[bytes | None, ...], tuple[str, ...]]
+) -> Fact:
+    """Return a refusal's fact: its own headers say what was refused, where to and why."""
+    get = dict(out.message.headers).get
+    resource, region, dept = _decoded((get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT)), names)
+    record_id = (get(RECORD_ID) or b"").decode(errors="replace")
+    destination = (get(REFUSED_COPY) or b"").decode(errors="replace")
+    detail = (get(REFUSAL_MESSAGE) or b"").decode(errors="replace")[:DETAIL_CHARS]
+    assert isinstance(out.kind, Reason)
+    return Fact(record_id, resource, region, dept, destination, time_ms, Outcome.REFUSED,
+                out.kind.value, detail, digest)  # fmt: skip
 
 
 class AuditQueue:
