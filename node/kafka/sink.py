@@ -163,17 +163,20 @@ class KafkaSink:
         batch, count = BatchBuilder(size, 0), 0
 
         async def add(message: Message) -> None:
+            """Append ``message``; when the batch is full, send it and start the next with it."""
             nonlocal batch, count
-            if batch.append(key=message.key, value=message.value, timestamp=None,
-                            headers=message.headers) is None:  # fmt: skip
+            if not _appended(batch, message):
                 await self._send(producer, batch, topic, partition)
                 batch, count = BatchBuilder(size, 0), 0
-                batch.append(key=message.key, value=message.value, timestamp=None,
-                             headers=message.headers)  # fmt: skip
+                _appended(batch, message)
             count += 1
 
         for index in indexes:
-            await add(messages[index])
+            message = messages[index]
+            if _appended(batch, message):  # most do: no coroutine made for them
+                count += 1
+            else:
+                await add(message)
             if count == 1 and batch.size() > limit:  # alone, and still too large for its topic
                 rejected = RecordRejected(
                     f"{topic}: a record of {batch.size()} bytes exceeds its max.message.bytes "
@@ -183,7 +186,7 @@ class KafkaSink:
                 if substitute is None:
                     results[index] = rejected
                     continue
-                await add(substitute(messages[index], rejected))
+                await add(substitute(message, rejected))
                 if batch.size() > limit:
                     results[index] = RecordRejected(f"{rejected}; so is its stand-in")
                     batch, count = BatchBuilder(size, 0), 0
@@ -241,6 +244,14 @@ async def _abort(producer: AIOKafkaProducer) -> None:
     if accumulator is not None:
         accumulator.fail_all(KafkaError("producer aborted"))  # nothing left to flush, or to write
     await close_quietly(producer.stop(), CLOSE_TIMEOUT_S)
+
+
+def _appended(batch: BatchBuilder, message: Message) -> bool:
+    """Append ``message`` to ``batch``; False when the batch is full (or closed)."""
+    return (
+        batch.append(key=message.key, value=message.value, timestamp=None, headers=message.headers)
+        is not None
+    )
 
 
 def _retrieved(future: asyncio.Future[object]) -> None:
