@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -140,6 +140,28 @@ def start_bench_clusters(
     work = Path(tempfile.mkdtemp(prefix=f"{purpose}-"))
     specs = [localkafka.ClusterSpec(name, free_port(), free_port(), heap_mb=1024) for name in names]
     return work, localkafka.start_clusters(specs, work / "kafka")
+
+
+@contextlib.contextmanager
+def bench_clusters(
+    purpose: str, names: tuple[str, ...]
+) -> Iterator[tuple[Path, list[localkafka.Cluster]]]:
+    """``start_bench_clusters`` for a block; stopped after it, the work dir removed.
+
+    When the block fails, the brokers' logs (``broker.log``) are kept for a look at what went
+    wrong, and the topics' data removed.
+    """
+    work, clusters = start_bench_clusters(purpose, names)
+    try:
+        yield work, clusters
+    except BaseException:
+        localkafka.stop_clusters(clusters)
+        for data in [path for path in work.rglob("log") if path.is_dir()]:
+            shutil.rmtree(data, ignore_errors=True)
+        print(f"the brokers' logs are kept in {work}", file=sys.stderr, flush=True)
+        raise
+    localkafka.stop_clusters(clusters)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def records(size: int, count: int, *, fresh: bool = False) -> list[Row]:
@@ -797,18 +819,14 @@ async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
 
 async def main_async(plan: Plan) -> None:
     """Start the clusters, measure every size, print and write the results."""
-    work, clusters = start_bench_clusters("bench-e2e", ("county", "city", "province"))
     runs: list[dict[str, Any]] = []
     tools: list[dict[str, Any]] = []
     workloads = []
     began = time.monotonic()
-    try:
+    with bench_clusters("bench-e2e", ("county", "city", "province")) as (work, clusters):
         bootstraps = [cluster.bootstrap for cluster in clusters]
         for size in plan.sizes:
             workloads.append(await run_size(plan, size, bootstraps, work, runs, tools))
-    finally:
-        localkafka.stop_clusters(clusters)
-        shutil.rmtree(work, ignore_errors=True)
     summary = summarise(runs)
     report(summary, tools, workloads, plan)
     result = {

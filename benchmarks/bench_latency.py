@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,18 +19,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench_e2e import (
     EXE,
     PARTITIONS,
+    bench_clusters,
     bridged_topic,
     first_topic,
     kill_bridges,
     mm2_command,
     node_config,
     records,
-    start_bench_clusters,
 )
 from common import narrowed, table, write
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
-import localkafka  # lives in deploy/local
 
 from node.core.envelope import CREATED_MS
 from node.core.heartbeat import is_heartbeat
@@ -153,23 +148,12 @@ async def run_one(
 
 async def main_async(quick: bool, bridges: tuple[str, ...], *, partial: bool) -> None:
     """Start two clusters, measure both bridges, print and write the results."""
-    work, clusters = start_bench_clusters("bench-latency", ("city", "province"))
     rows = []
-    try:
+    with bench_clusters("bench-latency", ("city", "province")) as (work, clusters):
         for kind in bridges:
-            rows.append(
-                await run_one(
-                    kind,
-                    1000,
-                    4 if quick else 14,  # 12 s counted: a steady window
-                    clusters[0].bootstrap,
-                    clusters[1].bootstrap,
-                    work,
-                )
-            )
-    finally:
-        localkafka.stop_clusters(clusters)
-        shutil.rmtree(work, ignore_errors=True)
+            steady_s = 4 if quick else 14  # 12 s counted: a steady window
+            bootstraps = clusters[0].bootstrap, clusters[1].bootstrap
+            rows.append(await run_one(kind, 1000, steady_s, *bootstraps, work))
     print("Latency at 1,000 records/s of 1 KB, one hop (ms):")
     print(table(["bridge", "sent", "received", "p50", "p99", "max"],
                 [[r["bridge"], r["sent"], r["received"], r["p50_ms"], r["p99_ms"], r["max_ms"]] for r in rows]))  # fmt: skip

@@ -147,3 +147,34 @@ def test_kafkas_producer_is_measured_over_its_steady_reports_then_stopped(
     assert time.monotonic() - began < 30  # stopped after its reports, not after its sleep
     with pytest.raises(RuntimeError, match="2 of 3 steady reports"):  # it ended too soon
         e2e.steady_interval_rate([sys.executable, "-c", REPORTS, "fewer"], 15.0, timeout_s=30)
+
+
+def _fake_clusters(work: Path) -> tuple[Path, list[object]]:
+    """A work dir laid out as the brokers leave it: their data and their logs."""
+    for name in ("city", "province"):
+        (work / "kafka" / name / "log" / "topic-0").mkdir(parents=True)
+        (work / "kafka" / name / "log" / "topic-0" / "00.log").write_bytes(b"data")
+        (work / "kafka" / name / "broker.log").write_text("ERROR the broker died\n")
+    return work, []
+
+
+def test_a_failed_bench_keeps_the_brokers_logs_and_drops_their_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failure the logs are there to read; after a success nothing is left."""
+    e2e = load("bench_e2e")
+    stopped: list[list[object]] = []
+    monkeypatch.setattr(e2e.localkafka, "stop_clusters", stopped.append)
+    failed, done = tmp_path / "failed", tmp_path / "done"
+    monkeypatch.setattr(e2e, "start_bench_clusters", lambda *_: _fake_clusters(failed))
+    with pytest.raises(RuntimeError), e2e.bench_clusters("bench", ("city", "province")):
+        raise RuntimeError("the province broker died")
+    assert sorted(p.relative_to(failed).as_posix() for p in failed.rglob("*") if p.is_file()) == [
+        "kafka/city/broker.log",
+        "kafka/province/broker.log",
+    ]
+    monkeypatch.setattr(e2e, "start_bench_clusters", lambda *_: _fake_clusters(done))
+    with e2e.bench_clusters("bench", ("city", "province")) as (work, _):
+        assert work == done
+    assert not done.exists()
+    assert len(stopped) == 2  # stopped both times
