@@ -22,17 +22,14 @@ from aiokafka import AIOKafkaConsumer
 from bench_e2e import (
     EXE,
     PARTITIONS,
+    bench_clusters,
     bridged_topic,
     copied,
     fill,
     first_topic,
     node_config,
     records,
-    start_bench_clusters,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
-import localkafka  # lives in deploy/local
 
 from node.kafka.topics import ensure_topics
 
@@ -67,8 +64,7 @@ def summarise(stacks: Path, top: int) -> None:
 
 async def main_async(size: int, count: int, top: int, workers: int) -> None:
     """Set up, run the node under py-spy, summarise."""
-    work, clusters = start_bench_clusters("profile-node", ("city", "province"))
-    try:
+    with bench_clusters("profile-node", ("city", "province")) as (work, clusters):
         city, province = clusters[0].bootstrap, clusters[1].bootstrap
         prefix = f"prof{size}"
         topic = first_topic(prefix, fresh=False)
@@ -99,8 +95,6 @@ async def main_async(size: int, count: int, top: int, workers: int) -> None:
             os.kill(child, signal.SIGTERM)  # the node, by pid; py-spy then writes its samples
         profiler.wait(timeout=120)
         summarise(stacks, top)
-    finally:
-        localkafka.stop_clusters(clusters)
 
 
 def main() -> None:
