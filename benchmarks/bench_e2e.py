@@ -295,7 +295,8 @@ class Window:
                 "cpu_us_per_record": 1e6 * self.cpu_s / max(1, self.records),
                 "cpu_cores": self.cpu_s / self.seconds, "peak_rss_mb": self.peak_rss_mb,
                 "exhausted": self.exhausted, "slowest_second": min(spread),
-                "fastest_second": max(spread), "first_copy_s": self.first_copy_s}  # fmt: skip
+                "fastest_second": max(spread), "first_copy_s": self.first_copy_s,
+                "per_second": [round(r) for r in self.per_second]}  # fmt: skip
 
 
 async def measure(
