@@ -117,6 +117,12 @@ def partition_fetch_bytes(fetch_max_bytes: int, partitions: int) -> int:
     return max(PARTITION_FETCH_LEAST, min(PARTITION_FETCH_MOST, share))
 
 
+HEARTBEAT_MS = 1000
+"""How often a member tells the group coordinator it is alive, and so learns of a rebalance: a
+worker process joining waits until every member has noticed (aiokafka's default is 3 s; the
+session still times out after 10 s)."""
+
+
 class KafkaSource:
     """Reads ``topic`` (one or several) as consumer ``group``; auto-commit off, earliest first.
 
@@ -171,6 +177,7 @@ class KafkaSource:
             max_partition_fetch_bytes=self._partition_fetch_bytes,
             fetch_max_bytes=self._fetch_max_bytes,
             request_timeout_ms=int(max(self._deadline_s, 5.0) * 1000) + 5000,
+            heartbeat_interval_ms=HEARTBEAT_MS,
         )
 
     @property
