@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bench_e2e import EXE, free_port, peak_rss_mb, start_bench_clusters
+from bench_e2e import EXE, bench_clusters, free_port, peak_rss_mb
 from common import table, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy" / "local"))
@@ -182,42 +182,41 @@ async def read_window(
 
 async def main_async(seconds: float, rounds: int, concurrency: int) -> None:
     """Start a cluster and a node, run the rounds, print and write the results."""
-    work, clusters = start_bench_clusters("bench-gateway", ("county",))
-    prefix = f"g{int(time.time()) % 10_000_000}"
-    port = free_port()
-    config = work / "node.toml"
-    config.write_text(config_text(clusters[0].bootstrap, prefix, port))
-    log = (work / "node.log").open("wb")
-    node = subprocess.Popen(
-        [str(EXE), "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    rows: list[dict[str, Any]] = []
-    try:
-        timeout = aiohttp.ClientTimeout(total=60)
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            await wait_ready(session, base, node)
-            for round_ in range(rounds):
-                for per_request in (1, 100):
-                    row = await publish_window(
-                        session, base, node.pid, per_request, concurrency, seconds
-                    )
-                    row["round"] = round_
-                    rows.append(row)
-                    print(f"  round {round_} {per_request:3} rec/request: {row['records_per_s']:>8,.0f} rec/s  "
-                          f"{row['requests_per_s']:>6,.0f} req/s  p50 {row['latency_p50_ms']:.1f} ms  "
-                          f"p99 {row['latency_p99_ms']:.1f} ms  failed {row['failed']}", flush=True)  # fmt: skip
-            reading = await read_window(session, base, node.pid, seconds)
-            print(
-                f"  read back: {reading['records_per_s']:,.0f} rec/s over {reading['pages']} pages",
-                flush=True,
-            )
-        rss = peak_rss_mb(node.pid)
-    finally:
-        localkafka.stop_processes([node])
-        log.close()
-        localkafka.stop_clusters(clusters)
+    with bench_clusters("bench-gateway", ("county",)) as (work, clusters):
+        prefix = f"g{int(time.time()) % 10_000_000}"
+        port = free_port()
+        config = work / "node.toml"
+        config.write_text(config_text(clusters[0].bootstrap, prefix, port))
+        log = (work / "node.log").open("wb")
+        node = subprocess.Popen(
+            [str(EXE), "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        base = f"http://127.0.0.1:{port}"
+        rows: list[dict[str, Any]] = []
+        try:
+            timeout = aiohttp.ClientTimeout(total=60)
+            connector = aiohttp.TCPConnector(limit=concurrency)
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+                await wait_ready(session, base, node)
+                for round_ in range(rounds):
+                    for per_request in (1, 100):
+                        row = await publish_window(
+                            session, base, node.pid, per_request, concurrency, seconds
+                        )
+                        row["round"] = round_
+                        rows.append(row)
+                        print(f"  round {round_} {per_request:3} rec/request: {row['records_per_s']:>8,.0f} rec/s  "
+                              f"{row['requests_per_s']:>6,.0f} req/s  p50 {row['latency_p50_ms']:.1f} ms  "
+                              f"p99 {row['latency_p99_ms']:.1f} ms  failed {row['failed']}", flush=True)  # fmt: skip
+                reading = await read_window(session, base, node.pid, seconds)
+                print(
+                    f"  read back: {reading['records_per_s']:,.0f} rec/s over {reading['pages']} pages",
+                    flush=True,
+                )
+            rss = peak_rss_mb(node.pid)
+        finally:
+            localkafka.stop_processes([node])
+            log.close()
     summary = []
     for per_request in (1, 100):
         mine = [r for r in rows if r["per_request"] == per_request]
