@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from common import narrowed, table, write
 from workload import (
@@ -513,7 +514,7 @@ async def run_bridges(stage: Stage, kinds: Sequence[str], work: Path, *,
 async def prepare(size: int, clusters: list[str], count: int, *, hops: int, fresh: bool,
                   workload: Workload) -> Stage:  # fmt: skip
     """Fill a fresh prefix's first topics with ``count`` records; create every topic on the way."""
-    prefix = f"b{hops}{'i' if fresh else 'p'}{size}x{int(time.time() * 1000) % 10_000_000}"
+    prefix = stage_prefix(hops, fresh, size)
     chain = clusters[: hops + 1]
     rows = workload.rows(count)
     if fresh:
@@ -531,6 +532,41 @@ async def prepare(size: int, clusters: list[str], count: int, *, hops: int, fres
         await ensure_topics(chain[hop + 1], [*topics, node_out], PARTITIONS, 1, RETENTION)
         node_in = node_out
     return Stage(size, prefix, chain, topics, available, workload, fresh)
+
+
+def stage_prefix(hops: int, fresh: bool, size: int) -> str:
+    """A new stage's topic prefix: hops, fresh or passing records, size, and a clock stamp."""
+    return f"b{hops}{'i' if fresh else 'p'}{size}x{int(time.time() * 1000) % 10_000_000}"
+
+
+_STAGE_TOPIC = re.compile(r"b\d[ip](\d+)x\d+\.")
+"""How every topic of a stage begins: ``prepare``'s prefix (its size in the first group)."""
+
+
+def _size_of(topic: str) -> int | None:
+    """The payload size of the stage ``topic`` belongs to (None: not a stage's topic)."""
+    found = _STAGE_TOPIC.match(topic if topic.endswith(".") else topic + ".")
+    return int(found.group(1)) if found else None
+
+
+async def drop_stages(clusters: Sequence[str], size: int) -> int:
+    """Delete the topics of every stage of ``size`` on ``clusters``; return how many.
+
+    A finished size's records are never read again: dropping them keeps the brokers' disk to
+    one size's worth (a full run held up to 49 GB with every size kept).
+    """
+    dropped = 0
+    for bootstrap in clusters:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-drop")
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if _size_of(t) == size]
+            if mine:
+                await admin.delete_topics(mine)
+            dropped += len(mine)
+        finally:
+            await admin.close()
+    return dropped
 
 
 RUNS_WHEN_SHORT = 3
@@ -833,6 +869,7 @@ async def main_async(plan: Plan) -> None:
         bootstraps = [cluster.bootstrap for cluster in clusters]
         for size in plan.sizes:
             workloads.append(await run_size(plan, size, bootstraps, work, runs, tools))
+            print(f"{size} B: dropped {await drop_stages(bootstraps, size)} topics", flush=True)
     summary = summarise(runs)
     report(summary, tools, workloads, plan)
     result = {

@@ -37,6 +37,7 @@ from node.errors import NodeError, PayloadError, TransportError
 from node.kafka.closing import close_quietly
 from node.kafka.connection import Connection, client_options
 from node.kafka.messages import PROJECTION
+from node.kafka.rebalance import CommitGate
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -236,6 +237,7 @@ class Subscriber:
             "request_timeout_ms": max(1000, int(timeout_s * 1000)),
         }
         self._consumer: AIOKafkaConsumer | None = None
+        self._gate = CommitGate()
 
     async def start(self) -> None:
         """Connect and subscribe; raise TransportError if the cluster is not reached in time."""
@@ -248,7 +250,8 @@ class Subscriber:
                 f"cannot reach the Kafka cluster at {self.bootstrap} "
                 f"within {self._timeout_s:g} s: {error!r}"
             ) from error
-        consumer.subscribe([self.topic])
+        self._gate = CommitGate()
+        consumer.subscribe([self.topic], listener=self._gate)
         self._consumer = consumer
 
     async def close(self) -> None:
@@ -312,20 +315,31 @@ class Subscriber:
     async def commit(self) -> None:
         """Store the group's position after every record returned so far (after processing them).
 
-        Raises TransportError if the commit fails or is not acknowledged within ``timeout_s``;
-        ValueError without a group.
+        Raises TransportError if the commit fails or is not acknowledged within ``timeout_s``
+        (or the group is still rebalancing then: the records come again); ValueError without a
+        group. No commit goes while the group rebalances (``node.kafka.rebalance``).
         """
         if self.group is None:
             raise ValueError("commit needs a consumer group (Subscriber(..., group=...))")
         consumer = self._started_consumer()
         if not consumer.assignment():
             return  # nothing assigned, nothing read: nothing to store
-        try:
+
+        async def stored() -> bool:
             await asyncio.wait_for(consumer.commit(), self._timeout_s)
+            return True
+
+        try:
+            done = await self._gate.through(stored, self._timeout_s)
         except (TimeoutError, KafkaError) as error:
             raise TransportError(
                 f"committing {self.topic} for group {self.group}: {error!r}"
             ) from error
+        if done is None:
+            raise TransportError(
+                f"committing {self.topic} for group {self.group}: the group was still "
+                f"rebalancing after {self._timeout_s:g} s (records not committed come again)"
+            )
 
     def _started_consumer(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -41,6 +41,7 @@ from node.errors import TransportError
 from node.kafka.closing import close_quietly
 from node.kafka.connection import Connection, client_options
 from node.kafka.lenient import LenientReadError, read_batch
+from node.kafka.rebalance import CommitGate
 from node.transport import Batch, Gap, Header, Partition, Record
 
 CLOSE_TIMEOUT_S = 5.0
@@ -161,14 +162,14 @@ class KafkaSource:
             fetch_max_bytes, partitions * len(self.topics)
         )
         self._consumer: AIOKafkaConsumer | None = None
+        self._gate = CommitGate()  # the current consumer's
         self._last_heard = time.monotonic()
         self._committed: dict[TopicPartition, int] = {}  # as far as this member knows
         self._handed: dict[TopicPartition, int] = {}  # next offset to hand out, once known
         self._ends: dict[TopicPartition, int] = {}  # from the last probe
 
     def _new_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            *self.topics,
+        consumer = AIOKafkaConsumer(
             **client_options(self.bootstrap),
             group_id=self._group,
             client_id=self._group,
@@ -179,6 +180,9 @@ class KafkaSource:
             request_timeout_ms=int(max(self._deadline_s, 5.0) * 1000) + 5000,
             heartbeat_interval_ms=HEARTBEAT_MS,
         )
+        self._gate = CommitGate()
+        consumer.subscribe(list(self.topics), listener=self._gate)
+        return consumer
 
     @property
     def _running(self) -> AIOKafkaConsumer:
@@ -392,11 +396,22 @@ class KafkaSource:
 
         Partitions a rebalance took from this member meanwhile are left to their new owner,
         which reads them again from their last committed offset; the others are committed.
-        Raises TransportError when the commit fails or takes longer than the deadline.
+        No commit goes while the group rebalances (``CommitGate``): it waits for the new
+        assignment, up to the deadline. Raises TransportError when the commit fails or takes
+        longer than the deadline.
         """
         consumer = self._running
-        assigned = consumer.assignment()
         commit = {TopicPartition(tp.topic, tp.partition): o for tp, o in offsets.items()}
+        done = await self._gate.through(
+            lambda: self._commit_mine(consumer, commit), self._deadline_s
+        )  # None: the group was still rebalancing after the deadline
+        return bool(done)
+
+    async def _commit_mine(
+        self, consumer: AIOKafkaConsumer, commit: dict[TopicPartition, int]
+    ) -> bool:
+        """Commit the partitions of ``commit`` still assigned; False if not all of them."""
+        assigned = consumer.assignment()
         mine = {tp: offset for tp, offset in commit.items() if tp in assigned}
         if not mine:
             return False

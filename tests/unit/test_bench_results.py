@@ -123,6 +123,20 @@ def test_a_stage_wants_records_for_its_fastest_bridge(
     assert _e2e(monkeypatch).wanted(row, available, 10.0) == want
 
 
+def test_a_finished_sizes_topics_are_told_apart_from_every_other_topic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``drop_stages`` deletes what ``_size_of`` names: the stages of one size, nothing else."""
+    e2e = _e2e(monkeypatch)
+    for hops, fresh in ((1, False), (1, True), (2, False)):
+        prefix = e2e.stage_prefix(hops, fresh, 1024)
+        assert e2e._size_of(f"{prefix}.up.410102") == 1024
+        assert e2e._size_of(f"{prefix}.audit.410100") == 1024
+    assert e2e._size_of(f"{e2e.stage_prefix(1, False, 10240)}.up.410102") == 10240
+    for other in ("mm2-offset-syncs.city.internal", "heartbeats", "b1p1024x", "ab1p1024x5.up"):
+        assert e2e._size_of(other) is None
+
+
 REPORTS = """
 import sys, time
 print("log4j says hello", flush=True)
