@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def summarise(stacks: Path, top: int) -> None:
         print(f"  {100 * count / samples:5.1f}%  {name}")
 
 
-async def main_async(size: int, count: int, top: int, workers: int) -> None:
+async def main_async(size: int, count: int, top: int, workers: int, keep: Path | None) -> None:
     """Set up, run the node under py-spy, summarise."""
     with bench_clusters("profile-node", ("city", "province")) as (work, clusters):
         city, province = clusters[0].bootstrap, clusters[1].bootstrap
@@ -95,6 +96,9 @@ async def main_async(size: int, count: int, top: int, workers: int) -> None:
             os.kill(child, signal.SIGTERM)  # the node, by pid; py-spy then writes its samples
         profiler.wait(timeout=120)
         summarise(stacks, top)
+        if keep is not None:
+            shutil.copyfile(stacks, keep)
+            print(f"\nraw stacks (with line numbers) kept in {keep}")
 
 
 def main() -> None:
@@ -104,8 +108,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--workers", type=int, default=1, help="flow.workers of the node")
+    parser.add_argument("--keep", type=Path, help="copy py-spy's raw stacks to this file")
     args = parser.parse_args()
-    asyncio.run(main_async(args.size, args.count, args.top, args.workers))
+    asyncio.run(main_async(args.size, args.count, args.top, args.workers, args.keep))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,12 @@ POLL_SLICE_S = 0.5
 """A long poll checks this often whether the reader is closing."""
 PARTITIONS_TTL_S = 30.0
 """How long a topic's partition list is trusted before it is read again."""
+READ_PARTITION_BYTES = 128 * 1024
+READ_FETCH_BYTES = 512 * 1024
+"""Bytes one fetch asks for per partition and in all: a page is at most 1,000 records, and the
+client's defaults (1 MB a partition, 50 MB in all) took a node paging through three partitions
+from 140 MB to 390-630 MB of RSS in ``benchmarks/bench_gateway.py``. A record larger than this
+still comes (the broker returns a partition's first batch whole)."""
 
 
 class KafkaDeliveryReader:
@@ -90,6 +96,8 @@ class KafkaDeliveryReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # only when retention removed records meanwhile
             request_timeout_ms=int(max(self._deadline_s, 5.0) * 1000) + 5000,
+            max_partition_fetch_bytes=READ_PARTITION_BYTES,
+            fetch_max_bytes=READ_FETCH_BYTES,
         )
         try:
             await consumer.start()
