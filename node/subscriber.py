@@ -325,8 +325,11 @@ class Subscriber:
         if not consumer.assignment():
             return  # nothing assigned, nothing read: nothing to store
 
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s  # the gate's wait and the commit together
+
         async def stored() -> bool:
-            await asyncio.wait_for(consumer.commit(), self._timeout_s)
+            await asyncio.wait_for(consumer.commit(), max(0.0, deadline - loop.time()))
             return True
 
         try:
