@@ -545,7 +545,7 @@ _STAGE_TOPIC = re.compile(r"b\d[ip](\d+)x\d+\.")
 
 def _size_of(topic: str) -> int | None:
     """The payload size of the stage ``topic`` belongs to (None: not a stage's topic)."""
-    found = _STAGE_TOPIC.match(topic if topic.endswith(".") else topic + ".")
+    found = _STAGE_TOPIC.match(topic)
     return int(found.group(1)) if found else None
 
 

@@ -2,9 +2,9 @@
 
 aiokafka forgets its member id when a commit sent in one generation of the group is answered
 after the next generation began (ILLEGAL_GENERATION): the member then joins again as a
-stranger, and the group waits for its former self until that session times out, 10 s in
+stranger, and the group can wait for its former self until that session times out, 10 s in
 which no member of the group reads anything. A worker process joining the group while another
-commits its batches set this off about once in fifteen joins.
+commits its batches set this off once in 25 joins on the benchmark machine.
 
 The ``CommitGate`` closes when the group takes this member's partitions back (aiokafka awaits
 ``on_partitions_revoked`` before it joins again) and first waits for a commit under way, so

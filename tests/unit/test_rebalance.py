@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from node.kafka.rebalance import CommitGate
+
+
+def recording(
+    sent: list[str], name: str, answered: asyncio.Event | None = None
+) -> Callable[[], Awaitable[bool]]:
+    """A commit that notes ``name`` in ``sent`` when it is answered (once ``answered`` is set)."""
+
+    async def commit() -> bool:
+        if answered is not None:
+            await answered.wait()
+        sent.append(name)
+        return True
+
+    return commit
 
 
 async def test_revocation_waits_for_the_commit_under_way() -> None:
@@ -12,12 +27,7 @@ async def test_revocation_waits_for_the_commit_under_way() -> None:
     gate = CommitGate()
     answered = asyncio.Event()
     order: list[str] = []
-
-    async def slow_commit() -> bool:
-        await answered.wait()
-        order.append("commit answered")
-        return True
-
+    slow_commit = recording(order, "commit answered", answered)
     committing = asyncio.create_task(gate.through(slow_commit, 5.0))
     await asyncio.sleep(0)  # the commit is under way
     revoking = asyncio.create_task(gate.on_partitions_revoked(set()))
@@ -36,10 +46,7 @@ async def test_a_commit_waits_for_the_new_assignment() -> None:
     gate = CommitGate()
     await gate.on_partitions_revoked(set())
     sent: list[str] = []
-
-    async def commit() -> bool:
-        sent.append("sent")
-        return True
+    commit = recording(sent, "sent")
 
     waiting = asyncio.create_task(gate.through(commit, 5.0))
     await asyncio.sleep(0.05)
@@ -54,10 +61,7 @@ async def test_a_gate_closed_past_the_wait_sends_nothing_and_says_so() -> None:
     gate = CommitGate()
     await gate.on_partitions_revoked(set())
     sent: list[str] = []
-
-    async def commit() -> bool:
-        sent.append("sent")
-        return True
+    commit = recording(sent, "sent")
 
     assert await gate.through(commit, 0.05) is None
     assert sent == []
@@ -70,15 +74,7 @@ async def test_a_commit_that_queued_before_revocation_does_not_slip_in_after_it(
     gate = CommitGate()
     release = asyncio.Event()
     sent: list[str] = []
-
-    async def first() -> bool:
-        await release.wait()
-        sent.append("first")
-        return True
-
-    async def second() -> bool:
-        sent.append("second")
-        return True
+    first, second = recording(sent, "first", release), recording(sent, "second")
 
     one = asyncio.create_task(gate.through(first, 5.0))
     await asyncio.sleep(0)
