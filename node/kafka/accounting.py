@@ -13,9 +13,10 @@ It does no I/O and never awaits; it decides nothing and builds no message.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from node.core.audit import Fact as AuditFact
@@ -157,6 +158,27 @@ class Summary:
     """Time the link took to decide the batch."""
     node_s: float = 0.0
     """Time from the batch's fetch to the last ack of its copies."""
+
+    def __reduce__(self) -> tuple[Callable[..., Summary], tuple[Any, ...]]:
+        """Pickle (a worker's hand-over to the lead) with the audit facts as plain tuples.
+
+        A named tuple pickles through a Python call of its own: 0.91 µs a fact against 0.34.
+        """
+        values = [getattr(self, name) for name in _SUMMARY_FIELDS]
+        values[_AUDIT_AT] = list(map(tuple, self.audit))
+        return _unpickled_summary, tuple(values)
+
+
+def _unpickled_summary(*values: Any) -> Summary:
+    """Rebuild a pickled ``Summary``, its audit facts named tuples again."""
+    summary = Summary(*values)
+    summary.audit = list(map(_as_fact, summary.audit))
+    return summary
+
+
+_SUMMARY_FIELDS = tuple(f.name for f in fields(Summary))
+_AUDIT_AT = _SUMMARY_FIELDS.index("audit")
+_as_fact = functools.partial(tuple.__new__, AuditFact)
 
 
 class Accountant:

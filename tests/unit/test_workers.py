@@ -6,6 +6,7 @@ Pure logic (no process is started); the processes themselves are tested on real 
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from typing import Any
 import structlog
 
 from node.config import load_config
+from node.core.audit import Fact, Outcome
+from node.core.outcome import Direction, Reason
+from node.kafka.accounting import Summary
 from node.supervisor import Health
 from node.workers import (
     STOP,
@@ -77,6 +81,27 @@ def test_lags_and_committed_batches_go_to_the_links_of_the_same_name() -> None:
     summary = object()
     lead.worker._handle(Committed("parent", summary), heard)  # type: ignore[arg-type]
     assert lead.applied == [("parent", summary)]
+
+
+def test_a_committed_batch_crosses_the_pipe_whole_its_audit_facts_still_facts() -> None:
+    """A summary sent over a worker's pipe arrives equal, its audit facts of their own type."""
+    forwarded = ("R001", "410102", "D01", "up:410100", 7, Outcome.FORWARDED, "", "", "ab" * 32)
+    refused = ("R002", "410102", "D02", "", 8, Outcome.REFUSED, "grade", "too high", "cd" * 32)
+    facts = [Fact(f"id-{n}", *forwarded) for n in range(3)] + [Fact("id-9", *refused)]
+    summary = Summary(
+        4, 3, 1, {Direction.UP: 3, Reason.GRADE: 1}, {Direction.UP: 5}, 6, {}, {"410102": [4, 80]},
+        {"410100": [3, 60]}, {}, [5, 5, 5], [], [], {}, {"R001"}, audit=facts, routing_s=0.25,
+    )  # fmt: skip
+    worker_end, lead_end = multiprocessing.Pipe()
+    try:
+        WorkerSide(1, worker_end, 0, []).committed("parent", summary)
+        got = lead_end.recv()
+    finally:
+        worker_end.close()
+        lead_end.close()
+    assert got == Committed("parent", summary)
+    assert [type(fact) for fact in got.summary.audit] == [Fact] * 4
+    assert got.summary.audit[3].outcome is Outcome.REFUSED
 
 
 def test_a_worker_takes_the_relays_currency_and_knows_stop() -> None:
