@@ -97,6 +97,7 @@ class Decider:
         policy_keys: list[PolicyKey] = []
         facts: list[Facts] = []
         doubled: list[int] = []
+        new = tuple.__new__  # Facts from its fields in order, without the named tuple's own call
         for index, record in enumerate(records):
             headers = record.headers
             found = dict(headers)  # one C-level pass; a name written twice keeps its last value
@@ -112,7 +113,10 @@ class Decider:
             route_keys.append((get(TARGET), hops))
             policy_keys.append((resource, source, dept, get(GRADE)))
             facts.append(
-                Facts(millis(get(CREATED_MS)), resource, dept, hops, None, get(RECORD_ID), source)
+                new(
+                    Facts,
+                    (millis(get(CREATED_MS)), resource, dept, hops, None, get(RECORD_ID), source),
+                )
             )
         routed = self._router.route_batch(route_keys, self._arrival)
         outcomes = self._policy.apply_batch(policy_keys, routed)
