@@ -24,11 +24,11 @@ The fill is sized from ``CEILINGS`` and topped up between runs to hold 18 s at t
 any bridge reached on it (``run_filled``); a run that ran out is run again.
 
 Also per size: Kafka's own ``ProducerPerformance`` (into the province, the node's producer
-settings, over two of its 5 s reports after the first) and ``ConsumerPerformance`` (reading the
-filled topic), the machine's ceiling; the node
-where records enter (``node-ingress``: the county, validating and decoding every record); the
-node with two worker processes (``node-w2``, in the same interleaved rounds as ``node``); and two
-hops county → city → province for node+node, raw+raw and mm2+mm2 (``--two-hop-rounds``).
+settings, over two of its 5 s reports after the first) and, at 1 KB, ``ConsumerPerformance``
+(reading back what ProducerPerformance wrote, topped up until one whole read lasts 10 s): the
+machine's ceiling. Also the node where records enter (``node-ingress``: the county, validating
+and decoding every record); the node with two worker processes (``node-w2``, in the same
+interleaved rounds as ``node``); and two hops county → city → province for node+node, raw+raw and mm2+mm2 (``--two-hop-rounds``).
 ``--quick``: 1 KB only, one round, 5 s windows (written to ``e2e-quick.json``).
 """
 
@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -555,18 +555,20 @@ async def drop_stages(clusters: Sequence[str], size: int) -> int:
     A finished size's records are never read again: dropping them keeps the brokers' disk to
     one size's worth (a full run held up to 49 GB with every size kept).
     """
-    dropped = 0
-    for bootstrap in clusters:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-drop")
-        await admin.start()
-        try:
-            mine = [t for t in await admin.list_topics() if _size_of(t) == size]
-            if mine:
-                await admin.delete_topics(mine)
-            dropped += len(mine)
-        finally:
-            await admin.close()
-    return dropped
+    return sum([await delete_topics(b, lambda name: _size_of(name) == size) for b in clusters])
+
+
+async def delete_topics(bootstrap: str, chosen: Callable[[str], bool]) -> int:
+    """Delete the topics on ``bootstrap`` that ``chosen`` picks; return how many."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-drop")
+    await admin.start()
+    try:
+        mine = [name for name in await admin.list_topics() if chosen(name)]
+        if mine:
+            await admin.delete_topics(mine)
+        return len(mine)
+    finally:
+        await admin.close()
 
 
 RUNS_WHEN_SHORT = 3
@@ -683,28 +685,74 @@ def steady_interval_rate(
     return sum(r for r, _ in steady), sum(s for _, s in steady)
 
 
+def producer_args(target: str, topic: str, size: int, records: int) -> list[str]:
+    """ProducerPerformance's arguments: ``records`` of ``size`` bytes to ``topic``, at once.
+
+    The node's producer settings (batch size, linger, acks, idempotence).
+    """
+    return ["--topic", topic, "--num-records", str(records), "--record-size", str(size),
+            "--throughput", "-1", "--producer-props", f"bootstrap.servers={target}", "acks=all",
+            "enable.idempotence=true", f"batch.size={NODE_BATCH_BYTES}",
+            f"linger.ms={NODE_LINGER_MS}"]  # fmt: skip
+
+
 async def producer_performance(target: str, size: int, window_s: float) -> dict[str, Any]:
     """Kafka's producer into ``target`` at ``size`` bytes, the node's producer settings, steady.
 
     Its rate over ``window_s`` of its own 5 s reports after the first (as a bridge's window
     follows its warm-up), then it is stopped; it is given far more records than it can send.
+    Its topic keeps every record (no byte retention) for ``consumer_performance`` to read; the
+    row's ``topic`` names it.
     """
     topic = f"perf{size}x{next(_RUNS)}"
-    await ensure_topics(target, [topic], PARTITIONS, 1, RETENTION)
-    command = tool_command("ProducerPerformance", "--topic", topic, "--num-records", str(10**9),
-                           "--record-size", str(size), "--throughput", "-1", "--producer-props",
-                           f"bootstrap.servers={target}", "acks=all", "enable.idempotence=true",
-                           f"batch.size={NODE_BATCH_BYTES}", f"linger.ms={NODE_LINGER_MS}")  # fmt: skip
+    await ensure_topics(
+        target, [topic], PARTITIONS, 1, {"segment.bytes": RETENTION["segment.bytes"]}
+    )
+    command = tool_command("ProducerPerformance", *producer_args(target, topic, size, 10**9))
     records, seconds = await asyncio.to_thread(steady_interval_rate, command, window_s)
     return {"tool": "ProducerPerformance", "payload_bytes": size, "records": records,
-            "records_per_s": records / seconds, "seconds": seconds}  # fmt: skip
+            "records_per_s": records / seconds, "seconds": seconds, "topic": topic}  # fmt: skip
 
 
-async def consumer_performance(
-    source: str, topics: Sequence[str], size: int, count: int
-) -> dict[str, Any]:
-    """Kafka's consumer reading ``count`` records of the filled topic (fetch rate, no rebalance)."""
-    out = await asyncio.to_thread(kafka_tool, "ConsumerPerformance", "--bootstrap-server", source, "--topic", topics[0],
+CONSUMER_WINDOW_S = 10.0
+"""ConsumerPerformance reads for at least this long, as a bridge's window lasts."""
+CONSUMER_AIM_S = 20.0
+"""A top-up makes the topic this many seconds' worth at the rate just read: a longer read runs
+faster (less of it is warm-up; 614k records/s over 5.3 s, 955k over 10 s at 1 KB), so it still
+lasts the window."""
+CONSUMER_READS = 3
+"""Reads at most: a read too short for the window is followed by a top-up and another read."""
+
+
+async def consumer_performance(bootstrap: str, topic: str, size: int) -> dict[str, Any]:
+    """Kafka's consumer reading all of ``topic`` for at least ``CONSUMER_WINDOW_S`` (fetch rate).
+
+    The tool stops at the end of its records, so while a read ends sooner the topic is topped
+    up by ProducerPerformance to ``CONSUMER_AIM_S`` at the rate just read, and read again whole
+    by a new group. ``reads`` says how many it took; a read still short is kept and says so
+    (``short``).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        for read in range(1, CONSUMER_READS + 1):
+            count = await end_offsets(consumer, [topic])
+            row = await asyncio.to_thread(read_whole, bootstrap, topic, size, count)
+            if row["seconds"] >= CONSUMER_WINDOW_S or read == CONSUMER_READS:
+                break
+            more = int(count * (CONSUMER_AIM_S / row["seconds"] - 1))
+            print(f"  ConsumerPerformance read {count:,} records in {row['seconds']:.1f} s: "
+                  f"{more:,} more", flush=True)  # fmt: skip
+            args = producer_args(bootstrap, topic, size, more)
+            await asyncio.to_thread(kafka_tool, "ProducerPerformance", *args)
+    finally:
+        await consumer.stop()
+    return {**row, "reads": read, "short": row["seconds"] < CONSUMER_WINDOW_S}
+
+
+def read_whole(bootstrap: str, topic: str, size: int, count: int) -> dict[str, Any]:
+    """Run ConsumerPerformance over the ``count`` records of ``topic``; its fetch rate and time."""
+    out = kafka_tool("ConsumerPerformance", "--bootstrap-server", bootstrap, "--topic", topic,
                      "--messages", str(count), "--timeout", "60000")  # fmt: skip
     lines = [line for line in out.strip().splitlines() if line and line[0].isdigit()]
     if not lines:
@@ -778,7 +826,8 @@ class Plan:
     two_hop_rounds: int
     memory_size: int | None
     two_hop_sizes: tuple[int, ...]
-    """Sizes that also get two hops, the node without audit and the entry node (1 KB)."""
+    """Sizes that also get two hops, the node without audit, the entry node and
+    ConsumerPerformance (1 KB)."""
     tools: bool
     ingress: bool
     attribution: bool
@@ -827,9 +876,13 @@ async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
     if memory:
         return facts
     if plan.tools:
-        tools.append(await consumer_performance(one.clusters[0], one.topics, size, one.available))
-        tools.append(await producer_performance(one.clusters[1], size, plan.window_s))
-        for tool in tools[-2:]:
+        made = await producer_performance(one.clusters[1], size, plan.window_s)
+        topic = made.pop("topic")
+        if size in plan.two_hop_sizes:  # 10 s of reading takes 30-60 s of writing: one size
+            tools.append(await consumer_performance(one.clusters[1], topic, size))
+        tools.append(made)
+        await delete_topics(one.clusters[1], lambda name: name == topic)  # GBs: read, done
+        for tool in tools[-2 if size in plan.two_hop_sizes else -1 :]:
             print(f"  {tool['tool']:18} {size:>6} B: {tool['records_per_s']:>9,.0f} rec/s "
                   f"over {tool['seconds']:.1f} s", flush=True)  # fmt: skip
     if (
