@@ -28,7 +28,8 @@ settings, over two of its 5 s reports after the first) and, at 1 KB, ``ConsumerP
 (reading back what ProducerPerformance wrote, topped up until one whole read lasts 10 s): the
 machine's ceiling. Also the node where records enter (``node-ingress``: the county, validating
 and decoding every record); the node with two worker processes (``node-w2``, in the same
-interleaved rounds as ``node``); and two hops county → city → province for node+node, raw+raw and mm2+mm2 (``--two-hop-rounds``).
+interleaved rounds as ``node``); and two hops county → city → province for node+node, raw+raw
+and mm2+mm2 (``--two-hop-rounds``).
 ``--quick``: 1 KB only, one round, 5 s windows (written to ``e2e-quick.json``).
 """
 
@@ -696,13 +697,15 @@ def producer_args(target: str, topic: str, size: int, records: int) -> list[str]
             f"linger.ms={NODE_LINGER_MS}"]  # fmt: skip
 
 
-async def producer_performance(target: str, size: int, window_s: float) -> dict[str, Any]:
+async def producer_performance(
+    target: str, size: int, window_s: float
+) -> tuple[dict[str, Any], str]:
     """Kafka's producer into ``target`` at ``size`` bytes, the node's producer settings, steady.
 
     Its rate over ``window_s`` of its own 5 s reports after the first (as a bridge's window
     follows its warm-up), then it is stopped; it is given far more records than it can send.
-    Its topic keeps every record (no byte retention) for ``consumer_performance`` to read; the
-    row's ``topic`` names it.
+    Returns its row and its topic, which keeps every record (no byte retention) for
+    ``consumer_performance`` to read.
     """
     topic = f"perf{size}x{next(_RUNS)}"
     await ensure_topics(
@@ -711,7 +714,7 @@ async def producer_performance(target: str, size: int, window_s: float) -> dict[
     command = tool_command("ProducerPerformance", *producer_args(target, topic, size, 10**9))
     records, seconds = await asyncio.to_thread(steady_interval_rate, command, window_s)
     return {"tool": "ProducerPerformance", "payload_bytes": size, "records": records,
-            "records_per_s": records / seconds, "seconds": seconds, "topic": topic}  # fmt: skip
+            "records_per_s": records / seconds, "seconds": seconds}, topic  # fmt: skip
 
 
 CONSUMER_WINDOW_S = 10.0
@@ -876,13 +879,13 @@ async def run_size(plan: Plan, size: int, clusters: list[str], work: Path,
     if memory:
         return facts
     if plan.tools:
-        made = await producer_performance(one.clusters[1], size, plan.window_s)
-        topic = made.pop("topic")
+        made, topic = await producer_performance(one.clusters[1], size, plan.window_s)
+        rows = [made]
         if size in plan.two_hop_sizes:  # 10 s of reading takes 30-60 s of writing: one size
-            tools.append(await consumer_performance(one.clusters[1], topic, size))
-        tools.append(made)
+            rows.insert(0, await consumer_performance(one.clusters[1], topic, size))
         await delete_topics(one.clusters[1], lambda name: name == topic)  # GBs: read, done
-        for tool in tools[-2 if size in plan.two_hop_sizes else -1 :]:
+        tools += rows
+        for tool in rows:
             print(f"  {tool['tool']:18} {size:>6} B: {tool['records_per_s']:>9,.0f} rec/s "
                   f"over {tool['seconds']:.1f} s", flush=True)  # fmt: skip
     if (
