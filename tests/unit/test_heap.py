@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 import weakref
 from collections.abc import Iterator
 
@@ -61,3 +63,35 @@ async def test_paced_leaves_the_collector_on_when_its_block_raises() -> None:
         async with heap.paced(10):
             raise RuntimeError("the node failed")
     assert gc.isenabled()
+
+
+_FAULTS = """
+import resource, sys
+from node import heap
+if sys.argv[1] == "reuse":
+    assert heap.reuse_large_blocks()
+chunk = bytes(256 * 1024)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):  # as asyncio's StreamReader reads a 16 MB response: grown, then copied out
+    grown = bytearray()
+    for _ in range(64):
+        grown.extend(chunk)
+    response = bytes(grown)
+    del grown, response
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _page_faults(mode: str) -> int:
+    done = subprocess.run(  # noqa: S603 - our interpreter, a script of this file; a fresh process, as the setting is process-wide
+        [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, timeout=60, check=True
+    )  # fmt: skip
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_large_blocks_freed_are_reused_not_faulted_in_again() -> None:
+    """Twenty 16 MB responses read one after the other: their pages faulted in once, not each time."""
+    pages = 16 * 1024 * 1024 // 4096
+    assert _page_faults("default") > 20 * pages  # mapped afresh, grown and copied (glibc's default)
+    assert _page_faults("reuse") < 3 * pages  # the first response's blocks, then the same pages
