@@ -157,9 +157,11 @@ class KeyWait:
     the trust topics while its records travel through the links) would otherwise be refused.
     Only records the link will check can make it wait: those with a hop path, or every record
     on the link from above (``check_all``); a fresh record from a department is signed here,
-    never checked, so its ``cx-prov`` means nothing. The link waits at most ``key_wait_s`` and
-    then not again for ``key_wait_s`` after that wait ends, whatever the key ids: made-up ids
-    cannot hold the link up for more than half of the time.
+    never checked, so its ``cx-prov`` means nothing. The link waits at most ``key_wait_s``; a wait
+    that runs out (keys that never come, made-up ids) is followed by ``key_wait_s`` in which it
+    does not wait again, whatever the key ids, so made-up ids cannot hold the link up for more
+    than half of the time. A wait that ends with its keys read is not: a new cascade's keys come
+    one by one, and the next record signed with one not read yet is waited for too.
     """
 
     def __init__(self, keeper: TrustKeeper, *, check_all: bool) -> None:
@@ -191,14 +193,12 @@ class KeyWait:
         if not missing:
             return
         until = now + keeper.key_wait_s
-        try:
-            while missing - keeper.knows():
-                left = until - time.monotonic()
-                if left <= 0:
-                    return
-                await keeper.changed(left)
-        finally:
-            self._quiet_until = time.monotonic() + keeper.key_wait_s
+        while missing - keeper.knows():
+            left = until - time.monotonic()
+            if left <= 0:
+                self._quiet_until = time.monotonic() + keeper.key_wait_s
+                return
+            await keeper.changed(left)
 
 
 class TrustLocal:

@@ -101,6 +101,23 @@ async def test_a_link_waits_for_an_unknown_signing_key_until_it_is_read() -> Non
     assert await timed(made.key_wait(check_all=False), [stamped(b"county")]) < 0.05
 
 
+async def test_a_wait_that_found_its_key_does_not_stop_the_next_one() -> None:
+    """Keys read one by one: a record signed with the second is waited for after the first came."""
+    made = keeper([], wait_s=0.3)
+    local = made.key_wait(check_all=False)
+
+    async def learn(key_id: str) -> None:
+        await asyncio.sleep(0.05)
+        made.offer(
+            key("410102", key_id, issued_ms=len(key_id)), _Source("t", Origin.CHILD, "410102")
+        )
+        made.publish()
+
+    for key_id in ("county", "county-2"):  # a newer key of the same region each time
+        waited, _ = await asyncio.gather(timed(local, [stamped(key_id.encode())]), learn(key_id))
+        assert 0.04 < waited < 0.25, key_id
+
+
 async def test_a_link_waits_at_most_once_per_bound_whatever_the_key_ids() -> None:
     """Made-up key ids, a new one each batch: one bounded wait, then none for the bound."""
     made = keeper([], wait_s=0.3)
