@@ -41,7 +41,9 @@ from node.signing import write_new_key
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-CLUSTERS = {"province": 19092, "city": 29092, "county": 39092}
+CLUSTERS = {"province": 19092, "city": 20092, "county": 21092}
+"""Broker ports (controllers on the next), as ``localkafka.py up`` gives them: below the ephemeral
+range, so no client socket of an earlier run, lingering in TIME-WAIT, holds one."""
 NODES = {  # config file → (admin port, cluster, topic prefix, region)
     "province": (9410, "province", "cascade", "410000"),
     "city": (9411, "city", "cascade", "410100"),

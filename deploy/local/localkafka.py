@@ -10,9 +10,11 @@ benchmarks) it offers ``ensure_jars``, ``start_clusters`` and ``stop_clusters``;
     python deploy/local/localkafka.py start NAME --dir DIR    # start it again where it left off
     python deploy/local/localkafka.py down --dir DIR
 
-Cluster i of ``up`` listens on base-port + 10000*i (its controller on the next port). Brokers are
-stopped by the process ids recorded at start, never by name. ``stop_cluster``, ``restart_cluster``
-and ``broker_pid`` take one cluster down and up again, for fault drills.
+Cluster i of ``up`` listens on base-port + 1000*i (its controller on the next port): below the
+usual range of ephemeral ports (32768-60999 on Linux), where a client's socket lingering in
+TIME-WAIT can hold a port for a minute after a run. Brokers are stopped by the process ids
+recorded at start, never by name. ``stop_cluster``, ``restart_cluster`` and ``broker_pid`` take
+one cluster down and up again, for fault drills.
 """
 
 from __future__ import annotations
@@ -501,7 +503,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("jars", help="fetch the pinned Kafka jars (if missing); print their folder")
     up = commands.add_parser("up", help="start clusters and leave them running")
     up.add_argument("--names", default="province,city,county", help="comma-separated")
-    up.add_argument("--base-port", type=int, default=19092, help="cluster i: base + 10000*i")
+    up.add_argument("--base-port", type=int, default=19092, help="cluster i: base + 1000*i")
     up.add_argument("--heap-mb", type=int, default=512)
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
     status = commands.add_parser("status", help="tell whether each recorded broker answers")
@@ -518,7 +520,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _up(directory: Path, names: str, base_port: int, heap_mb: int, timeout: float) -> int:
     specs = [
-        ClusterSpec(name, base_port + 10000 * i, base_port + 10000 * i + 1, heap_mb=heap_mb)
+        ClusterSpec(name, base_port + 1000 * i, base_port + 1000 * i + 1, heap_mb=heap_mb)
         for i, name in enumerate(n.strip() for n in names.split(","))
     ]
     if _state_file(directory).exists() and any(
