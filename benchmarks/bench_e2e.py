@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,6 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.partitioner import DefaultPartitioner
 from common import narrowed, table, write
 from workload import (
     BEYOND_PROVINCE,
@@ -179,11 +179,11 @@ def records(size: int, count: int, *, fresh: bool = False) -> list[Row]:
 async def fill(bootstrap: str, topic: str, rows: Iterable[Row]) -> int:
     """Produce ``rows`` to ``topic`` batch by batch; return how many were written.
 
-    Partitions are picked from the key as Kafka's default does.
+    The key picks the partition (its CRC-32: a key always lands in the same one; Kafka's
+    murmur2 in Python took 4.6 µs a record, a third of the fill's time).
     """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
                                 max_batch_size=1_000_000, max_request_size=NODE_MAX_REQUEST_SIZE)  # fmt: skip
-    partitioner = DefaultPartitioner()
     await producer.start()
     sent = 0
     try:
@@ -191,7 +191,7 @@ async def fill(bootstrap: str, topic: str, rows: Iterable[Row]) -> int:
         futures = []
         for key, value, headers in rows:
             where = topic
-            partition = partitioner(key, list(range(PARTITIONS)), list(range(PARTITIONS)))
+            partition = zlib.crc32(key) % PARTITIONS
             batch = open_batches.get((where, partition))
             if batch is None:
                 batch = open_batches[where, partition] = producer.create_batch()

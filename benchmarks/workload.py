@@ -17,7 +17,6 @@ from __future__ import annotations
 import random
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +167,10 @@ class Workload:
         now_ms = int(time.time() * 1000)
         bits = rng.getrandbits
         for n, ((schema, source, rules), target) in enumerate(zip(entries, targets, strict=True)):
-            record_id = str(uuid.UUID(int=bits(128))).encode()
+            hexed = f"{bits(128):032x}"  # spelled as str(uuid.UUID(int=...)), in half the time
+            record_id = (
+                f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}".encode()
+            )
             created = str(now_ms - (count - n)).encode()
             headers = [(RECORD_ID, record_id), *source, (TARGET, target), *rules,
                        (CREATED_MS, created), (HOPS, hops)]  # fmt: skip
