@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, Self
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from department_client import Received
 from sample_records import LEGAL_ENTITY, LICENCE, PERSON, sample
@@ -972,6 +973,36 @@ class Cascade:
             for tail in tails:
                 await tail.catch_up()
         return tally(acked, source, inbox.records, county_refused.records + city_refused.records)
+
+    async def uncommitted(self, timeout_s: float = 30.0) -> int:
+        """Records of the county outboxes its node has not committed, given ``timeout_s`` to.
+
+        Once everything arrived, a node that commits what it delivered has committed every
+        outbox to its end (0), so a restart would not deliver it again.
+        """
+        county = self.clusters.bootstrap("county")
+        group = f"exchange-node.{self.prefix}-county.local"
+        outboxes = {self.topics.outbox(dept) for dept in COUNTY_DEPARTMENTS}
+        admin = AIOKafkaAdminClient(bootstrap_servers=county, client_id="faults-commits")
+        consumer = AIOKafkaConsumer(bootstrap_servers=county)
+        await admin.start()
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(t, p) for t in sorted(outboxes) for p in range(3)]
+            ends = await consumer.end_offsets(partitions)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                committed = await admin.list_consumer_group_offsets(group)
+                behind = sum(
+                    end - (committed[tp].offset if tp in committed else 0)
+                    for tp, end in ends.items()
+                )
+                if behind <= 0 or time.monotonic() > deadline:
+                    return max(0, int(behind))
+                await asyncio.sleep(0.5)
+        finally:
+            await consumer.stop()
+            await admin.close()
 
     def wall_s(self) -> float:
         """Seconds since the scenario began."""

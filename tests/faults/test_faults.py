@@ -24,6 +24,7 @@ from department_client import Received
 from sample_records import LEGAL_ENTITY, PERSON, person, sample
 
 from node.codec import MAGIC
+from node.config import FlowConfig
 from node.core.envelope import (
     CREATED_MS,
     ENVELOPE_HEADERS,
@@ -51,6 +52,7 @@ from tests.faults.harness import (
     Stream,
     Tally,
     durations,
+    flow_settings,
     good_record,
     identity,
     names_parent_down,
@@ -92,6 +94,28 @@ def assert_counted_clean(counted: Tally, *nodes: NodeProcess) -> None:
     assert counted.refused == 0, f"{counted.refused} good records refused"
     assert counted.out_of_order == 0, f"out of order: {counted.out_of_order_ids}"
     assert not counted.split_keys, f"keys spread over several partitions: {counted.split_keys}"
+
+
+async def assert_all_committed(cascade: Cascade) -> None:
+    """The county node committed every outbox record it delivered (none would come again)."""
+    behind = await cascade.uncommitted()
+    assert behind == 0, f"{behind} delivered records of the county outboxes not committed"
+
+
+def assert_redelivery_bounded(counted: Tally, kills: int, processes: int = 1) -> None:
+    """Each kill -9 delivered again at most what was under way: at-least-once, not from the start.
+
+    Per process that may lose its partitions to the kill (the killed one; with several workers
+    or instances, the others too, by the rebalance): ``max_in_flight`` batches delivered but not
+    committed, and one more whose commit was on its way. A node that did not commit would
+    deliver everything since its start again.
+    """
+    window = (FlowConfig().max_in_flight + 1) * flow_settings()["max_batch"]
+    bound = kills * processes * window
+    assert counted.duplicated <= bound, (
+        f"{counted.duplicated} duplicates after {kills} kills, more than the {bound} under way "
+        f"at most (e.g. {counted.duplicated_ids[:5]})"
+    )
 
 
 async def kill_at_random_moment(node: NodeProcess, rng: random.Random) -> dict[str, Any]:
@@ -137,6 +161,8 @@ async def test_county_node_killed_again_and_again_loses_nothing(
     )
     county.exit_codes.clear()  # the kills were ours
     assert_counted_clean(counted, city, county)
+    assert_redelivery_bounded(counted, len(kills))
+    await assert_all_committed(cascade)
 
 
 async def a_new_worker(node: NodeProcess, killed: Sequence[int]) -> int | None:
@@ -176,6 +202,8 @@ async def test_county_worker_killed_again_and_again_loses_nothing(
     assert len(set(killed)) == TIMING.kills, f"killed {killed}:\n{county.log_tail()}"
     assert ready, f"county node not ready after its worker's last restart:\n{county.log_tail()}"
     assert_counted_clean(counted, city, county)
+    assert_redelivery_bounded(counted, len(killed), processes=2)
+    await assert_all_committed(cascade)
 
 
 async def test_parent_cluster_outage_is_reported_and_recovered(
@@ -219,6 +247,7 @@ async def test_parent_cluster_outage_is_reported_and_recovered(
     )
     assert ready_again, f"county node not ready again after the outage:\n{county.log_tail()}"
     assert_counted_clean(counted, city, county)
+    await assert_all_committed(cascade)
 
 
 async def test_county_node_started_while_parent_cluster_is_down(
@@ -252,6 +281,7 @@ async def test_county_node_started_while_parent_cluster_is_down(
     assert city_ready, f"city node not ready:\n{city.log_tail()}"
     assert county_ready, f"county node not ready once its parent appeared:\n{county.log_tail()}"
     assert_counted_clean(counted, city, county)
+    await assert_all_committed(cascade)
 
 
 async def test_local_cluster_restart_under_load_loses_nothing(
@@ -276,6 +306,7 @@ async def test_local_cluster_restart_under_load_loses_nothing(
 
     assert ready_again, f"county node not ready after its cluster came back:\n{county.log_tail()}"
     assert_counted_clean(counted, city, county)
+    await assert_all_committed(cascade)
 
 
 # --- poison ------------------------------------------------------------------------------------
@@ -490,6 +521,7 @@ async def test_sigterm_while_parent_is_down_stops_in_time_and_commits_nothing_un
     assert seconds <= limit_s, f"took {seconds:.1f} s to exit, limit {limit_s} s"
     assert ready, f"nodes not ready after restart:\n{county.log_tail()}"
     assert_counted_clean(counted, city, county)
+    await assert_all_committed(cascade)
 
 
 async def test_second_instance_takes_over_from_a_killed_one(
@@ -515,3 +547,5 @@ async def test_second_instance_takes_over_from_a_killed_one(
     )  # fmt: skip
 
     assert_counted_clean(counted, city, survivor)
+    assert_redelivery_bounded(counted, 1, processes=len(instances))
+    await assert_all_committed(cascade)
