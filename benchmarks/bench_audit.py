@@ -1,8 +1,9 @@
 """The price of the audit trail, per record, on one core.
 
-- Building and chaining entries alone: ``audit_facts`` over a delivered batch's messages (one
+- Building and chaining entries alone: ``audit_facts`` over delivered batches' messages (one
   fact per copy: headers read, payload digested), then ``chain`` (the SHA-256 of each entry's
-  canonical encoding) and the stored line's encoding.
+  canonical encoding) and the stored line's encoding. The records are the end-to-end bench's,
+  as varied as a county's (``--size`` bytes, 1 KB), in batches of 2,000 with a time each.
 - A real link over the in-memory transport (``tests/memory_transport.py``), the city 410100
   sending its records up, without the trail and with it (the facts, the queue and the writer
   loop chaining and writing them to the memory cluster), fail-open and fail-closed (each
@@ -10,9 +11,10 @@
   interleaved; median with min and max.
 - With ``--before``: the same, side by side, with the facts and the entries' encoding as they
   were first written (a dict per entry encoded by ``json``), to measure what changed.
-- Unless ``--no-kafka`` (or ``--quick``): the writer alone against a real broker (one local KRaft cluster), one entry
-  per Kafka record against 200 per record: process CPU per entry (the producer runs in this
-  process), which is what ``[audit] entries_per_record`` trades.
+- Unless ``--no-kafka`` (or ``--quick``): the writer alone against a real broker (one local KRaft
+  cluster), chaining and writing the same varied entries one per Kafka record against 200 per
+  record: process CPU per entry (the producer runs in this process), which is what ``[audit]
+  entries_per_record`` trades.
 
 Prints a table and writes ``results/audit.json``. About two minutes (under one with ``--quick``).
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import statistics
 import sys
 import tempfile
@@ -37,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' memor
 import structlog
 from prometheus_client import CollectorRegistry
 from sample_records import PERSON, sample
+from workload import Workload
 
 import node.core.audit
 import node.kafka.accounting
@@ -153,32 +157,61 @@ def decided_facts(headers: list[tuple[str, bytes]]) -> Facts:
                  get(SOURCE_REGION))  # fmt: skip
 
 
-def core_costs(
-    records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]], *, compare: bool
-) -> dict[str, float]:
-    """µs per entry: facts from a batch's messages, chaining (hashing), encoding."""
-    pending = [
-        Out(Message(TOPICS.up(CITY), key, value, headers), None, Direction.UP,  # type: ignore[arg-type]
-            decided_facts(headers), PROVINCE)
-        for key, value, headers in records
-    ]  # fmt: skip
-    facts = audit_facts(pending, CREATED_MS)
-    entries = chain(facts, None)
-    count = len(pending)
+BATCH = 2000
+"""Records per delivered batch in ``core_costs``: the node's ``max_batch``."""
+BATCH_EVERY_MS = 50
+"""How far apart the batches' times are (each batch's entries share its commit time)."""
+
+
+def delivered_batches(count: int, size: int) -> list[tuple[int, list[Out]]]:
+    """``count`` varied records sent up by the city, in batches of ``BATCH``, each with its time.
+
+    The records are the end-to-end bench's (``workload.Workload``: 2,000 resources, a skewed
+    mix, distinct ids), so every batch has its own few hundred kinds of copy, as on a real link.
+    """
+    batches = []
+    rows = Workload(size, fresh=False).rows(count)
+    for start in range(0, count, BATCH):
+        batch = [
+            Out(Message(TOPICS.up(CITY), key, value, headers), None, Direction.UP,  # type: ignore[arg-type]
+                decided_facts(headers), PROVINCE)
+            for key, value, headers in itertools.islice(rows, BATCH)
+        ]  # fmt: skip
+        batches.append((CREATED_MS + start // BATCH * BATCH_EVERY_MS, batch))
+    return batches
+
+
+def core_costs(count: int, size: int, *, compare: bool) -> dict[str, float]:
+    """µs per entry: facts from delivered batches' messages, chaining (hashing), encoding.
+
+    Over ``delivered_batches``. Chaining starts each run with no pieces kept (``_PIECES``),
+    since a real batch's time is new.
+    """
+    batches = delivered_batches(count, size)
+    facts = [audit_facts(pending, time_ms) for time_ms, pending in batches]
+    entries = [chain(batch_facts, None) for batch_facts in facts]
+    values = [out.message.value for _, pending in batches for out in pending]
+
+    def made(make: Callable[[list[Out], int], list[Fact]]) -> Callable[[], object]:
+        return lambda: [make(pending, time_ms) for time_ms, pending in batches]
+
+    def chained() -> None:
+        node.core.audit._PIECES.clear()
+        for batch_facts in facts:
+            chain(batch_facts, None)
+
     costs = {
-        "facts_us": best_per_item(lambda: audit_facts(pending, CREATED_MS), count, 2.0),
-        "chain_us": best_per_item(lambda: chain(facts, None), count, 2.0),
-        "encode_us": best_per_item(lambda: [e.encode() for e in entries], count, 2.0),
-        "digest_us": best_per_item(lambda: [payload_digest(v) for _, v, _ in records], count, 1.0),
+        "facts_us": best_per_item(made(audit_facts), count, 2.0),
+        "chain_us": best_per_item(chained, count, 2.0),
+        "encode_us": best_per_item(lambda: [e.encode() for b in entries for e in b], count, 2.0),
+        "digest_us": best_per_item(lambda: [payload_digest(v) for v in values], count, 1.0),
     }
     if compare:
-        assert audit_facts_before(pending, CREATED_MS) == facts
+        assert made(audit_facts_before)() == facts
         with before():
-            assert chain(facts, None) == entries  # the same bytes, the same hashes
-            costs["facts_before_us"] = best_per_item(
-                lambda: audit_facts_before(pending, CREATED_MS), count, 2.0
-            )
-            costs["chain_before_us"] = best_per_item(lambda: chain(facts, None), count, 2.0)
+            assert [chain(f, None) for f in facts] == entries  # the same bytes, the same hashes
+            costs["facts_before_us"] = best_per_item(made(audit_facts_before), count, 2.0)
+            costs["chain_before_us"] = best_per_item(chained, count, 2.0)
     return costs
 
 
@@ -230,8 +263,11 @@ async def _no_tip() -> None:
     return None
 
 
-async def kafka_rounds(entries: int, rounds: int) -> dict[str, dict[str, float]]:
-    """Writer CPU µs per entry to a real broker, 1 and 200 entries per Kafka record."""
+async def kafka_rounds(entries: int, rounds: int, size: int) -> dict[str, dict[str, float]]:
+    """Writer CPU µs per entry to a real broker, 1 and 200 entries per Kafka record.
+
+    The entries are those of ``delivered_batches``; each run starts with no pieces kept.
+    """
     import localkafka  # noqa: PLC0415 - only when measuring the broker
 
     from node.kafka.sink import KafkaSink  # noqa: PLC0415
@@ -243,11 +279,8 @@ async def kafka_rounds(entries: int, rounds: int) -> dict[str, dict[str, float]]
         [cluster] = localkafka.start_clusters([spec], Path(folder))
         try:
             bootstrap = cluster.bootstrap
-            facts = [
-                Fact(f"r{n}", "410100-PSB-00001", CITY, "PSB", f"up:{PROVINCE}", CREATED_MS + n,
-                     Outcome.FORWARDED, "", "", payload_digest(str(n).encode()))
-                for n in range(entries)
-            ]  # fmt: skip
+            facts = [fact for time_ms, pending in delivered_batches(entries, size)
+                     for fact in audit_facts(pending, time_ms)]  # fmt: skip
             figures: dict[str, list[float]] = {"1": [], "200": []}
             for round_ in range(rounds):
                 for per_record in (1, 200):
@@ -261,6 +294,7 @@ async def kafka_rounds(entries: int, rounds: int) -> dict[str, dict[str, float]]
                         entries_per_record=per_record, flush_s=0.05, deadline_s=60,
                     )  # fmt: skip
                     writer.request_stop()
+                    node.core.audit._PIECES.clear()
                     started = time.process_time()
                     await writer.run()
                     figures[str(per_record)].append((time.process_time() - started) / entries * 1e6)
@@ -290,7 +324,7 @@ def _spread(values: list[float]) -> dict[str, float]:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement; print the tables; return the results."""
     records = samples(args.records)
-    core = core_costs(records[:2000], compare=args.before)
+    core = core_costs(args.records, args.size, compare=args.before)
     print(table(["what", "µs per entry"], [[k, v] for k, v in core.items()]))
     figures: dict[str, list[float]] = {"without": [], "with": [], "with, fail-closed": []}
     if args.before:
@@ -325,7 +359,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.before:
         results["audit_added_before_us_per_record"] = round(was, 2)
     if args.kafka:
-        kafka = await kafka_rounds(args.kafka_entries, args.rounds)
+        kafka = await kafka_rounds(args.kafka_entries, args.rounds, args.size)
         print()
         print(table(
             ["writer to Kafka, entries/record", "median µs/entry", "min", "max"],
@@ -339,6 +373,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--size", type=int, default=1024, help="payload bytes of the entries' records (1 KB)"
+    )
     parser.add_argument(
         "--no-kafka", dest="kafka", action="store_false",
         help="skip the writer against a real broker (measured by default)",
