@@ -983,13 +983,16 @@ class Cascade:
         county = self.clusters.bootstrap("county")
         group = f"exchange-node.{self.prefix}-county.local"
         outboxes = {self.topics.outbox(dept) for dept in COUNTY_DEPARTMENTS}
-        admin = AIOKafkaAdminClient(bootstrap_servers=county, client_id="faults-commits")
+        partitions = [TopicPartition(t, p) for t in sorted(outboxes) for p in range(3)]
         consumer = AIOKafkaConsumer(bootstrap_servers=county)
-        await admin.start()
         await consumer.start()
         try:
-            partitions = [TopicPartition(t, p) for t in sorted(outboxes) for p in range(3)]
             ends = await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=county, client_id="faults-commits")
+        await admin.start()
+        try:
             deadline = time.monotonic() + timeout_s
             while True:
                 committed = await admin.list_consumer_group_offsets(group)
@@ -1001,7 +1004,6 @@ class Cascade:
                     return max(0, int(behind))
                 await asyncio.sleep(0.5)
         finally:
-            await consumer.stop()
             await admin.close()
 
     def wall_s(self) -> float:
