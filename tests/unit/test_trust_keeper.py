@@ -85,17 +85,18 @@ async def timed(wait: KeyWait, records: list[Seen]) -> float:
     return time.monotonic() - started
 
 
+async def read_later(made: TrustKeeper, key_id: str, issued_ms: int = 1) -> None:
+    """After 50 ms, ``made`` reads the county's key ``key_id`` from its trust topic."""
+    await asyncio.sleep(0.05)
+    made.offer(key("410102", key_id, issued_ms), _Source("t", Origin.CHILD, "410102"))
+    made.publish()
+
+
 async def test_a_link_waits_for_an_unknown_signing_key_until_it_is_read() -> None:
     """A checked record signed with an unknown key id waits until the key arrives."""
     made = keeper([], wait_s=0.3)
-
-    async def learn() -> None:
-        await asyncio.sleep(0.05)
-        made.offer(key("410102", "county"), _Source("t", Origin.CHILD, "410102"))
-        made.publish()
-
     waited, _ = await asyncio.gather(
-        timed(made.key_wait(check_all=False), [stamped(b"county")]), learn()
+        timed(made.key_wait(check_all=False), [stamped(b"county")]), read_later(made, "county")
     )
     assert 0.04 < waited < 0.25
     assert await timed(made.key_wait(check_all=False), [stamped(b"county")]) < 0.05
@@ -105,16 +106,10 @@ async def test_a_wait_that_found_its_key_does_not_stop_the_next_one() -> None:
     """Keys read one by one: a record signed with the second is waited for after the first came."""
     made = keeper([], wait_s=0.3)
     local = made.key_wait(check_all=False)
-
-    async def learn(key_id: str) -> None:
-        await asyncio.sleep(0.05)
-        made.offer(
-            key("410102", key_id, issued_ms=len(key_id)), _Source("t", Origin.CHILD, "410102")
-        )
-        made.publish()
-
     for key_id in ("county", "county-2"):  # a newer key of the same region each time
-        waited, _ = await asyncio.gather(timed(local, [stamped(key_id.encode())]), learn(key_id))
+        waited, _ = await asyncio.gather(
+            timed(local, [stamped(key_id.encode())]), read_later(made, key_id, len(key_id))
+        )
         assert 0.04 < waited < 0.25, key_id
 
 
