@@ -86,18 +86,17 @@ async def started(*nodes: NodeProcess) -> None:
             pytest.fail(f"node {node.name} not ready (exits {node.exit_codes}):\n{node.log_tail()}")
 
 
-def assert_counted_clean(counted: Tally, *nodes: NodeProcess) -> None:
-    """Nothing lost, nothing refused, first arrivals in order per key, and the nodes still run."""
+async def assert_counted_clean(cascade: Cascade, counted: Tally, *nodes: NodeProcess) -> None:
+    """Nothing lost or refused, first arrivals in order per key, the nodes still run.
+
+    And the county node committed every outbox record it delivered (none would come again).
+    """
     exits = {node.name: node.exit_codes for node in nodes if node.exit_codes or not node.alive()}
     assert not exits, f"nodes exited (exit codes by node): {exits}"
     assert counted.lost == 0, f"{counted.lost} of {counted.sent} lost, e.g. {counted.lost_ids}"
     assert counted.refused == 0, f"{counted.refused} good records refused"
     assert counted.out_of_order == 0, f"out of order: {counted.out_of_order_ids}"
     assert not counted.split_keys, f"keys spread over several partitions: {counted.split_keys}"
-
-
-async def assert_all_committed(cascade: Cascade) -> None:
-    """The county node committed every outbox record it delivered (none would come again)."""
     behind = await cascade.uncommitted()
     assert behind == 0, f"{behind} delivered records of the county outboxes not committed"
 
@@ -160,9 +159,8 @@ async def test_county_node_killed_again_and_again_loses_nothing(
         f"county exits {county.exit_codes}, moments {moments}"
     )
     county.exit_codes.clear()  # the kills were ours
-    assert_counted_clean(counted, city, county)
+    await assert_counted_clean(cascade, counted, city, county)
     assert_redelivery_bounded(counted, len(kills))
-    await assert_all_committed(cascade)
 
 
 async def a_new_worker(node: NodeProcess, killed: Sequence[int]) -> int | None:
@@ -201,9 +199,8 @@ async def test_county_worker_killed_again_and_again_loses_nothing(
 
     assert len(set(killed)) == TIMING.kills, f"killed {killed}:\n{county.log_tail()}"
     assert ready, f"county node not ready after its worker's last restart:\n{county.log_tail()}"
-    assert_counted_clean(counted, city, county)
+    await assert_counted_clean(cascade, counted, city, county)
     assert_redelivery_bounded(counted, len(killed), processes=2)
-    await assert_all_committed(cascade)
 
 
 async def test_parent_cluster_outage_is_reported_and_recovered(
@@ -246,8 +243,7 @@ async def test_parent_cluster_outage_is_reported_and_recovered(
         f"county peak RSS {county.peak_rss_kb / 1024:.0f} MB"
     )
     assert ready_again, f"county node not ready again after the outage:\n{county.log_tail()}"
-    assert_counted_clean(counted, city, county)
-    await assert_all_committed(cascade)
+    await assert_counted_clean(cascade, counted, city, county)
 
 
 async def test_county_node_started_while_parent_cluster_is_down(
@@ -280,8 +276,7 @@ async def test_county_node_started_while_parent_cluster_is_down(
     )
     assert city_ready, f"city node not ready:\n{city.log_tail()}"
     assert county_ready, f"county node not ready once its parent appeared:\n{county.log_tail()}"
-    assert_counted_clean(counted, city, county)
-    await assert_all_committed(cascade)
+    await assert_counted_clean(cascade, counted, city, county)
 
 
 async def test_local_cluster_restart_under_load_loses_nothing(
@@ -305,8 +300,7 @@ async def test_local_cluster_restart_under_load_loses_nothing(
     )  # fmt: skip
 
     assert ready_again, f"county node not ready after its cluster came back:\n{county.log_tail()}"
-    assert_counted_clean(counted, city, county)
-    await assert_all_committed(cascade)
+    await assert_counted_clean(cascade, counted, city, county)
 
 
 # --- poison ------------------------------------------------------------------------------------
@@ -520,8 +514,7 @@ async def test_sigterm_while_parent_is_down_stops_in_time_and_commits_nothing_un
     assert code == 0, f"exit code {code} after SIGTERM (None: killed after {seconds:.0f} s)"
     assert seconds <= limit_s, f"took {seconds:.1f} s to exit, limit {limit_s} s"
     assert ready, f"nodes not ready after restart:\n{county.log_tail()}"
-    assert_counted_clean(counted, city, county)
-    await assert_all_committed(cascade)
+    await assert_counted_clean(cascade, counted, city, county)
 
 
 async def test_second_instance_takes_over_from_a_killed_one(
@@ -546,6 +539,5 @@ async def test_second_instance_takes_over_from_a_killed_one(
             killed=victim.name, both_delivering_before_kill=both)
     )  # fmt: skip
 
-    assert_counted_clean(counted, city, survivor)
+    await assert_counted_clean(cascade, counted, city, survivor)
     assert_redelivery_bounded(counted, 1, processes=len(instances))
-    await assert_all_committed(cascade)
