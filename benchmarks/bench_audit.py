@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -268,49 +267,34 @@ async def kafka_rounds(entries: int, rounds: int, size: int) -> dict[str, dict[s
 
     The entries are those of ``delivered_batches``; each run starts with no pieces kept.
     """
-    import localkafka  # noqa: PLC0415 - only when measuring the broker
+    from bench_e2e import bench_clusters  # noqa: PLC0415 - only when measuring the broker
 
     from node.kafka.sink import KafkaSink  # noqa: PLC0415
     from node.kafka.topics import TopicLimits, ensure_topics  # noqa: PLC0415
 
-    localkafka.ensure_jars()
-    spec = localkafka.ClusterSpec(name="bench-audit", port=_free(), controller_port=_free())
-    with tempfile.TemporaryDirectory() as folder:
-        [cluster] = localkafka.start_clusters([spec], Path(folder))
-        try:
-            bootstrap = cluster.bootstrap
-            facts = [fact for time_ms, pending in delivered_batches(entries, size)
-                     for fact in audit_facts(pending, time_ms)]  # fmt: skip
-            figures: dict[str, list[float]] = {"1": [], "200": []}
-            for round_ in range(rounds):
-                for per_record in (1, 200):
-                    topic = f"bench.audit.r{round_}.p{per_record}"
-                    await ensure_topics(bootstrap, [topic], 1, 1)
-                    sink = KafkaSink(bootstrap, "bench-audit", TopicLimits(bootstrap))
-                    audit = AuditQueue(entries + 1, fail_closed=False, log=LOG)
-                    audit.add(facts)
-                    writer = AuditWriter(
-                        audit, sink, topic, _no_tip, Health(), node_id="bench",
-                        entries_per_record=per_record, flush_s=0.05, deadline_s=60,
-                    )  # fmt: skip
-                    writer.request_stop()
-                    node.core.audit._PIECES.clear()
-                    started = time.process_time()
-                    await writer.run()
-                    figures[str(per_record)].append((time.process_time() - started) / entries * 1e6)
-                    await sink.stop()
-            return {k: _spread(v) for k, v in figures.items()}
-        finally:
-            localkafka.stop_clusters([cluster])
-
-
-def _free() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    with bench_clusters("bench-audit", ("county",)) as (_, [cluster]):
+        bootstrap = cluster.bootstrap
+        facts = [fact for time_ms, pending in delivered_batches(entries, size)
+                 for fact in audit_facts(pending, time_ms)]  # fmt: skip
+        figures: dict[str, list[float]] = {"1": [], "200": []}
+        for round_ in range(rounds):
+            for per_record in (1, 200):
+                topic = f"bench.audit.r{round_}.p{per_record}"
+                await ensure_topics(bootstrap, [topic], 1, 1)
+                sink = KafkaSink(bootstrap, "bench-audit", TopicLimits(bootstrap))
+                audit = AuditQueue(entries + 1, fail_closed=False, log=LOG)
+                audit.add(facts)
+                writer = AuditWriter(
+                    audit, sink, topic, _no_tip, Health(), node_id="bench",
+                    entries_per_record=per_record, flush_s=0.05, deadline_s=60,
+                )  # fmt: skip
+                writer.request_stop()
+                node.core.audit._PIECES.clear()
+                started = time.process_time()
+                await writer.run()
+                figures[str(per_record)].append((time.process_time() - started) / entries * 1e6)
+                await sink.stop()
+        return {k: _spread(v) for k, v in figures.items()}
 
 
 def _spread(values: list[float]) -> dict[str, float]:

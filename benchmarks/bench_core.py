@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    seconds = 0.15 if args.quick else 0.8  # per figure, the best of repeated runs
+    seconds = 0.15 if args.quick else 0.5  # per figure, the best of repeated runs
     sizes = [10, 100, 1_000, 10_000, 100_000]
     scaling = []
     for size in sizes:

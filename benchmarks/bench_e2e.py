@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -149,6 +150,32 @@ def start_bench_clusters(
     return work, localkafka.start_clusters(specs, work / "kafka")
 
 
+SHARED_CLUSTERS = "BENCH_SHARED_CLUSTERS"
+"""Set by ``run.py`` for the scripts it runs: the brokers it started once for all of them (JSON,
+``shared_clusters``), so each script does not start and stop its own (about 7 s a start)."""
+
+
+def share(clusters: Sequence[localkafka.Cluster]) -> str:
+    """The value of ``SHARED_CLUSTERS`` naming ``clusters`` (started by ``start_bench_clusters``)."""
+    return json.dumps([[c.spec.name, c.spec.port, c.spec.controller_port, str(c.data_dir),
+                        str(c.log_path), c.pid] for c in clusters])  # fmt: skip
+
+
+def shared_clusters(names: tuple[str, ...]) -> list[localkafka.Cluster] | None:
+    """The shared brokers named ``names``, in order; None unless ``SHARED_CLUSTERS`` has all."""
+    said = os.environ.get(SHARED_CLUSTERS)
+    if not said:
+        return None
+    known = {
+        name: localkafka.Cluster(
+            localkafka.ClusterSpec(name, port, controller, heap_mb=1024, properties=BENCH_BROKER),
+            Path(data), Path(log), pid,
+        )
+        for name, port, controller, data, log, pid in json.loads(said)
+    }  # fmt: skip
+    return [known[name] for name in names] if all(name in known for name in names) else None
+
+
 @contextlib.contextmanager
 def bench_clusters(
     purpose: str, names: tuple[str, ...]
@@ -156,8 +183,17 @@ def bench_clusters(
     """``start_bench_clusters`` for a block; stopped after it, the work dir removed.
 
     When the block fails, the brokers' logs (``broker.log``) are kept for a look at what went
-    wrong, and the topics' data removed.
+    wrong, and the topics' data removed. Brokers shared by ``run.py`` (``SHARED_CLUSTERS``) are
+    used as they are and left running; only the work dir is the block's own.
     """
+    shared = shared_clusters(names)
+    if shared is not None:
+        work = Path(tempfile.mkdtemp(prefix=f"{purpose}-"))
+        try:
+            yield work, shared
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     work, clusters = start_bench_clusters(purpose, names)
     try:
         yield work, clusters

@@ -192,3 +192,30 @@ def test_a_failed_bench_keeps_the_brokers_logs_and_drops_their_data(
         assert work == done
     assert not done.exists()
     assert len(stopped) == 2  # stopped both times
+
+
+def test_brokers_shared_by_run_py_are_used_as_named_and_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script given every broker it asks for starts and stops none; short of one, it is given none."""
+    e2e = _e2e(monkeypatch)
+    spec = e2e.localkafka.ClusterSpec
+    running = [
+        e2e.localkafka.Cluster(spec(name, port, port + 1), tmp_path / name, tmp_path / "log", pid)
+        for name, port, pid in (("county", 19092, 101), ("city", 20092, 102))
+    ]
+    monkeypatch.setenv(e2e.SHARED_CLUSTERS, e2e.share(running))
+    monkeypatch.setattr(
+        e2e.localkafka, "stop_clusters", lambda _: pytest.fail("stopped a shared broker")
+    )
+    monkeypatch.setattr(e2e, "start_bench_clusters", lambda *_: pytest.fail("started a broker"))
+    with e2e.bench_clusters("bench", ("city", "county")) as (work, clusters):
+        assert [(c.spec.name, c.bootstrap, c.pid) for c in clusters] == [
+            ("city", "127.0.0.1:20092", 102),
+            ("county", "127.0.0.1:19092", 101),
+        ]
+        assert work.is_dir()
+    assert not work.exists()  # the work dir is the script's own
+    assert e2e.shared_clusters(("city", "province")) is None
+    monkeypatch.delenv(e2e.SHARED_CLUSTERS)
+    assert e2e.shared_clusters(("city",)) is None
