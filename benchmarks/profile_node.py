@@ -1,6 +1,7 @@
 """Profile the node under load with py-spy and print where its time goes.
 
 Fills the city's ``up.410102`` with records that pass through (as on every hop after the first),
+or with ``--fresh`` the county's department outboxes (the node where records enter, validating),
 runs the node under ``py-spy record`` until they are all copied, then prints the functions with
 the most samples on top of the stack (self time) and in the stack (total time). py-spy comes with the
 ``bench`` extra (``make bench`` installs it).
@@ -29,8 +30,10 @@ from bench_e2e import (
     fill,
     first_topic,
     node_config,
+    prepare,
     records,
 )
+from workload import Workload
 
 from node.kafka.topics import ensure_topics
 
@@ -39,6 +42,22 @@ def children(pid: int) -> list[int]:
     """Direct child pids of ``pid``."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+async def until_copied(consumer: AIOKafkaConsumer, topic: str, count: int, started: float) -> int:
+    """Wait for ``count`` copies in ``topic``; return how many came.
+
+    Gives up 5 s after the last new copy (some records of a fresh mix go elsewhere) or at 300 s.
+    """
+    done, since = 0, time.monotonic()
+    while done < count and time.monotonic() - started < 300:
+        now = await copied(consumer, topic)
+        if now > done:
+            done, since = now, time.monotonic()
+        elif done and time.monotonic() - since > 5:
+            break
+        await asyncio.sleep(0.2)
+    return done
 
 
 def summarise(stacks: Path, top: int) -> None:
@@ -63,35 +82,40 @@ def summarise(stacks: Path, top: int) -> None:
         print(f"  {100 * count / samples:5.1f}%  {name}")
 
 
-async def main_async(size: int, count: int, top: int, workers: int, keep: Path | None) -> None:
+async def main_async(
+    size: int, count: int, top: int, workers: int, keep: Path | None, *, fresh: bool
+) -> None:
     """Set up, run the node under py-spy, summarise."""
     with bench_clusters("profile-node", ("city", "province")) as (work, clusters):
-        city, province = clusters[0].bootstrap, clusters[1].bootstrap
-        prefix = f"prof{size}"
-        topic = first_topic(prefix, fresh=False)
-        arrives = bridged_topic("node", topic, prefix, "city")
-        await ensure_topics(city, [topic], PARTITIONS, 1)
-        await ensure_topics(province, [arrives], PARTITIONS, 1)
-        await fill(city, topic, records(size, count))
+        local, parent = clusters[0].bootstrap, clusters[1].bootstrap
+        if fresh:  # the county's departments publish: the node where records enter
+            stage = await prepare(size, [local, parent], count, hops=1, fresh=True,
+                                  workload=Workload(size, fresh=True))  # fmt: skip
+            prefix, role, first = stage.prefix, "county", stage.topics[0]
+        else:  # handed up by the county, passing through the city
+            prefix, role = f"prof{size}", "city"
+            first = first_topic(prefix, fresh=False)
+            await ensure_topics(local, [first], PARTITIONS, 1)
+            await fill(local, first, records(size, count))
+        arrives = bridged_topic("node", first, prefix, role)
+        await ensure_topics(parent, [arrives], PARTITIONS, 1)
         config = work / "node.toml"
-        node_config(config, city, province, prefix, role="city", workers=workers)
+        node_config(config, local, parent, prefix, role=role, workers=workers)
         stacks = work / "stacks.txt"
         spy = str(Path(sys.executable).with_name("py-spy"))
         every = ["--subprocesses"] if workers > 1 else []  # the workers too, each its own root
         profiler = subprocess.Popen([spy, "record", "--format", "raw", "--rate", "250", *every,
                                      "-o", str(stacks), "--", str(EXE), "run", "--config", str(config)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        consumer = AIOKafkaConsumer(bootstrap_servers=province)
+        consumer = AIOKafkaConsumer(bootstrap_servers=parent)
         await consumer.start()
         started = time.monotonic()
         try:
-            while await copied(consumer, arrives) < count and time.monotonic() - started < 300:  # noqa: ASYNC110 - polling another process's progress
-                await asyncio.sleep(0.2)
+            done = await until_copied(consumer, arrives, count, started)
         finally:
             await consumer.stop()
-        print(
-            f"copied {count} records of {size} B in {time.monotonic() - started:.1f} s (incl. start-up)"
-        )
+        print(f"copied {done} records of {size} B in {time.monotonic() - started:.1f} s "
+              "(incl. start-up)")  # fmt: skip
         for child in children(profiler.pid):
             os.kill(child, signal.SIGTERM)  # the node, by pid; py-spy then writes its samples
         profiler.wait(timeout=120)
@@ -109,8 +133,12 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--workers", type=int, default=1, help="flow.workers of the node")
     parser.add_argument("--keep", type=Path, help="copy py-spy's raw stacks to this file")
+    parser.add_argument("--fresh", action="store_true",
+                        help="profile the county node where departments publish (validating)")  # fmt: skip
     args = parser.parse_args()
-    asyncio.run(main_async(args.size, args.count, args.top, args.workers, args.keep))
+    asyncio.run(
+        main_async(args.size, args.count, args.top, args.workers, args.keep, fresh=args.fresh)
+    )
 
 
 if __name__ == "__main__":

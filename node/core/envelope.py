@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from node.core.quoting import quoted
 from node.core.topology import is_region_code
@@ -166,8 +167,44 @@ class Envelope:
 
     @classmethod
     def from_headers(cls, headers: Headers) -> Envelope:
-        """Parse and check every envelope header; raise EnvelopeError naming the first bad one."""
+        """Parse and check every envelope header; raise EnvelopeError naming the first bad one.
+
+        What records share is checked once and kept: the source and sharing headers of each
+        resource (``_SOURCES``), each target and each hop path. A record whose three are kept
+        only has its id and creation time checked. Anything wrong is found by the full parse,
+        in its order, and nothing of such a record is kept.
+        """
         text = header_texts(headers)
+        get = text.get
+        source_key = (get(RESOURCE), get(SOURCE_REGION), get(SOURCE_DEPT), get(GRADE), get(SHARING))
+        source = _SOURCES.get(source_key)
+        target = _TARGETS.get(get(TARGET))
+        hops = _HOPS.get(get(HOPS))
+        if source is not None and target is not None and hops is not None:
+            record_id, created_text = get(RECORD_ID), get(CREATED_MS)
+            if (
+                created_text is not None
+                and is_number(created_text)
+                and record_id is not None
+                and _TOKEN.fullmatch(record_id)
+            ):
+                resource, region, dept, grade, sharing = source
+                return cls(
+                    record_id, resource, region, dept, target, grade, sharing, int(created_text),
+                    hops,
+                )  # fmt: skip
+        envelope = cls._parsed(text)
+        e = envelope
+        _keep(
+            _SOURCES, source_key, (e.resource, e.source_region, e.source_dept, e.grade, e.sharing)
+        )
+        _keep(_TARGETS, text[TARGET], e.target)
+        _keep(_HOPS, text[HOPS], e.hops)
+        return envelope
+
+    @classmethod
+    def _parsed(cls, text: Mapping[str, str]) -> Envelope:
+        """Check every header of ``text`` in turn; raise EnvelopeError naming the first bad one."""
 
         def required(name: str) -> str:
             value = text.get(name)
@@ -211,6 +248,26 @@ class Envelope:
             created_ms=int(created_text),
             hops=parse_hops(required(HOPS)),
         )
+
+
+_SOURCES: dict[tuple[str | None, ...], tuple[str, str, str, int, Sharing]] = {}
+"""Texts of resource, source region, department, grade and sharing that passed -> parsed."""
+_TARGETS: dict[str | None, Target] = {}
+"""Target texts that parsed -> the target."""
+_HOPS: dict[str | None, tuple[Hop, ...]] = {}
+"""Hop path texts that parsed -> the path."""
+_Text = TypeVar("_Text")
+_Parsed = TypeVar("_Parsed")
+CHECKED_KEPT = 8192
+"""Checked texts kept at most in each of the three (writers choose the headers): past it, the
+kept ones are dropped and checked anew."""
+
+
+def _keep(checked: dict[_Text, _Parsed], text: _Text, parsed: _Parsed) -> None:
+    """Remember a checked header text (or texts) with what it parsed to."""
+    if len(checked) >= CHECKED_KEPT:
+        checked.clear()
+    checked[text] = parsed
 
 
 def is_number(text: str) -> bool:

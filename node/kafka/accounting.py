@@ -414,21 +414,31 @@ class Accountant:
 def _quality_counts(facts: Sequence[Facts]) -> tuple[dict[QualityKey, tuple[int, int]], set[str]]:
     """Count records checked and failed per resource, department and dimension, at entry.
 
-    Also return the resources of which a fresh record was admitted (for accessibility).
+    Also return the resources of which a fresh record was admitted (for accessibility). Records
+    that pass share their rule set's verdict (``quality.check``): they are counted per verdict
+    first, so a batch's passing records cost a count each, not a key per dimension.
     """
-    counts: dict[QualityKey, tuple[int, int]] = {}
-    published: set[str] = set()
+    verdicts: dict[tuple[bytes | None, bytes | None, int], list[Any]] = {}
     for fact in facts:
         verdict = fact.quality
         if verdict is None:
             continue
-        resource = (fact.resource or b"").decode(errors="replace")
-        dept = (fact.source_dept or b"").decode(errors="replace")
+        kind = (fact.resource, fact.source_dept, id(verdict))  # kept alive by the group
+        group = verdicts.get(kind)
+        if group is None:
+            verdicts[kind] = [verdict, 1]
+        else:
+            group[1] += 1
+    counts: dict[QualityKey, tuple[int, int]] = {}
+    published: set[str] = set()
+    for (raw_resource, raw_dept, _), (verdict, records) in verdicts.items():
+        resource = (raw_resource or b"").decode(errors="replace")
+        dept = (raw_dept or b"").decode(errors="replace")
         if not verdict.refused:
             published.add(resource)
         failed = verdict.failed_dimensions
         for dimension in verdict.checked:
             key = QualityKey(resource, dept, dimension.value)
             checked, failures = counts.get(key, (0, 0))
-            counts[key] = (checked + 1, failures + (dimension in failed))
+            counts[key] = (checked + records, failures + records * (dimension in failed))
     return counts, published

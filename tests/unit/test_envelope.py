@@ -231,6 +231,39 @@ def test_each_missing_header_is_named(header: str) -> None:
     assert caught.value.header == header
 
 
+def _answer(headers: list[tuple[str, Any]], parse: Any) -> object:
+    """What ``parse`` makes of ``headers``: the envelope, or the header and message it refuses."""
+    try:
+        return parse(headers)
+    except EnvelopeError as error:
+        return error.header, str(error)
+
+
+@settings(max_examples=300)
+@given(
+    envelopes,
+    st.sampled_from(ENVELOPE_HEADERS),
+    st.none() | st.binary(max_size=12) | tokens.map(str.encode),
+)
+def test_checks_kept_per_kind_answer_as_the_full_parse_does(
+    envelope: Envelope, header: str, value: bytes | None
+) -> None:
+    """Checks kept per kind of envelope give what the full parse gives, whatever one header says.
+
+    The same envelope or the same first error, before and after what the change kept.
+    """
+    Envelope.from_headers(envelope.to_headers())  # what its kind shares is kept now
+    changed = with_header_of(envelope, header, value)
+    full = _answer(changed, lambda h: Envelope._parsed(header_texts(h)))
+    assert _answer(changed, Envelope.from_headers) == full
+    assert _answer(changed, Envelope.from_headers) == full  # and again, whatever it kept
+
+
+def with_header_of(envelope: Envelope, name: str, value: Any) -> list[tuple[str, Any]]:
+    """``envelope``'s headers with header ``name`` set to ``value``."""
+    return [(k, value if k == name else v) for k, v in envelope.to_headers()]
+
+
 def test_a_null_header_value_is_named_not_crashed_on() -> None:
     """A header whose value is null (Kafka allows it) is an EnvelopeError for that header."""
     with pytest.raises(EnvelopeError) as caught:
