@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -245,6 +247,44 @@ async def fill(bootstrap: str, topic: str, rows: Iterable[Row]) -> int:
     finally:
         await producer.stop()
     return sent
+
+
+SPLIT_FROM = 200_000
+"""Rows from which a fill is shared with a second process: rows are made and sent in Python, so
+one process is the bottleneck (1M records of 200 B: 8.4 s alone, 4.7 s split in two)."""
+
+
+async def send_rows(
+    bootstrap: str, where: str, workload: Workload, count: int, first: int = 0
+) -> int:
+    """Write ``count`` rows of ``workload`` with ids from ``first``; return how many were written.
+
+    ``where`` is the topic, or for fresh rows the prefix of the outboxes. From ``SPLIT_FROM``
+    rows, a second process writes the second half, made by a workload of its own seed (so its
+    ids are its own).
+    """
+    if count < SPLIT_FROM:
+        return await _send(bootstrap, where, workload.rows(count, first), fresh=workload.fresh)
+    half = count // 2
+    spawned = multiprocessing.get_context("spawn")  # no copy of this process's event loop
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawned) as pool:
+        theirs = asyncio.get_running_loop().run_in_executor(
+            pool, _send_elsewhere, bootstrap, where, workload.size, workload.fresh,
+            workload.targets, count - half, first + half,
+        )  # fmt: skip
+        mine = await _send(bootstrap, where, workload.rows(half, first), fresh=workload.fresh)
+        return mine + await theirs
+
+
+def _send_elsewhere(bootstrap: str, where: str, size: int, fresh: bool,
+                    targets: tuple[tuple[str, int], ...], count: int, first: int) -> int:  # fmt: skip
+    """``send_rows``'s second half, in the second process: seeded by its first id."""
+    workload = Workload(size, fresh=fresh, seed=first, targets=targets)
+    return asyncio.run(_send(bootstrap, where, workload.rows(count, first), fresh=fresh))
+
+
+async def _send(bootstrap: str, where: str, rows: Iterable[Row], *, fresh: bool) -> int:
+    return await (fill_outboxes if fresh else fill)(bootstrap, where, rows)
 
 
 async def fill_outboxes(bootstrap: str, prefix: str, rows: Iterable[Row]) -> int:
@@ -553,15 +593,14 @@ async def prepare(size: int, clusters: list[str], count: int, *, hops: int, fres
     """Fill a fresh prefix's first topics with ``count`` records; create every topic on the way."""
     prefix = stage_prefix(hops, fresh, size)
     chain = clusters[: hops + 1]
-    rows = workload.rows(count)
     if fresh:
         topics = [f"{prefix}.outbox.{dept}" for dept in DEPARTMENTS]
         await ensure_topics(chain[0], topics, PARTITIONS, 1)
-        available = await fill_outboxes(chain[0], prefix, rows)
+        available = await send_rows(chain[0], prefix, workload, count)
     else:
         topics = [first_topic(prefix, fresh=False)]
         await ensure_topics(chain[0], topics, PARTITIONS, 1)
-        available = await fill(chain[0], topics[0], rows)
+        available = await send_rows(chain[0], topics[0], workload, count)
     roles = (("county", "city", "province") if fresh else ("city", "province"))[:hops]
     node_in = topics[0]
     for hop, role in enumerate(roles):  # every kind of bridge's destinations, bounded on disk
@@ -630,11 +669,8 @@ def wanted(row: dict[str, Any], available: int, window_s: float) -> int:
 
 async def top_up(stage: Stage, count: int) -> None:
     """Append ``count`` more records of the stage's workload to its first topics."""
-    rows = stage.workload.rows(count, first=stage.available)
-    if stage.fresh:
-        added = await fill_outboxes(stage.clusters[0], stage.prefix, rows)
-    else:
-        added = await fill(stage.clusters[0], stage.topics[0], rows)
+    where = stage.prefix if stage.fresh else stage.topics[0]
+    added = await send_rows(stage.clusters[0], where, stage.workload, count, stage.available)
     stage.available += added
     print(f"  topped up {stage.topics[0]}{' ...' if stage.fresh else ''} with {added:,} records "
           f"({stage.available:,} in all)", flush=True)  # fmt: skip

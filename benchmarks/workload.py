@@ -130,6 +130,7 @@ class Workload:
     ) -> None:
         self.size = size
         self.fresh = fresh
+        self.targets = targets
         self.entries = catalog_entries()
         self._rng = random.Random(seed)
         weights = [1 / (rank + 1) ** 1.1 for rank in range(len(self.entries))]
