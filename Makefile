@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 DEBS   := prometheus chromium chromium-driver
 
 .PHONY: setup jars debs test test-unit lint faults demo bench bench-quick clean docs
@@ -54,12 +55,15 @@ faults: jars
 demo: jars
 	$(PY) deploy/local/demo.py
 
-bench: jars
+# the bench extra (matplotlib, py-spy) once per change of pyproject.toml, as setup does
+$(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: jars $(BENCH_STAMP)
 	$(PY) benchmarks/run.py
 
-bench-quick: jars
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+bench-quick: jars $(BENCH_STAMP)
 	$(PY) benchmarks/run.py --quick
 
 clean:

@@ -1,8 +1,8 @@
 """Run every benchmark, then plot the scaling curves next to the JSON (``make bench``).
 
-``--quick`` runs each with fewer records and shorter timings (114-118 s in all on the faster host
-it last ran on, 163-202 s on the slowest); the full run takes 18-19 minutes there, 21 on the AMD
-EPYC hosts of the last two runs, 23-25 on the slowest.
+``--quick`` runs each with fewer records and shorter timings (121 s in the last run, 114-118 s on
+the faster host, 163-202 s on the slowest); the full run took 1,189 s in the last run (AMD EPYC),
+18-19 minutes on the faster hosts, 23-25 on the slowest.
 """
 
 from __future__ import annotations
