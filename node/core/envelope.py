@@ -193,14 +193,12 @@ class Envelope:
                     record_id, resource, region, dept, target, grade, sharing, int(created_text),
                     hops,
                 )  # fmt: skip
-        envelope = cls._parsed(text)
-        e = envelope
-        _keep(
-            _SOURCES, source_key, (e.resource, e.source_region, e.source_dept, e.grade, e.sharing)
-        )
-        _keep(_TARGETS, text[TARGET], e.target)
-        _keep(_HOPS, text[HOPS], e.hops)
-        return envelope
+        parsed = cls._parsed(text)
+        _keep(_SOURCES, source_key, (parsed.resource, parsed.source_region, parsed.source_dept,
+                                     parsed.grade, parsed.sharing))  # fmt: skip
+        _keep(_TARGETS, text[TARGET], parsed.target)
+        _keep(_HOPS, text[HOPS], parsed.hops)
+        return parsed
 
     @classmethod
     def _parsed(cls, text: Mapping[str, str]) -> Envelope:
