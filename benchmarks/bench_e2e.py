@@ -147,9 +147,14 @@ def start_bench_clusters(
     """Start one single-node cluster (1 GiB heap) per name on loopback; return the work dir too."""
     localkafka.ensure_jars()
     work = Path(tempfile.mkdtemp(prefix=f"{purpose}-"))
-    specs = [localkafka.ClusterSpec(name, free_port(), free_port(), heap_mb=1024,
-                                    properties=BENCH_BROKER) for name in names]  # fmt: skip
+    specs = [bench_spec(name, free_port(), free_port()) for name in names]
     return work, localkafka.start_clusters(specs, work / "kafka")
+
+
+def bench_spec(name: str, port: int, controller_port: int) -> localkafka.ClusterSpec:
+    """A bench broker: 1 GiB heap, retention enforced within seconds (``BENCH_BROKER``)."""
+    return localkafka.ClusterSpec(name, port, controller_port, heap_mb=1024,
+                                  properties=BENCH_BROKER)  # fmt: skip
 
 
 SHARED_CLUSTERS = "BENCH_SHARED_CLUSTERS"
@@ -169,10 +174,7 @@ def shared_clusters(names: tuple[str, ...]) -> list[localkafka.Cluster] | None:
     if not said:
         return None
     known = {
-        name: localkafka.Cluster(
-            localkafka.ClusterSpec(name, port, controller, heap_mb=1024, properties=BENCH_BROKER),
-            Path(data), Path(log), pid,
-        )
+        name: localkafka.Cluster(bench_spec(name, port, controller), Path(data), Path(log), pid)
         for name, port, controller, data, log, pid in json.loads(said)
     }  # fmt: skip
     return [known[name] for name in names] if all(name in known for name in names) else None

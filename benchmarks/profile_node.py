@@ -23,19 +23,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from bench_e2e import (
     EXE,
-    PARTITIONS,
     bench_clusters,
     bridged_topic,
     copied,
-    fill,
-    first_topic,
     node_config,
     prepare,
-    records,
 )
 from workload import Workload
-
-from node.kafka.topics import ensure_topics
 
 
 def children(pid: int) -> list[int]:
@@ -88,19 +82,12 @@ async def main_async(
     """Set up, run the node under py-spy, summarise."""
     with bench_clusters("profile-node", ("city", "province")) as (work, clusters):
         local, parent = clusters[0].bootstrap, clusters[1].bootstrap
-        if fresh:  # the county's departments publish: the node where records enter
-            stage = await prepare(size, [local, parent], count, hops=1, fresh=True,
-                                  workload=Workload(size, fresh=True))  # fmt: skip
-            prefix, role, first = stage.prefix, "county", stage.topics[0]
-        else:  # handed up by the county, passing through the city
-            prefix, role = f"prof{size}", "city"
-            first = first_topic(prefix, fresh=False)
-            await ensure_topics(local, [first], PARTITIONS, 1)
-            await fill(local, first, records(size, count))
-        arrives = bridged_topic("node", first, prefix, role)
-        await ensure_topics(parent, [arrives], PARTITIONS, 1)
+        stage = await prepare(size, [local, parent], count, hops=1, fresh=fresh,
+                              workload=Workload(size, fresh=fresh))  # fmt: skip
+        role = stage.roles()[0]  # county where records enter, city where they pass through
+        arrives = bridged_topic("node", stage.topics[0], stage.prefix, role)
         config = work / "node.toml"
-        node_config(config, local, parent, prefix, role=role, workers=workers)
+        node_config(config, local, parent, stage.prefix, role=role, workers=workers)
         stacks = work / "stacks.txt"
         spy = str(Path(sys.executable).with_name("py-spy"))
         every = ["--subprocesses"] if workers > 1 else []  # the workers too, each its own root
