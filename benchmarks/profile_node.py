@@ -94,18 +94,20 @@ async def main_async(
         profiler = subprocess.Popen([spy, "record", "--format", "raw", "--rate", "250", *every,
                                      "-o", str(stacks), "--", str(EXE), "run", "--config", str(config)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        consumer = AIOKafkaConsumer(bootstrap_servers=parent)
-        await consumer.start()
         started = time.monotonic()
         try:
-            done = await until_copied(consumer, arrives, count, started)
-        finally:
-            await consumer.stop()
-        print(f"copied {done} records of {size} B in {time.monotonic() - started:.1f} s "
-              "(incl. start-up)")  # fmt: skip
-        for child in children(profiler.pid):
-            os.kill(child, signal.SIGTERM)  # the node, by pid; py-spy then writes its samples
-        profiler.wait(timeout=120)
+            consumer = AIOKafkaConsumer(bootstrap_servers=parent)
+            await consumer.start()
+            try:
+                done = await until_copied(consumer, arrives, count, started)
+            finally:
+                await consumer.stop()
+            took = time.monotonic() - started
+        finally:  # however the wait ends: a node left running would outlive its brokers
+            for child in children(profiler.pid):
+                os.kill(child, signal.SIGTERM)  # the node, by pid; py-spy then writes its samples
+            profiler.wait(timeout=120)
+        print(f"copied {done} records of {size} B in {took:.1f} s (incl. start-up)")
         summarise(stacks, top)
         if keep is not None:
             shutil.copyfile(stacks, keep)
