@@ -86,7 +86,11 @@ class Policy:
 
     def __init__(self, snapshot: PolicySnapshot, memo_size: int = 8192) -> None:
         self.snapshot = snapshot
-        self._memo: dict[tuple[PolicyKey, Outcome], Outcome] = {}
+        self._memo: dict[tuple[PolicyKey, int], tuple[Delivered, Outcome]] = {}
+        """(key, id of the routed outcome) -> (that outcome, kept alive so its id stays its
+        own while memoised; the decision). The router hands out one outcome object per kind of
+        route, so its identity is a cheaper key than its value, which dataclasses hash in
+        Python; an equal outcome of another identity is merely decided again."""
         self._memo_size = memo_size
 
     def swap(self, snapshot: PolicySnapshot) -> None:
@@ -102,12 +106,15 @@ class Policy:
             if isinstance(outcome, Refused):
                 outcomes.append(outcome)
                 continue
-            memo_key = (key, outcome)
-            decided = memo.get(memo_key)
-            if decided is None:
+            memo_key = (key, id(outcome))
+            found = memo.get(memo_key)
+            if found is not None and found[0] is outcome:
+                decided = found[1]
+            else:
                 if len(memo) >= self._memo_size:
                     memo.clear()
-                decided = memo[memo_key] = self.apply(key, outcome)
+                decided = self.apply(key, outcome)
+                memo[memo_key] = (outcome, decided)
             outcomes.append(decided)
         return outcomes
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from node.core.catalog import Catalog, InformationItem, Openness, Resource, UpdateCycle
 from node.core.envelope import Sharing
 from node.core.outcome import Copy, Delivered, Direction, Outcome, Reason, Refused
-from node.core.policy import Clearance, NegativeList, Policy, PolicySnapshot
+from node.core.policy import Clearance, NegativeList, Policy, PolicyKey, PolicySnapshot
 
 
 def resource(code: str, sharing: Sharing = Sharing.UNCONDITIONAL, grade: int = 2) -> Resource:
@@ -147,3 +147,35 @@ def test_every_record_gets_exactly_one_outcome_and_not_shared_never_leaves(
             assert outcome.copies
             delivered = list(outcome.copies) + [copy for copy, _ in outcome.withheld]
             assert sorted(delivered, key=repr) == sorted(copies, key=repr)
+
+
+class _CountingPolicy(Policy):
+    """Counts the decisions it works out (memo misses)."""
+
+    def __init__(self, snapshot: PolicySnapshot, memo_size: int) -> None:
+        super().__init__(snapshot, memo_size)
+        self.worked_out = 0
+
+    def apply(self, key: PolicyKey, routed: Delivered) -> Outcome:
+        self.worked_out += 1
+        return super().apply(key, routed)
+
+
+def _open(code: str) -> PolicyKey:
+    return (code.encode(), b"410102", b"PSB", b"2")
+
+
+def test_a_routed_outcome_is_decided_once_per_kind_and_an_equal_one_alike() -> None:
+    """The memo knows a routed outcome by identity (the router shares one per kind of route)."""
+    policy = _CountingPolicy(POLICY.snapshot, memo_size=3)
+    shared = Delivered((UP, DOWN_B))
+    equal = Delivered((UP, DOWN_B))  # another object with the same value
+    keys = [_open("OPEN"), _open("OPEN"), _open("HIGH"), _open("OPEN"), _open("OPEN")]
+    outcomes = policy.apply_batch(keys, [shared, shared, shared, equal, shared])
+    assert policy.worked_out == 3  # OPEN and HIGH with ``shared``, OPEN with ``equal``
+    assert outcomes == [POLICY.apply(k, Delivered((UP, DOWN_B))) for k in keys]
+    assert outcomes[3] == outcomes[0]
+    policy.apply_batch([_open("ASK"), _open("OPEN")], [shared, shared])
+    assert policy.worked_out == 5  # the memo was full: it started afresh with ASK, then OPEN
+    policy.apply_batch([_open("OPEN")], [shared])
+    assert policy.worked_out == 5
