@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -143,28 +144,36 @@ class Entry(NamedTuple):
         return {**self.fields(), "hash": self.hash}
 
 
-_Pieces = tuple[str, str, str, str, str]
+_Pieces = tuple[str, str, str, str, str, str]
 _PIECES: dict[tuple[Any, ...], _Pieces] = {}
-"""A record entry's canonical encoding in pieces, per what a batch's entries share (resource,
-region, department, destination, time, outcome, reason, detail): those fields quoted once, with
-``id``, ``prev``, ``seq`` and ``sha256`` to go between the pieces."""
+"""A record entry's canonical encoding in pieces, per what entries of one kind of copy share
+(resource, region, department, destination, outcome, reason, detail): those fields quoted once,
+with ``id``, ``prev``, ``seq``, ``sha256`` and ``time_ms`` to go between the pieces. The time is
+not in them, so a kind's pieces serve every batch (each has a time of its own)."""
 PIECES_KEPT = 4096
 """Sets of pieces kept at most (refusals' details vary): past it they are made afresh."""
 _OUTCOMES = {outcome: _quote(outcome.value) for outcome in Outcome}
 _new_tuple = tuple.__new__  # an Entry from its fields, without the named tuple's keyword handling
 _SEEDED = hashlib.sha256(_DOMAIN)
 """The hash of the domain tag, copied for each entry rather than the tag prepended."""
+_SHARED = operator.itemgetter(1, 2, 3, 4, 6, 7, 8)
+"""A fact's fields but id, time and sha256: what its pieces are made of."""
 
 
 def _pieces(fact: Fact) -> _Pieces:
-    """Return what ``_canonical`` makes of ``_ordered``'s dict around id, prev, seq, sha256."""
+    """Return what ``_canonical`` makes of ``_ordered``'s dict around id, prev, seq, sha256, time.
+
+    ``prev`` goes between quotes of its own piece: it is always a hash (hex digits, nothing to
+    escape), this chain's or a tip's read back and checked by ``parse_entry``.
+    """
     return (
         f'{{"destination":{_quote(fact.destination)},"detail":{_quote(fact.detail)},"id":',
-        f',"kind":"record","outcome":{_OUTCOMES[fact.outcome]},"prev":',
-        f',"reason":{_quote(fact.reason)},"resource":{_quote(fact.resource)},"seq":',
+        f',"kind":"record","outcome":{_OUTCOMES[fact.outcome]},"prev":"',
+        f'","reason":{_quote(fact.reason)},"resource":{_quote(fact.resource)},"seq":',
         ',"sha256":',
         f',"source_dept":{_quote(fact.source_dept)},"source_region":'
-        f'{_quote(fact.source_region)},"time_ms":{int(fact.time_ms)},"v":{VERSION}}}',
+        f'{_quote(fact.source_region)},"time_ms":',
+        f',"v":{VERSION}}}',
     )
 
 
@@ -174,16 +183,16 @@ def make_entry(seq: int, prev: str, body: Body) -> Entry:
         canonical = _IN_ORDER.encode(_ordered(seq, prev, body)).encode()
         return Entry(seq, prev, body, _digest(canonical), canonical)
     fact: Fact = body
-    shared = fact[1:9]
+    shared = _SHARED(fact)
     pieces = _PIECES.get(shared)
     if pieces is None:
         if len(_PIECES) >= PIECES_KEPT:
             _PIECES.clear()
         pieces = _PIECES[shared] = _pieces(fact)
-    at_id, at_prev, at_seq, at_sha256, rest = pieces
+    at_id, at_prev, at_seq, at_sha256, at_time, rest = pieces
     canonical = (
-        f"{at_id}{_quote(fact.record_id)}{at_prev}{_quote(prev)}{at_seq}{int(seq)}"
-        f"{at_sha256}{_quote(fact.sha256)}{rest}"
+        f"{at_id}{_quote(fact.record_id)}{at_prev}{prev}{at_seq}{seq}"
+        f"{at_sha256}{_quote(fact.sha256)}{at_time}{fact.time_ms}{rest}"
     ).encode()
     hashed = _SEEDED.copy()
     hashed.update(canonical)
