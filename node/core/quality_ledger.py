@@ -17,16 +17,15 @@ Pure: no I/O, no clock (time is passed in), no logging.
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from node.core.stats import (
-    VERSION,
     BucketLedger,
     grouped,
     join_key,
+    line_json,
     read_bucket,
     read_int,
     read_object,
@@ -82,8 +81,7 @@ class QualityLine:
 
     def to_json(self) -> builtins.bytes:
         """Serialise as the record value (versioned JSON)."""
-        value = {"v": VERSION, **{name: getattr(self, name) for name in _LINE_FIELDS}}
-        return _LINE_JSON.encode(value).encode()
+        return line_json(self, _LINE_FIELDS)
 
     @classmethod
     def from_json(cls, data: builtins.bytes) -> QualityLine:
@@ -101,8 +99,6 @@ class QualityLine:
 
 
 _LINE_FIELDS = tuple(f.name for f in fields(QualityLine))
-"""Read one by one for ``to_json``, as a statistics line's: ``asdict`` deep-copies each value."""
-_LINE_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 
 
 class QualityLedger(BucketLedger[QualityKey, QualityLine]):

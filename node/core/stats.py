@@ -64,8 +64,7 @@ class StatsLine:
 
     def to_json(self) -> builtins.bytes:
         """Serialise as the record value (versioned JSON)."""
-        value = {"v": VERSION, **{name: getattr(self, name) for name in _LINE_FIELDS}}
-        return _LINE_JSON.encode(value).encode()
+        return line_json(self, _LINE_FIELDS)
 
     @classmethod
     def from_json(cls, data: builtins.bytes) -> StatsLine:
@@ -80,9 +79,18 @@ class StatsLine:
 
 
 _LINE_FIELDS = tuple(f.name for f in fields(StatsLine))
-"""Read one by one for ``to_json``: ``asdict`` deep-copies each value, a Python call apiece."""
 _LINE_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 """``json.dumps`` with options builds an encoder per call."""
+
+
+def line_json(line: object, names: Sequence[str]) -> builtins.bytes:
+    """Serialise a ledger line's fields ``names`` as its record value: versioned JSON, keys sorted.
+
+    The fields are read one by one: ``asdict`` deep-copies each value, a Python call apiece.
+    """
+    return _LINE_JSON.encode(
+        {"v": VERSION, **{name: getattr(line, name) for name in names}}
+    ).encode()
 
 
 def join_key(parts: Iterable[str]) -> builtins.bytes:
