@@ -389,16 +389,7 @@ async def measure(
     consumer = AIOKafkaConsumer(bootstrap_servers=target)
     await consumer.start()
     try:
-        baseline = await end_offsets(consumer, topics)
-        deadline = time.monotonic() + FIRST_RECORD_TIMEOUT_S
-        while await end_offsets(consumer, topics) == baseline:
-            _check_alive(process)
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"bridge (pid {process.pid}): no record copied within "
-                    f"{FIRST_RECORD_TIMEOUT_S:g} s"
-                )
-            await asyncio.sleep(0.05)
+        baseline = await first_copy(process, consumer, topics)
         first_copy_s = time.monotonic() - started
         await asyncio.sleep(warmup_s)
         began, start_count = time.monotonic(), await end_offsets(consumer, topics)
@@ -418,6 +409,25 @@ async def measure(
                       count - baseline >= available, first_copy_s, per_second)  # fmt: skip
     finally:
         await consumer.stop()
+
+
+async def first_copy(
+    process: subprocess.Popen[bytes], consumer: AIOKafkaConsumer, topics: Sequence[str]
+) -> int:
+    """Wait for the bridge's first copy to ``topics``; return the records they held before it.
+
+    Raises RuntimeError when the bridge exits, or copies nothing within FIRST_RECORD_TIMEOUT_S.
+    """
+    baseline = await end_offsets(consumer, topics)
+    deadline = time.monotonic() + FIRST_RECORD_TIMEOUT_S
+    while await end_offsets(consumer, topics) == baseline:
+        _check_alive(process)
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"bridge (pid {process.pid}): no record copied within {FIRST_RECORD_TIMEOUT_S:g} s"
+            )
+        await asyncio.sleep(0.05)
+    return baseline
 
 
 def kill_bridges(processes: Sequence[subprocess.Popen[bytes]]) -> None:

@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ from bench_e2e import (
     bridged_topic,
     copied,
     cpu_seconds,
+    first_copy,
+    kill_bridges,
     node_config,
     prepare,
 )
@@ -111,26 +112,6 @@ def report(profile: dict[str, Any]) -> None:
             print(f"  {share:5.1f}%  {name}")
 
 
-async def wait_for_copies(consumer: AIOKafkaConsumer, topic: str, timeout_s: float) -> None:
-    """Return once ``topic`` holds a copy; raise RuntimeError after ``timeout_s``."""
-    until = time.monotonic() + timeout_s
-    while await copied(consumer, topic) == 0:
-        if time.monotonic() > until:
-            raise RuntimeError(f"no copy reached {topic} within {timeout_s:g} s")
-        await asyncio.sleep(0.2)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the node by its pid: SIGTERM, then SIGKILL if it has not gone in 30 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-
-
 async def main_async(args: argparse.Namespace) -> None:
     """Set up, run the node, profile its steady state, report."""
     size, seconds = args.size, args.seconds
@@ -152,7 +133,7 @@ async def main_async(args: argparse.Namespace) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=parent)
         await consumer.start()
         try:
-            await wait_for_copies(consumer, arrives, 90)
+            await first_copy(node, consumer, [arrives])
             await asyncio.sleep(WARMUP_S)
             before, cpu_before = await copied(consumer, arrives), cpu_seconds(node.pid)
             await asyncio.to_thread(subprocess.run, [
@@ -162,7 +143,7 @@ async def main_async(args: argparse.Namespace) -> None:
             after, cpu = await copied(consumer, arrives), cpu_seconds(node.pid) - cpu_before
         finally:  # however it ends: a node left running would outlive its brokers
             await consumer.stop()
-            stop(node)
+            kill_bridges([node])  # by pid, its workers too: nothing is measured after py-spy
             log.close()
         done = after - before
         if after >= stage.available:
