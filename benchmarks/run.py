@@ -1,7 +1,7 @@
 """Run every benchmark, then plot the scaling curves next to the JSON (``make bench``).
 
 ``--quick`` runs each with fewer records and shorter timings (121 s in the last run, 114-118 s on
-the faster host, 163-202 s on the slowest); the full run took 1,189 s in the last run (AMD EPYC),
+the faster host, 163-202 s on the slowest); the full run took 1,168 s in the last run (AMD EPYC),
 18-19 minutes on the faster hosts, 23-25 on the slowest.
 """
 
